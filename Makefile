@@ -1,0 +1,30 @@
+# The README's two commands: `make run` (the main job) and `make test` (the whole suite).
+# Both create the virtual environment .venv on first use (torch==2.13.0 and the stack).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export MPLBACKEND ?= Agg
+# the data folder: AMMS_DATA if set, else ./data, else ../shared/data (this workplace);
+# with none of them the library falls back to built-in skimage images and says so
+export AMMS_DATA ?= $(firstword $(wildcard $(CURDIR)/data) $(wildcard $(CURDIR)/../shared/data))
+
+.PHONY: run test venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[notebooks,test]"
+	touch $@
+
+# main job: the bicubic baseline on every benchmark set and scale
+run: $(STAMP)
+	$(PY) -m amms_lib.benchmark --model bicubic --json runs/benchmark/bicubic.json
+
+test: $(STAMP)
+	$(PY) -m pytest --durations=10
+
+clean:
+	rm -rf $(VENV) runs

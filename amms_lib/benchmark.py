@@ -1,0 +1,153 @@
+"""PSNR/SSIM of a method on the benchmark sets, under the protocol of ``metrics``.
+
+    python -m amms_lib.benchmark --model bicubic --datasets Set5 Set14 BSD100 Urban100 \
+        --scales 2 3 4 [--json FILE]
+
+prints a table (set x scale, mean PSNR/SSIM on Y) and optionally writes
+``{"results": [{"model", "dataset", "scale", "psnr", "ssim", "n_images",
+"lr_source"}, ...]}``. A set without published LR at a scale gets LR made by
+``amms_lib.resize`` (clamp borders, as the published files were made), and the
+output says so.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from amms_lib import data
+from amms_lib.errors import AmmsError
+from amms_lib.metrics import evaluate
+from amms_lib.resize import imresize
+
+Upscaler = Callable[[np.ndarray], np.ndarray]  # uint8 LR image -> uint8 SR image
+MODELS = ("bicubic",)
+
+
+def bicubic_upscaler(scale: int) -> Upscaler:
+    """MATLAB ``imresize(lr, scale, 'bicubic')`` on uint8: the published baseline."""
+    return lambda lr: imresize(lr, scale)
+
+
+def make_upscaler(model: str, scale: int, checkpoint: str | None = None) -> Upscaler:
+    """The method to evaluate, as a function from LR to SR image."""
+    if model == "bicubic":
+        if checkpoint:
+            raise AmmsError("--checkpoint makes no sense with --model bicubic")
+        return bicubic_upscaler(scale)
+    raise AmmsError(f"unknown model {model!r}; available: {', '.join(MODELS)}")
+
+
+def evaluate_set(upscale: Upscaler, dataset: str, scale: int) -> dict:
+    """Mean PSNR/SSIM over one set at one scale, plus where the LR images came from."""
+    psnrs, ssims, sources = [], [], set()
+    for pair in data.iter_pairs(dataset, scale):
+        sr = upscale(pair.lr)
+        if sr.shape != pair.hr.shape:
+            raise AmmsError(
+                f"{dataset}/{pair.name}: output {sr.shape} != HR {pair.hr.shape} at x{scale}"
+            )
+        p, s = evaluate(sr, pair.hr, scale)
+        psnrs.append(p)
+        ssims.append(s)
+        sources.add(pair.lr_source)
+    if not psnrs:
+        raise AmmsError(f"set {dataset!r} has no images")
+    return {
+        "dataset": dataset, "scale": scale, "psnr": float(np.mean(psnrs)),
+        "ssim": float(np.mean(ssims)), "n_images": len(psnrs),
+        "lr_source": "+".join(sorted(sources)),
+    }
+
+
+def run(model: str, datasets: list[str], scales: list[int],
+        checkpoint: str | None = None, log=print) -> list[dict]:
+    """Evaluate ``model`` on every (dataset, scale); one result dict each."""
+    for s in scales:
+        data.check_scale(s)
+    for d in datasets:
+        if d != data.BUILTIN:
+            data.set_dir(d)  # fail before any work if a set is missing
+    results = []
+    for s in scales:
+        upscale = make_upscaler(model, s, checkpoint)
+        for d in datasets:
+            t0 = time.perf_counter()
+            res = {"model": model, **evaluate_set(upscale, data.canonical(d), s)}
+            res["seconds"] = round(time.perf_counter() - t0, 2)
+            results.append(res)
+            if res["lr_source"] != "published":
+                log(f"note: {res['dataset']} x{s} has no published LR; "
+                    "made it with amms_lib.resize (MATLAB bicubic, clamp borders)")
+    return results
+
+
+def format_table(results: list[dict]) -> str:
+    """Rows: datasets; columns: scales; cells: PSNR/SSIM."""
+    scales = sorted({r["scale"] for r in results})
+    sets = list(dict.fromkeys(r["dataset"] for r in results))
+    cell = {(r["dataset"], r["scale"]): r for r in results}
+    model = ", ".join(dict.fromkeys(r["model"] for r in results))
+    lines = [f"{model:<12}" + "".join(f"{'x' + str(s):>17}" for s in scales)]
+    for d in sets:
+        row = f"{d:<12}"
+        for s in scales:
+            r = cell.get((d, s))
+            row += f"{r['psnr']:>10.2f}/{r['ssim']:.4f}" if r else f"{'-':>17}"
+        lines.append(row)
+    return "\n".join(lines)
+
+
+def write_json(path: str | os.PathLike, payload: dict) -> None:
+    """Write JSON atomically: a temp file in the same folder, then a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(payload, f, indent=2)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m amms_lib.benchmark", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="bicubic", help=f"one of {', '.join(MODELS)}")
+    ap.add_argument("--checkpoint", help="trained weights for a network model")
+    ap.add_argument("--datasets", nargs="+", help="default: Set5 Set14 BSD100 Urban100")
+    ap.add_argument("--scales", nargs="+", type=int, default=list(data.SCALES))
+    ap.add_argument("--json", help="also write the results to this JSON file")
+    args = ap.parse_args(argv)
+    try:
+        datasets = args.datasets
+        if datasets is None:
+            if data.data_root() is None:
+                print(f"note: no data folder ({data.ENV_VAR} unset, data/ missing); "
+                      f"using the built-in '{data.BUILTIN}' images. Their numbers are "
+                      "not comparable with published tables.")
+                datasets = [data.BUILTIN]
+            else:
+                datasets = list(data.STANDARD_SETS)
+        results = run(args.model, datasets, args.scales, args.checkpoint)
+        print(format_table(results))
+        if args.json:
+            write_json(args.json, {"results": results})
+            print(f"wrote {args.json}")
+    except AmmsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

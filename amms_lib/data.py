@@ -1,0 +1,227 @@
+"""Benchmark images: where they are, which sets and images exist, LR/HR pairs.
+
+One setting names the data folder: the environment variable ``AMMS_DATA``
+(default: ``data/`` in the repository root). It holds the EDSR/BasicSR layout::
+
+    benchmark/<Set>/HR/<name>.png
+    benchmark/<Set>/LR_bicubic/X<s>/<name>x<s>.png
+
+(the sets may also sit directly in the folder). ``B100`` is accepted for ``BSD100``.
+With no data folder at all, a few images shipped in ``skimage.data`` form the
+built-in set ``skimage``, so that everything still runs (numbers are then not
+comparable with published tables).
+
+Command line: ``python -m amms_lib.data list`` and
+``python -m amms_lib.data fetch --dest DIR`` (downloads the standard archive).
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Iterator, NamedTuple
+
+import numpy as np
+
+from amms_lib.errors import AmmsError
+from amms_lib.images import read_image
+from amms_lib.resize import imresize
+from amms_lib.runtime import repo_root
+
+ENV_VAR = "AMMS_DATA"
+SCALES = (2, 3, 4)
+STANDARD_SETS = ("Set5", "Set14", "BSD100", "Urban100")
+ALIASES = {"B100": "BSD100"}  # folder name -> canonical name
+BUILTIN = "skimage"
+BUILTIN_IMAGES = ("astronaut", "camera", "chelsea", "coffee")
+IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff")
+
+
+class Pair(NamedTuple):
+    """One evaluation sample: uint8 LR input, mod-cropped uint8 HR, where LR came from."""
+
+    name: str
+    lr: np.ndarray
+    hr: np.ndarray
+    lr_source: str  # "published" (file on disk) or "generated" (amms_lib.resize)
+
+
+def data_root() -> Path | None:
+    """The configured data folder; None when AMMS_DATA is unset and data/ is absent.
+
+    An AMMS_DATA that names a missing folder is an error, not a silent fallback.
+    """
+    env = os.environ.get(ENV_VAR)
+    if env:
+        root = Path(env).expanduser()
+        if not root.is_dir():
+            raise AmmsError(
+                f"{ENV_VAR}={env}: no such folder; point {ENV_VAR} at a folder holding "
+                "benchmark/<Set>/HR, or run: python -m amms_lib.data fetch --dest DIR"
+            )
+        return root
+    root = repo_root() / "data"
+    return root if root.is_dir() else None
+
+
+def _benchmark_dir(root: Path | None = None) -> Path | None:
+    root = data_root() if root is None else Path(root)
+    if root is None:
+        return None
+    return root / "benchmark" if (root / "benchmark").is_dir() else root
+
+
+def _set_folders(root: Path | None = None) -> dict[str, Path]:
+    """Canonical set name -> folder, for every folder with an ``HR`` subfolder."""
+    bench = _benchmark_dir(root)
+    if bench is None:
+        return {}
+    found = {}
+    for d in sorted(bench.iterdir()):
+        if (d / "HR").is_dir():
+            found[ALIASES.get(d.name, d.name)] = d
+    return found
+
+
+def canonical(name: str) -> str:
+    """``B100`` -> ``BSD100``; other names unchanged."""
+    return ALIASES.get(name, name)
+
+
+def list_sets(root: Path | None = None) -> list[str]:
+    """Sets available under the data folder, or ``["skimage"]`` without one."""
+    folders = _set_folders(root)
+    if not folders and (root is None and data_root() is None):
+        return [BUILTIN]
+    order = {s: i for i, s in enumerate(STANDARD_SETS)}
+    return sorted(folders, key=lambda s: (order.get(s, len(order)), s))
+
+
+def set_dir(name: str, root: Path | None = None) -> Path:
+    """Folder of one set; a clear error naming the available sets when it is missing."""
+    folders = _set_folders(root)
+    if canonical(name) in folders:
+        return folders[canonical(name)]
+    where = _benchmark_dir(root)
+    if where is None:
+        raise AmmsError(
+            f"set {name!r}: no data folder ({ENV_VAR} is unset and data/ is missing); "
+            f"set {ENV_VAR}, or run: python -m amms_lib.data fetch --dest data"
+        )
+    have = ", ".join(list_sets(root)) or "none"
+    raise AmmsError(f"set {name!r} not found under {where}; available: {have}")
+
+
+def list_images(name: str, root: Path | None = None) -> list[str]:
+    """Image names (file stems) of a set, sorted."""
+    if name == BUILTIN:
+        return list(BUILTIN_IMAGES)
+    hr = set_dir(name, root) / "HR"
+    return sorted(p.stem for p in hr.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def check_scale(scale: int) -> int:
+    """The paper's scales only: 2, 3 or 4."""
+    if scale not in SCALES:
+        raise AmmsError(f"scale {scale} is not supported; choose one of 2, 3, 4")
+    return int(scale)
+
+
+def modcrop(img: np.ndarray, scale: int) -> np.ndarray:
+    """Drop the last ``h % scale`` rows and ``w % scale`` columns (the benchmark rule)."""
+    h, w = img.shape[:2]
+    return img[: h - h % scale, : w - w % scale]
+
+
+def _find(folder: Path, stem: str) -> Path | None:
+    for suffix in IMAGE_SUFFIXES:
+        if (folder / (stem + suffix)).is_file():
+            return folder / (stem + suffix)
+    return None
+
+
+def load_hr(name: str, image: str, root: Path | None = None) -> np.ndarray:
+    """The HR image as uint8 (H, W) or (H, W, 3), not yet mod-cropped."""
+    if name == BUILTIN:
+        import skimage.data
+
+        if image not in BUILTIN_IMAGES:
+            raise AmmsError(f"{image!r} is not in the built-in set; use {BUILTIN_IMAGES}")
+        return np.ascontiguousarray(getattr(skimage.data, image)())
+    path = _find(set_dir(name, root) / "HR", image)
+    if path is None:
+        raise AmmsError(f"{name}: no HR image named {image!r}")
+    return read_image(path)
+
+
+def lr_path(name: str, image: str, scale: int, root: Path | None = None) -> Path | None:
+    """The published LR file, or None when the set has none at this scale."""
+    if name == BUILTIN:
+        return None
+    return _find(set_dir(name, root) / "LR_bicubic" / f"X{scale}", f"{image}x{scale}")
+
+
+def load_pair(name: str, image: str, scale: int, root: Path | None = None) -> Pair:
+    """LR input and mod-cropped HR truth for one image at one scale.
+
+    The published LR file is used when it exists; otherwise the LR is made from the
+    HR with MATLAB-style bicubic and clamp-to-edge borders, exactly as the published
+    files were made (tests check that bit for bit).
+    """
+    check_scale(scale)
+    hr = modcrop(load_hr(name, image, root), scale)
+    if min(hr.shape[:2]) < scale:
+        raise AmmsError(f"{name}/{image}: {hr.shape[:2]} is too small for x{scale}")
+    path = lr_path(name, image, scale, root)
+    if path is None:
+        return Pair(image, imresize(hr, 1 / scale, border="clamp"), hr, "generated")
+    lr = read_image(path)
+    want = (hr.shape[0] // scale, hr.shape[1] // scale)
+    if lr.shape[:2] != want or lr.ndim != hr.ndim:
+        raise AmmsError(
+            f"{path}: LR is {lr.shape}, expected {want} for the x{scale} HR {hr.shape}; "
+            "the data folder is inconsistent (re-fetch it)"
+        )
+    return Pair(image, lr, hr, "published")
+
+
+def iter_pairs(name: str, scale: int, root: Path | None = None) -> Iterator[Pair]:
+    """Every (LR, HR) pair of a set at one scale, in name order."""
+    for image in list_images(name, root):
+        yield load_pair(name, image, scale, root)
+
+
+def _list_main() -> int:
+    root = data_root()
+    if root is None:
+        print(f"no data folder ({ENV_VAR} unset, data/ missing): built-in set "
+              f"{BUILTIN!r} with {len(BUILTIN_IMAGES)} images from skimage.data")
+        return 0
+    print(f"data folder: {root}")
+    for name in list_sets():
+        lr = [f"x{s}" for s in SCALES if (set_dir(name) / "LR_bicubic" / f"X{s}").is_dir()]
+        print(f"  {name:10s} {len(list_images(name)):4d} images, "
+              f"published LR: {' '.join(lr) or 'none'}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    usage = ("usage: python -m amms_lib.data {list | fetch --dest DIR [--url URL] "
+             "[--sets ...]}")
+    if not argv or argv[0] not in ("list", "fetch"):
+        print(usage, file=sys.stderr)
+        return 2
+    if argv[0] == "fetch":
+        from amms_lib import download
+
+        return download.main(argv)
+    try:
+        return _list_main()
+    except AmmsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,293 @@
+"""Download, safely unpack and check the EDSR super-resolution benchmark.
+
+Layout: ``benchmark/<Set>/HR/<name>.png``, ``.../LR_bicubic/X<s>/<name>x<s>.png``.
+``dest/benchmark`` only appears once the whole benchmark has been checked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import sys
+import tarfile
+import tempfile
+import urllib.error
+import urllib.request
+import zlib
+from gzip import BadGzipFile
+from http.client import HTTPException
+from pathlib import Path, PurePosixPath
+from urllib.parse import urlsplit
+
+from PIL import Image
+
+from amms_lib.errors import AmmsError
+
+DEFAULT_URL = "https://cv.snu.ac.kr/research/EDSR/benchmark.tar"
+EXPECTED_COUNTS = {"Set5": 5, "Set14": 14, "BSD100": 100, "Urban100": 100}
+ALIASES = {"BSD100": ("BSD100", "B100")}  # accepted folder names per set
+SCALES = (2, 3, 4)
+_CHUNK = 1 << 16
+_FILTER_ERROR = getattr(tarfile, "FilterError", ())  # Python >= 3.11.4
+
+
+def _sets(sets) -> list[str]:
+    """Normalise requested set names (``B100`` means ``BSD100``); reject unknown."""
+    names = ["BSD100" if n == "B100" else n for n in sets or EXPECTED_COUNTS]
+    for name in names:
+        if name not in EXPECTED_COUNTS:
+            raise AmmsError(f"unknown set {name!r}; choose from "
+                            + ", ".join(EXPECTED_COUNTS))
+    return list(dict.fromkeys(names))
+
+
+def _set_dir(root: Path, name: str) -> Path | None:
+    for folder in ALIASES.get(name, (name,)):
+        if (root / folder).is_dir():
+            return root / folder
+    return None
+
+
+def _size(path: Path) -> tuple[int, int] | None:
+    try:
+        with Image.open(path) as im:  # reads the header only
+            return im.size
+    except OSError:
+        return None
+
+
+def _problems(root: Path, names: list[str]) -> tuple[list[str], dict[str, int]]:
+    """What is wrong with the benchmark at ``root``, and the HR count per set."""
+    if not root.is_dir():
+        return [f"{root} is not a folder"], {}
+    problems, counts = [], {}
+    for name in names:
+        folder = _set_dir(root, name)
+        if folder is None:
+            problems.append(f"{name} is missing")
+            continue
+        hr = sorted((folder / "HR").glob("*.png"))
+        if len(hr) != EXPECTED_COUNTS[name]:
+            problems.append(f"{name} has {len(hr)} HR images, "
+                            f"expected {EXPECTED_COUNTS[name]}")
+        sizes = {p.stem: _size(p) for p in hr}
+        problems += [f"{p} cannot be read" for p in hr if sizes[p.stem] is None]
+        for s in SCALES:
+            lr_dir = folder / "LR_bicubic" / f"X{s}"
+            for lr in sorted(lr_dir.glob("*.png")) if lr_dir.is_dir() else []:
+                base = lr.stem[:-len(f"x{s}")] if lr.stem.endswith(f"x{s}") else None
+                if base not in sizes:
+                    problems.append(f"{lr} has no matching HR image")
+                    continue
+                got, hr_size = _size(lr), sizes[base]
+                if hr_size is None:
+                    continue
+                want = (hr_size[0] // s, hr_size[1] // s)
+                if got != want:
+                    problems.append(f"{lr} is {got}, expected {want} "
+                                    f"(HR {hr_size} / {s})")
+        counts[name] = len(hr)
+    return problems, counts
+
+
+def _summary(problems: list[str]) -> str:
+    more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+    return "; ".join(problems[:5]) + more
+
+
+def validate(benchmark_dir, sets=None) -> dict[str, int]:
+    """Check HR counts and LR/HR size agreement; return ``{set: n_images}``."""
+    root = Path(benchmark_dir)
+    problems, counts = _problems(root, _sets(sets))
+    if problems:
+        raise AmmsError(f"benchmark at {root} is not valid: {_summary(problems)}; "
+                        "delete it and run fetch again")
+    return counts
+
+
+def _say(msg: str, progress: bool) -> None:
+    if progress:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def _download(url: str, archive: Path, progress: bool) -> None:
+    """Download ``url`` to ``archive`` via ``<archive>.part``, resuming if possible."""
+    part = archive.with_name(archive.name + ".part")
+    have = part.stat().st_size if part.exists() else 0
+    req = urllib.request.Request(url, headers={"User-Agent": "amms_lib"})
+    if have:
+        req.add_header("Range", f"bytes={have}-")
+    try:
+        resp = urllib.request.urlopen(req, timeout=60)
+    except urllib.error.HTTPError as e:
+        if e.code == 416 and have:  # nothing left to send: complete, or stale
+            if (e.headers.get("Content-Range") or "").strip() == f"bytes */{have}":
+                part.replace(archive)
+                return
+            part.unlink()
+            return _download(url, archive, progress)
+        raise AmmsError(f"download of {url} failed with HTTP {e.code} {e.reason}; "
+                        "check the URL (or AMMS_BENCHMARK_URL)") from None
+    except (urllib.error.URLError, OSError, ValueError, HTTPException) as e:
+        reason = getattr(e, "reason", e)
+        raise AmmsError(f"cannot download {url} ({reason}); check the network "
+                        "connection and the URL (or AMMS_BENCHMARK_URL)") from None
+    with resp:
+        if resp.status == 206:
+            m = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+|\*)",
+                             (resp.headers.get("Content-Range") or "").strip())
+            if not m or int(m[1]) != have:
+                raise AmmsError(f"server sent an unexpected byte range for {url}; "
+                                f"delete {part} and run again")
+            start, mode = have, "ab"
+            total = int(m[3]) if m[3] != "*" else int(m[2]) + 1
+            _say(f"resuming {archive.name} at {have} bytes", progress)
+        else:  # 200: the whole file again, so start over
+            start, mode, length = 0, "wb", resp.headers.get("Content-Length") or ""
+            total = int(length) if length.isdigit() else None
+            _say(f"downloading {url}", progress)
+        done, shown = start, -1
+        with open(part, mode) as f:
+            try:
+                while chunk := resp.read(_CHUNK):
+                    f.write(chunk)
+                    done += len(chunk)
+                    pct = done * 100 // total if total else done >> 20  # or MiB
+                    if progress and pct != shown:
+                        shown = pct
+                        print(f"\r  {archive.name}: {pct}{'%' if total else ' MiB'}",
+                              end="", file=sys.stderr, flush=True)
+            except (OSError, HTTPException):
+                pass  # the length check below reports it
+        if progress and shown >= 0:
+            print(file=sys.stderr, flush=True)
+    if total is not None and done != total:
+        raise AmmsError(f"download stopped after {done} of {total} bytes; run the "
+                        "same command again to resume" if done < total else
+                        f"got {done} bytes, expected {total}; delete {part} and retry")
+    part.replace(archive)
+
+
+def _unsafe(m: tarfile.TarInfo) -> str | None:
+    """Why member ``m`` must not be extracted, or None when it is a plain file/dir."""
+    if m.name.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", m.name):
+        return "absolute path"
+    if ".." in re.split(r"[/\\]", m.name):
+        return "'..' in path"
+    if m.issym() or m.islnk():
+        return f"link to {m.linkname!r}"
+    return None if m.isfile() or m.isdir() else "device, fifo or special file"
+
+
+def _extract(archive: Path, out: Path) -> None:
+    """Extract ``archive`` into ``out`` after checking every member."""
+    damaged = (f"archive is damaged or not a tar file: {archive}; "
+               "delete it and run again")
+    try:
+        with tarfile.open(archive, "r:*") as tf:
+            members = tf.getmembers()
+            tf.fileobj.seek(tf.offset)  # a complete tar ends with a zero block
+            if len(tf.fileobj.read(tarfile.BLOCKSIZE)) < tarfile.BLOCKSIZE:
+                raise AmmsError(damaged)
+            for m in members:
+                if why := _unsafe(m):
+                    raise AmmsError(f"archive member {m.name!r} is unsafe ({why}); "
+                                    f"nothing extracted; delete {archive} and check "
+                                    "the URL")
+            safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+            tf.extractall(out, members=members, **safe)  # filter: second defence
+    except AmmsError:
+        raise
+    except _FILTER_ERROR as e:
+        raise AmmsError(f"archive member is unsafe ({e}); delete {archive} "
+                        "and check the URL") from None
+    except (tarfile.TarError, EOFError, zlib.error, BadGzipFile):
+        raise AmmsError(damaged) from None
+    except OSError as e:
+        raise AmmsError(f"cannot extract {archive} ({e}); check free disk space, "
+                        "or delete the archive and run again") from None
+
+
+def _find_benchmark(root: Path) -> Path:
+    """The extracted folder named ``benchmark``, or the one holding the sets."""
+    level = [root]
+    for _ in range(4):  # breadth first, a few levels deep
+        for d in level:
+            if d.name == "benchmark" or any(_set_dir(d, n) for n in EXPECTED_COUNTS):
+                return d
+        level = sorted(c for d in level for c in d.iterdir() if c.is_dir())
+    raise AmmsError("the archive holds no benchmark folder; check the URL "
+                    "(or AMMS_BENCHMARK_URL)")
+
+
+def fetch(dest, url=None, sets=None, progress=True) -> Path:
+    """Download, check and install the benchmark as ``dest/benchmark``; return it."""
+    dest = Path(dest)
+    url = url or os.environ.get("AMMS_BENCHMARK_URL") or DEFAULT_URL
+    names = _sets(sets)
+    target = dest / "benchmark"
+    if target.exists():
+        problems, _ = _problems(target, names)
+        if problems:
+            raise AmmsError(f"{target} already exists but is not valid: "
+                            f"{_summary(problems)}; remove it and run fetch again")
+        _say(f"{target} is already in place and valid; nothing to download", progress)
+        return target
+    downloads = dest / ".downloads"
+    try:
+        downloads.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise AmmsError(f"cannot create {downloads} ({e.strerror}); "
+                        "choose another --dest") from None
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", PurePosixPath(urlsplit(url).path).name)
+    archive = downloads / (name.lstrip(".") or "benchmark.tar")
+    if not archive.exists():
+        _download(url, archive, progress)
+    tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=dest))
+    try:
+        _say(f"extracting {archive.name}", progress)
+        (tmp / "content").mkdir()
+        _extract(archive, tmp / "content")
+        found = _find_benchmark(tmp / "content")
+        problems, _ = _problems(found, names)
+        if problems:
+            raise AmmsError(f"{archive} does not hold a valid benchmark: "
+                            f"{_summary(problems)}; delete it and check the URL")
+        if target.exists():
+            raise AmmsError(f"{target} appeared while extracting; "
+                            "remove it and run fetch again")
+        found.rename(target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def main(argv=None) -> int:
+    """Command line: ``fetch --dest DIR [--url URL] [--sets ...] [--no-progress]``."""
+    parser = argparse.ArgumentParser(prog="python -m amms_lib.data",
+                                     description="Get the SR benchmark sets.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("fetch", help="download the benchmark into DEST/benchmark")
+    p.add_argument("--dest", required=True, type=Path, help="folder to install into")
+    p.add_argument("--url", help="archive URL (default: $AMMS_BENCHMARK_URL or EDSR's)")
+    p.add_argument("--sets", nargs="+", metavar="SET", help=" ".join(EXPECTED_COUNTS))
+    p.add_argument("--no-progress", action="store_true", help="print no progress")
+    args = parser.parse_args(argv)
+    try:
+        existed = (args.dest / "benchmark").is_dir()
+        path = fetch(args.dest, url=args.url, sets=args.sets,
+                     progress=not args.no_progress)
+        counts = validate(path, args.sets)
+    except AmmsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    summary = ", ".join(f"{k} {v}" for k, v in counts.items())
+    state = "already in place" if existed else "ready"
+    print(f"benchmark {state} at {path} ({summary} images)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,72 @@
+"""Reading and writing 8-bit images as NumPy arrays, with clear errors.
+
+Images are uint8 arrays (H, W) for grey and (H, W, 3) for colour: a single-channel
+file stays single-channel, because the evaluation protocol measures grey images on
+their grey values, not on Y of a fake RGB image.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from amms_lib.errors import AmmsError
+
+GREY_MODES = {"L", "1", "LA"}
+
+
+def read_image(path: str | os.PathLike, keep_alpha: bool = False) -> np.ndarray:
+    """Load an image file as uint8 (H, W) grey or (H, W, 3) RGB (RGBA with keep_alpha).
+
+    Raises AmmsError for a missing, empty, truncated, non-image or 16-bit file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise AmmsError(f"{path}: no such image file")
+    if path.stat().st_size == 0:
+        raise AmmsError(f"{path}: the file is empty")
+    try:
+        with Image.open(path) as im:
+            im.load()  # decode now, so a truncated file fails here
+            if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+                raise AmmsError(
+                    f"{path}: {im.mode} images (16-bit or float) are not supported; "
+                    "convert to 8-bit first"
+                )
+            if im.mode in GREY_MODES:
+                im = im.convert("LA" if keep_alpha and "A" in im.mode else "L")
+            elif keep_alpha and ("A" in im.mode or "transparency" in im.info):
+                im = im.convert("RGBA")
+            else:
+                im = im.convert("RGB")
+            return np.asarray(im).copy()
+    except AmmsError:
+        raise
+    except UnidentifiedImageError:
+        raise AmmsError(f"{path}: not an image file PIL can read") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise AmmsError(f"{path}: unreadable or truncated image ({exc})") from None
+
+
+def write_image(path: str | os.PathLike, img: np.ndarray) -> Path:
+    """Write a uint8 image atomically (temp file + rename): no half-written file."""
+    path = Path(path)
+    img = np.asarray(img)
+    if img.dtype != np.uint8:
+        raise AmmsError(f"write_image expects uint8 pixels, got {img.dtype}")
+    fmt = Image.registered_extensions().get(path.suffix.lower())
+    if fmt is None:
+        raise AmmsError(f"{path}: unknown image extension; use .png, .jpg, .bmp or .tif")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            Image.fromarray(img).save(f, format=fmt)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,56 @@
+"""Where things are and how a run is set up: repository root, mode, device, seed.
+
+Notebooks and scripts share these so that a notebook started by nbval (in
+``notebooks/``) and by papermill (in the caller's folder) resolve the same paths.
+"""
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from amms_lib.errors import AmmsError
+
+
+def repo_root() -> Path:
+    """The checkout holding ``amms_lib`` (or the current folder for an installed copy)."""
+    here = Path(__file__).resolve().parent.parent
+    return here if (here / "pyproject.toml").is_file() else Path.cwd()
+
+
+def resolve_mode(mode: str = "auto") -> str:
+    """``quick`` or ``full``: AMMS_MODE=quick wins, then a CUDA device means full."""
+    if mode not in ("auto", "quick", "full"):
+        raise AmmsError(f"mode must be 'auto', 'quick' or 'full', got {mode!r}")
+    if mode != "auto":
+        return mode
+    if os.environ.get("AMMS_MODE", "").lower() == "quick":
+        return "quick"
+    return "full" if torch.cuda.is_available() else "quick"
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` picks cuda, then mps, then cpu; anything else is checked and returned."""
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise AmmsError(f"unknown device {device!r}; use auto, cpu, cuda or mps") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise AmmsError("device 'cuda' asked for, but torch sees no CUDA GPU; use auto")
+    return dev
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's ``random``, NumPy and torch (all devices) with one number."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)

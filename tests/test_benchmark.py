@@ -1,0 +1,77 @@
+"""The benchmark command: the bicubic baseline reproduces the published table."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from amms_lib import benchmark, data
+
+# Published bicubic PSNR / SSIM on Y (SRCNN, VDSR ... AMMS tables)
+PUBLISHED = {
+    ("Set5", 2): (33.66, 0.9299), ("Set5", 3): (30.39, 0.8682),
+    ("Set5", 4): (28.42, 0.8104), ("Set14", 2): (30.24, 0.8688),
+    ("Set14", 3): (27.55, 0.7742), ("Set14", 4): (26.00, 0.7027),
+}
+
+
+def test_bicubic_matches_published_table(use_data):
+    results = benchmark.run("bicubic", ["Set5", "Set14"], [2, 3, 4], log=lambda m: None)
+    assert len(results) == 6
+    for r in results:
+        psnr, ssim = PUBLISHED[(r["dataset"], r["scale"])]
+        assert abs(r["psnr"] - psnr) <= 0.03, r
+        assert abs(r["ssim"] - ssim) <= 0.001, r
+        assert r["n_images"] == {"Set5": 5, "Set14": 14}[r["dataset"]]
+        assert r["lr_source"] == "published"
+
+
+def test_cli_prints_table_and_writes_json(use_data, tmp_path, capsys):
+    out = tmp_path / "res" / "b.json"
+    rc = benchmark.main(["--model", "bicubic", "--datasets", "Set5", "--scales", "2",
+                         "--json", str(out)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "Set5" in text and "x2" in text and "33.6" in text
+    res = json.loads(out.read_text())["results"]
+    assert [(r["model"], r["dataset"], r["scale"], r["n_images"]) for r in res] == [
+        ("bicubic", "Set5", 2, 5)]
+    assert {"psnr", "ssim"} <= set(res[0])
+
+
+def test_generated_lr_is_announced(tmp_path, monkeypatch, capsys):
+    hr = tmp_path / "Mine" / "HR"
+    hr.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (48, 40, 3), dtype=np.uint8)).save(hr / "a.png")
+    monkeypatch.setenv("AMMS_DATA", str(tmp_path))
+    assert benchmark.main(["--datasets", "Mine", "--scales", "2"]) == 0
+    assert "Mine x2 has no published LR" in capsys.readouterr().out
+
+
+def test_builtin_fallback_says_so(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("AMMS_DATA", raising=False)
+    monkeypatch.setattr(data, "repo_root", lambda: tmp_path)
+    assert benchmark.main(["--scales", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "built-in 'skimage' images" in out and "skimage" in out.splitlines()[-1]
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["--datasets", "Set6"], "'Set6' not found"),
+    (["--datasets", "Set5", "--scales", "8"], "scale 8 is not supported"),
+    (["--model", "srgan", "--datasets", "Set5"], "unknown model 'srgan'"),
+])
+def test_cli_errors_are_one_line(use_data, capsys, argv, match):
+    assert benchmark.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and match in err and "\n" not in err
+
+
+def test_missing_data_folder_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("AMMS_DATA", str(tmp_path / "nope"))
+    assert benchmark.main(["--datasets", "Set5"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no such folder" in err and "\n" not in err

@@ -1,0 +1,152 @@
+"""amms_lib.data and amms_lib.images: sets, pairs, mod-crop, fallbacks, errors."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from amms_lib import data
+from amms_lib.errors import AmmsError
+from amms_lib.images import read_image, write_image
+
+
+def test_lists_the_four_sets(use_data):
+    assert data.list_sets() == ["Set5", "Set14", "BSD100", "Urban100"]
+    assert data.list_images("Set5") == ["baby", "bird", "butterfly", "head", "woman"]
+    assert len(data.list_images("BSD100")) == 100
+
+
+def test_b100_is_another_name_for_bsd100(data_dir, tmp_path, monkeypatch):
+    (tmp_path / "benchmark").mkdir()
+    shutil.copytree(data_dir / "benchmark/Set5", tmp_path / "benchmark/B100")
+    monkeypatch.setenv("AMMS_DATA", str(tmp_path))
+    assert data.list_sets() == ["BSD100"]
+    assert data.set_dir("B100") == data.set_dir("BSD100") == tmp_path / "benchmark/B100"
+
+
+def test_sets_directly_in_the_data_folder(data_dir, tmp_path, monkeypatch):
+    shutil.copytree(data_dir / "benchmark/Set5", tmp_path / "Set5")
+    monkeypatch.setenv("AMMS_DATA", str(tmp_path))
+    assert data.list_sets() == ["Set5"]
+
+
+def test_published_pair_is_modcropped_and_consistent(use_data):
+    pair = data.load_pair("Set5", "butterfly", 3)
+    assert pair.lr_source == "published"
+    assert pair.hr.shape == (255, 255, 3)  # 256 mod-cropped to a multiple of 3
+    assert pair.lr.shape == (85, 85, 3) and pair.lr.dtype == np.uint8
+
+
+def test_missing_lr_is_generated_like_the_published_files(use_data):
+    pair = data.load_pair("Urban100", "img_001", 2)
+    assert pair.lr_source == "generated"
+    assert pair.lr.shape[:2] == (pair.hr.shape[0] // 2, pair.hr.shape[1] // 2)
+    # same code path on a set with published LR gives the published file exactly
+    hr = data.modcrop(data.load_hr("Set14", "zebra"), 4)
+    from amms_lib.resize import imresize
+    published = read_image(data.lr_path("Set14", "zebra", 4))
+    assert np.array_equal(imresize(hr, 1 / 4, border="clamp"), published)
+
+
+def test_grey_image_stays_grey(use_data):
+    pair = data.load_pair("Set14", "bridge", 2)
+    assert pair.hr.ndim == 2 and pair.lr.ndim == 2
+
+
+def test_modcrop():
+    img = np.zeros((10, 13, 3))
+    assert data.modcrop(img, 4).shape == (8, 12, 3)
+    assert data.modcrop(img, 2).shape == (10, 12, 3)
+
+
+def test_builtin_fallback_without_data_folder(tmp_path, monkeypatch):
+    monkeypatch.delenv("AMMS_DATA", raising=False)
+    monkeypatch.setattr(data, "repo_root", lambda: tmp_path)  # no data/ there
+    assert data.data_root() is None
+    assert data.list_sets() == [data.BUILTIN]
+    pair = data.load_pair(data.BUILTIN, "camera", 4)
+    assert pair.hr.shape == (512, 512) and pair.lr.shape == (128, 128)
+    assert pair.lr_source == "generated"
+
+
+def test_default_data_folder_is_data_in_the_repo(tmp_path, monkeypatch):
+    monkeypatch.delenv("AMMS_DATA", raising=False)
+    (tmp_path / "data").mkdir()
+    monkeypatch.setattr(data, "repo_root", lambda: tmp_path)
+    assert data.data_root() == tmp_path / "data"
+
+
+def test_errors_are_one_clear_line(tmp_path, monkeypatch, use_data):
+    with pytest.raises(AmmsError, match="'Set6' not found.*available: Set5, Set14"):
+        data.set_dir("Set6")
+    with pytest.raises(AmmsError, match="scale 5 is not supported"):
+        data.load_pair("Set5", "baby", 5)
+    monkeypatch.setenv("AMMS_DATA", str(tmp_path / "nowhere"))
+    with pytest.raises(AmmsError, match="no such folder"):
+        data.list_sets()
+
+
+def test_no_data_folder_names_the_fix(tmp_path, monkeypatch):
+    monkeypatch.delenv("AMMS_DATA", raising=False)
+    monkeypatch.setattr(data, "repo_root", lambda: tmp_path)
+    with pytest.raises(AmmsError, match="fetch"):
+        data.set_dir("Set5")
+
+
+def test_truncated_image_in_a_set(data_dir, tmp_path, monkeypatch):
+    shutil.copytree(data_dir / "benchmark/Set5/HR", tmp_path / "Set5/HR")
+    raw = (tmp_path / "Set5/HR/bird.png").read_bytes()
+    (tmp_path / "Set5/HR/bird.png").write_bytes(raw[: len(raw) // 2])
+    monkeypatch.setenv("AMMS_DATA", str(tmp_path))
+    with pytest.raises(AmmsError, match=r"bird\.png: unreadable or truncated"):
+        data.load_pair("Set5", "bird", 2)
+
+
+def test_read_image_errors(tmp_path):
+    with pytest.raises(AmmsError, match="no such image"):
+        read_image(tmp_path / "missing.png")
+    (tmp_path / "empty.png").write_bytes(b"")
+    with pytest.raises(AmmsError, match="empty"):
+        read_image(tmp_path / "empty.png")
+    (tmp_path / "notes.png").write_text("not an image")
+    with pytest.raises(AmmsError, match="not an image"):
+        read_image(tmp_path / "notes.png")
+    Image.fromarray(np.zeros((4, 4), np.uint16)).save(tmp_path / "deep.png")
+    with pytest.raises(AmmsError, match="16-bit"):
+        read_image(tmp_path / "deep.png")
+
+
+def test_read_image_modes(tmp_path):
+    Image.new("L", (5, 4), 9).save(tmp_path / "g.png")
+    Image.new("RGBA", (5, 4), (1, 2, 3, 4)).save(tmp_path / "a.png")
+    Image.new("P", (5, 4)).save(tmp_path / "p.png")
+    assert read_image(tmp_path / "g.png").shape == (4, 5)
+    assert read_image(tmp_path / "a.png").shape == (4, 5, 3)
+    assert read_image(tmp_path / "a.png", keep_alpha=True)[0, 0].tolist() == [1, 2, 3, 4]
+    assert read_image(tmp_path / "p.png").shape == (4, 5, 3)
+
+
+def test_write_image_is_atomic(tmp_path, monkeypatch):
+    target = tmp_path / "out.png"
+    write_image(target, np.full((3, 3), 5, np.uint8))
+    before = target.read_bytes()
+
+    def broken_save(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Image.Image, "save", broken_save)
+    with pytest.raises(OSError):
+        write_image(target, np.zeros((3, 3), np.uint8))
+    assert target.read_bytes() == before  # the old file is intact
+    assert [p.name for p in tmp_path.iterdir()] == ["out.png"]  # no temp file left
+    with pytest.raises(AmmsError, match="uint8"):
+        write_image(target, np.zeros((3, 3)))
+
+
+def test_data_cli_list(use_data, capsys):
+    assert data.main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "Urban100" in out and "published LR: x4" in out
+    assert data.main([]) == 2

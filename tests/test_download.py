@@ -1,0 +1,360 @@
+"""Tests for amms_lib.download against a local HTTP server on 127.0.0.1.
+
+Archives are built from the real Set5 images (AMMS_DATA, or ../shared/data).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tarfile
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from amms_lib import download
+from amms_lib.download import EXPECTED_COUNTS, fetch, main, validate
+from amms_lib.errors import AmmsError
+
+@pytest.fixture(scope="session")
+def set5(data_dir) -> Path:
+    return data_dir / "benchmark" / "Set5"
+
+
+def _tar(files: dict[str, Path], extra=(), top="benchmark", mode="w") -> bytes:
+    """A tar archive of ``files`` ({arcname under top: source}), then ``extra``."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode=mode) as tf:
+        for arc, src in sorted(files.items()):
+            tf.add(src, arcname=f"{top}/{arc}" if top else arc)
+        for info, data in extra:
+            tf.addfile(info, io.BytesIO(data) if data is not None else None)
+    return buf.getvalue()
+
+
+def _set_files(set_dir: Path) -> dict[str, Path]:
+    return {f"{set_dir.name}/{p.relative_to(set_dir).as_posix()}": p
+            for p in set_dir.rglob("*.png")}
+
+
+@pytest.fixture(scope="session")
+def set5_tar(set5) -> bytes:
+    return _tar(_set_files(set5))
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Serves ``server.files``; honours Range; can cut a response short once."""
+
+    def log_message(self, *args):  # keep test output quiet
+        pass
+
+    def do_GET(self):
+        srv = self.server
+        srv.seen.append((self.path, dict(self.headers)))
+        body = srv.files.get(self.path)
+        if body is None:
+            self.send_error(404)
+            return
+        start, total = 0, len(body)
+        m = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range", ""))
+        if m and not srv.ignore_range:
+            start = int(m[1])
+            if start >= total:
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{total}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{total - 1}/{total}")
+        else:
+            self.send_response(200)
+        chunk = body[start:]
+        self.send_header("Content-Length", str(len(chunk)))
+        self.end_headers()
+        cut = srv.cuts.pop(self.path, None)  # one-shot: cut only this response
+        self.wfile.write(chunk if cut is None else chunk[:cut])
+        self.close_connection = True
+
+
+@pytest.fixture
+def server():
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    srv.files, srv.cuts, srv.seen, srv.ignore_range = {}, {}, [], False
+    srv.url = lambda name: f"http://127.0.0.1:{srv.server_address[1]}/{name}"
+    thread = threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+    thread.join(5)
+
+
+@pytest.fixture(autouse=True)
+def _local_only(monkeypatch):
+    """Never go through a proxy nor pick up a URL from the environment."""
+    for var in ("no_proxy", "NO_PROXY"):
+        monkeypatch.setenv(var, "127.0.0.1,localhost")
+    monkeypatch.delenv("AMMS_BENCHMARK_URL", raising=False)
+
+
+def _assert_clean(dest: Path):
+    assert not (dest / "benchmark").exists()
+    assert not list(dest.glob(".extract-*"))
+
+
+def _assert_same_hr(dest: Path, set5: Path):
+    got = sorted((dest / "benchmark" / "Set5" / "HR").glob("*.png"))
+    assert [p.name for p in got] == sorted(p.name for p in (set5 / "HR").glob("*.png"))
+    assert len(got) == 5
+    for p in got:
+        assert p.read_bytes() == (set5 / "HR" / p.name).read_bytes()
+
+
+def test_fetch_end_to_end_and_idempotent(server, set5, set5_tar, tmp_path, capsys):
+    server.files["/benchmark.tar"] = set5_tar
+    dest = tmp_path / "dest"
+    out = fetch(dest, url=server.url("benchmark.tar"), sets=["Set5"])
+    assert out == dest / "benchmark"
+    _assert_same_hr(dest, set5)
+    assert validate(out, sets=["Set5"]) == {"Set5": 5}
+    assert (dest / ".downloads" / "benchmark.tar").read_bytes() == set5_tar
+    assert not list(dest.glob(".extract-*"))
+    assert "100%" in capsys.readouterr().err
+    n = len(server.seen)
+    assert fetch(dest, url=server.url("benchmark.tar"), sets=["Set5"]) == out
+    assert len(server.seen) == n == 1
+    assert "already" in capsys.readouterr().err
+
+
+def test_url_from_env_and_gzip_with_sets_at_top_level(server, set5, tmp_path,
+                                                      monkeypatch):
+    server.files["/sr.tar.gz"] = _tar(_set_files(set5), top="", mode="w:gz")
+    monkeypatch.setenv("AMMS_BENCHMARK_URL", server.url("sr.tar.gz"))
+    dest = tmp_path / "dest"
+    assert fetch(dest, sets=["Set5"], progress=False) == dest / "benchmark"
+    _assert_same_hr(dest, set5)
+    assert server.seen[0][0] == "/sr.tar.gz"
+
+
+def test_cli_success_and_unreachable(server, set5_tar, tmp_path, capsys):
+    server.files["/benchmark.tar"] = set5_tar
+    dest = tmp_path / "dest"
+    argv = ["fetch", "--dest", str(dest), "--url", server.url("benchmark.tar"),
+            "--sets", "Set5", "--no-progress"]
+    assert main(argv) == 0
+    cap = capsys.readouterr()
+    assert cap.err == ""
+    assert "Set5 5" in cap.out and str(dest / "benchmark") in cap.out
+
+    with socket.socket() as s:  # a port that nothing listens on any more
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    argv = ["fetch", "--dest", str(tmp_path / "other"), "--url",
+            f"http://127.0.0.1:{port}/benchmark.tar", "--sets", "Set5",
+            "--no-progress"]
+    assert main(argv) == 2
+    cap = capsys.readouterr()
+    lines = cap.err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert cap.out == ""
+    _assert_clean(tmp_path / "other")
+
+
+def test_cli_unknown_set(tmp_path, capsys):
+    assert main(["fetch", "--dest", str(tmp_path), "--sets", "Set6"]) == 2
+    assert capsys.readouterr().err.startswith("error: unknown set 'Set6'")
+
+
+def test_cut_download_resumes(server, set5, set5_tar, tmp_path):
+    half = len(set5_tar) // 2
+    server.files["/benchmark.tar"] = set5_tar
+    server.cuts["/benchmark.tar"] = half
+    dest = tmp_path / "dest"
+    with pytest.raises(AmmsError, match="resume") as err:
+        fetch(dest, url=server.url("benchmark.tar"), sets=["Set5"], progress=False)
+    assert f"{half} of {len(set5_tar)} bytes" in str(err.value)
+    _assert_clean(dest)
+    part = dest / ".downloads" / "benchmark.tar.part"
+    assert part.stat().st_size == half
+    assert "Range" not in server.seen[0][1]
+
+    fetch(dest, url=server.url("benchmark.tar"), sets=["Set5"], progress=False)
+    assert server.seen[-1][1].get("Range") == f"bytes={half}-"
+    assert half > 0
+    _assert_same_hr(dest, set5)
+    assert not part.exists()
+
+
+def test_server_ignoring_range_starts_over(server, set5, set5_tar, tmp_path):
+    server.files["/benchmark.tar"] = set5_tar
+    server.ignore_range = True
+    dest = tmp_path / "dest"
+    (dest / ".downloads").mkdir(parents=True)
+    (dest / ".downloads" / "benchmark.tar.part").write_bytes(b"junk" * 100)
+    fetch(dest, url=server.url("benchmark.tar"), sets=["Set5"], progress=False)
+    assert server.seen[0][1].get("Range") == "bytes=400-"
+    assert (dest / ".downloads" / "benchmark.tar").read_bytes() == set5_tar
+    _assert_same_hr(dest, set5)
+
+
+def test_complete_part_file_is_used(server, set5, set5_tar, tmp_path):
+    server.files["/benchmark.tar"] = set5_tar
+    dest = tmp_path / "dest"
+    (dest / ".downloads").mkdir(parents=True)
+    (dest / ".downloads" / "benchmark.tar.part").write_bytes(set5_tar)
+    fetch(dest, url=server.url("benchmark.tar"), sets=["Set5"], progress=False)
+    assert len(server.seen) == 1  # answered 416, nothing re-sent
+    _assert_same_hr(dest, set5)
+
+
+def test_truncated_archive(server, set5_tar, tmp_path):
+    server.files["/benchmark.tar"] = set5_tar[: len(set5_tar) // 2]
+    dest = tmp_path / "dest"
+    with pytest.raises(AmmsError, match="damaged.*delete"):
+        fetch(dest, url=server.url("benchmark.tar"), sets=["Set5"], progress=False)
+    _assert_clean(dest)
+
+
+def test_archive_cut_at_member_boundary_is_damaged(server, set5, tmp_path):
+    files = _set_files(set5)
+    whole = _tar(files)
+    with tarfile.open(fileobj=io.BytesIO(whole)) as tf:
+        last = tf.getmembers()[-1]  # cut right before the last member's header
+    server.files["/benchmark.tar"] = whole[: last.offset]
+    dest = tmp_path / "dest"
+    with pytest.raises(AmmsError, match="damaged"):
+        fetch(dest, url=server.url("benchmark.tar"), sets=["Set5"], progress=False)
+    _assert_clean(dest)
+
+
+def _info(name, type=tarfile.REGTYPE, linkname="", data=b"evil"):
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = type, linkname
+    info.size = len(data) if type == tarfile.REGTYPE else 0
+    return info, data if type == tarfile.REGTYPE else None
+
+
+@pytest.mark.parametrize("kind", ["dotdot", "deep-dotdot", "absolute", "symlink",
+                                  "hardlink", "fifo"])
+def test_malicious_archive_refused(kind, server, set5, tmp_path):
+    dest = tmp_path / "dest"
+    outside = tmp_path / "outside.txt"
+    member = {
+        "dotdot": lambda: _info("../evil.txt"),
+        "deep-dotdot": lambda: _info("benchmark/../../../outside.txt"),
+        "absolute": lambda: _info(str(outside)),
+        "symlink": lambda: _info("benchmark/Set5/HR/passwd.png", tarfile.SYMTYPE,
+                                 "/etc/passwd"),
+        "hardlink": lambda: _info("benchmark/Set5/HR/passwd.png", tarfile.LNKTYPE,
+                                  "/etc/passwd"),
+        "fifo": lambda: _info("benchmark/Set5/fifo", tarfile.FIFOTYPE),
+    }[kind]()
+    server.files["/benchmark.tar"] = _tar(_set_files(set5), extra=[member])
+    with pytest.raises(AmmsError, match="unsafe"):
+        fetch(dest, url=server.url("benchmark.tar"), sets=["Set5"], progress=False)
+    _assert_clean(dest)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dest"]
+    assert sorted(p.name for p in dest.iterdir()) == [".downloads"]
+    assert [p.name for p in (dest / ".downloads").iterdir()] == ["benchmark.tar"]
+    assert not any(p.is_symlink() for p in tmp_path.rglob("*"))
+
+
+@pytest.mark.parametrize("name, type, link", [
+    ("../evil.txt", tarfile.REGTYPE, ""),
+    ("benchmark/Set5/HR/passwd.png", tarfile.SYMTYPE, "/etc/passwd"),
+], ids=["dotdot", "symlink"])
+def test_tar_data_filter_is_second_defence(name, type, link, server, set5, tmp_path,
+                                           monkeypatch):
+    monkeypatch.setattr(download, "_unsafe", lambda member: None)
+    server.files["/benchmark.tar"] = _tar(_set_files(set5),
+                                          extra=[_info(name, type, link)])
+    dest = tmp_path / "dest"
+    with pytest.raises(AmmsError, match="unsafe"):
+        fetch(dest, url=server.url("benchmark.tar"), sets=["Set5"], progress=False)
+    _assert_clean(dest)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dest"]
+    assert not any(p.is_symlink() for p in tmp_path.rglob("*"))
+
+
+def test_python_dash_m_cli(server, set5, set5_tar, tmp_path):
+    server.files["/benchmark.tar"] = set5_tar
+    dest = tmp_path / "dest"
+    env = {**os.environ, "no_proxy": "127.0.0.1", "NO_PROXY": "127.0.0.1"}
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH", "")])
+    run = subprocess.run(
+        [sys.executable, "-m", "amms_lib.download", "fetch", "--dest", str(dest),
+         "--url", server.url("benchmark.tar"), "--sets", "Set5"],
+        env=env, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert "100%" in run.stderr
+    assert run.stdout.count("\n") == 1 and "Set5 5" in run.stdout
+    _assert_same_hr(dest, set5)
+
+
+def test_archive_without_the_set(server, set5, tmp_path):
+    server.files["/benchmark.tar"] = _tar(_set_files(set5))
+    dest = tmp_path / "dest"
+    with pytest.raises(AmmsError, match="Set14 is missing"):
+        fetch(dest, url=server.url("benchmark.tar"), sets=["Set14"], progress=False)
+    _assert_clean(dest)
+
+
+def test_existing_invalid_benchmark_is_not_replaced(server, set5, tmp_path):
+    dest = tmp_path / "dest"
+    shutil.copytree(set5, dest / "benchmark" / "Set5")
+    (dest / "benchmark" / "Set5" / "HR" / "baby.png").unlink()
+    with pytest.raises(AmmsError, match="remove it"):
+        fetch(dest, url=server.url("benchmark.tar"), sets=["Set5"], progress=False)
+    assert server.seen == []
+
+
+@pytest.fixture
+def bench_copy(set5, tmp_path) -> Path:
+    shutil.copytree(set5, tmp_path / "benchmark" / "Set5")
+    return tmp_path / "benchmark"
+
+
+def test_validate_real_data(data_dir):
+    assert validate(data_dir / "benchmark") == EXPECTED_COUNTS
+
+
+def test_validate_missing_hr_image(bench_copy):
+    (bench_copy / "Set5" / "HR" / "bird.png").unlink()
+    (bench_copy / "Set5" / "LR_bicubic" / "X2" / "birdx2.png").unlink()
+    with pytest.raises(AmmsError, match="Set5 has 4 HR images, expected 5"):
+        validate(bench_copy, sets=["Set5"])
+
+
+def test_validate_wrong_lr_size(bench_copy):
+    Image.new("RGB", (7, 9)).save(bench_copy / "Set5" / "LR_bicubic" / "X3"
+                                  / "headx3.png")
+    with pytest.raises(AmmsError, match=r"headx3\.png is \(7, 9\)"):
+        validate(bench_copy, sets=["Set5"])
+
+
+def test_validate_orphan_lr_missing_set_and_alias(bench_copy):
+    shutil.copy(bench_copy / "Set5" / "LR_bicubic" / "X4" / "babyx4.png",
+                bench_copy / "Set5" / "LR_bicubic" / "X4" / "ghostx4.png")
+    with pytest.raises(AmmsError, match=r"ghostx4\.png has no matching HR"):
+        validate(bench_copy, sets=["Set5"])
+    with pytest.raises(AmmsError, match="Set14 is missing"):
+        validate(bench_copy, sets=["Set14"])
+    b100 = bench_copy / "B100" / "HR"
+    b100.mkdir(parents=True)
+    for i in range(100):
+        Image.new("L", (4, 4)).save(b100 / f"{i}.png")
+    assert validate(bench_copy, sets=["BSD100"]) == {"BSD100": 100}
+
+
+def test_default_url():
+    assert download.DEFAULT_URL == "https://cv.snu.ac.kr/research/EDSR/benchmark.tar"
