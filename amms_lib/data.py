@@ -191,6 +191,19 @@ def iter_pairs(name: str, scale: int, root: Path | None = None) -> Iterator[Pair
         yield load_pair(name, image, scale, root)
 
 
+def example_image(name: str = "Set5", image: str = "butterfly") -> tuple[np.ndarray, str]:
+    """An HR image for demonstrations and where it came from.
+
+    From the data folder when it has the set, else ``skimage.data.astronaut``.
+    """
+    try:
+        if name in list_sets():
+            return load_hr(name, image), f"{name}/{image}"
+    except AmmsError:
+        pass
+    return load_hr(BUILTIN, "astronaut"), f"{BUILTIN}/astronaut (no data folder)"
+
+
 def _list_main() -> int:
     root = data_root()
     if root is None:

@@ -54,3 +54,22 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def figures_dir() -> Path:
+    """``figures/`` in the repository: curated figures the notebooks regenerate."""
+    path = repo_root() / "figures"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def run_dir(notebook: str, run_name: str = "default") -> Path:
+    """``runs/<notebook>/<run_name>/`` (git-ignored): a run's outputs."""
+    path = repo_root() / "runs" / notebook / run_name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def describe(**settings) -> str:
+    """One line per resolved setting, for the notebooks' settings cell."""
+    return "\n".join(f"{k:>10}: {v}" for k, v in settings.items())

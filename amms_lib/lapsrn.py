@@ -1,0 +1,56 @@
+"""LapSRN (Lai et al., CVPR 2017): a Laplacian pyramid of x2 levels.
+
+Each level has a feature branch (``depth`` 3x3 convs with leaky ReLU, then a
+transposed conv that doubles the resolution and a conv that predicts the residual
+image) and an image branch (a transposed conv that doubles the image); the level's
+output is their sum. Published size: depth 10, 64 channels (x4 = two levels).
+x3 is not a power of two: it uses a single x3 level (documented deviation).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def up_conv(c_in: int, c_out: int, s: int) -> nn.ConvTranspose2d:
+    """Transposed conv that multiplies the size by exactly s (s = 2 or 3)."""
+    k, p = {2: (4, 1), 3: (5, 1)}[s]
+    return nn.ConvTranspose2d(c_in, c_out, k, stride=s, padding=p)
+
+
+class LapSRNLevel(nn.Module):
+    def __init__(self, s: int, depth: int, channels: int, first: bool):
+        super().__init__()
+        layers = [nn.Conv2d(3, channels, 3, padding=1), nn.LeakyReLU(0.2, True)] if first else []
+        for _ in range(depth):
+            layers += [nn.Conv2d(channels, channels, 3, padding=1), nn.LeakyReLU(0.2, True)]
+        layers += [up_conv(channels, channels, s), nn.LeakyReLU(0.2, True)]
+        self.features = nn.Sequential(*layers)
+        self.to_residual = nn.Conv2d(channels, 3, 3, padding=1)
+        self.up_image = up_conv(3, 3, s)
+
+    def forward(self, feat, img):
+        feat = self.features(feat)
+        return feat, self.up_image(img) + self.to_residual(feat)
+
+
+class LapSRN(nn.Module):
+    """(B, 3, h, w) LR -> (B, 3, s*h, s*w); ``forward_pyramid`` gives every level."""
+
+    def __init__(self, scale: int, depth: int = 10, channels: int = 64):
+        super().__init__()
+        self.scale = scale
+        steps = {2: [2], 3: [3], 4: [2, 2]}[scale]
+        self.levels = nn.ModuleList(
+            LapSRNLevel(s, depth, channels, first=(i == 0)) for i, s in enumerate(steps)
+        )
+
+    def forward_pyramid(self, x: torch.Tensor) -> list[torch.Tensor]:
+        feat, img, outs = x, x, []
+        for level in self.levels:
+            feat, img = level(feat, img)
+            outs.append(img)
+        return outs
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_pyramid(x)[-1]

@@ -1,0 +1,209 @@
+"""Multi-scale fusion, the AMMS network, the comparison models and the FLOP counter."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from amms_lib.amms import AMMSConfig, AMMSNet, MeanShift
+from amms_lib.errors import AmmsError
+from amms_lib.models import MODELS, build_model
+from amms_lib.multiscale import MultiScaleFusion, SingleScaleConv
+from amms_lib.non_local import NonLocalBlock
+from amms_lib.profile import count_parameters, flops_by_part, summary
+from amms_lib.second_order import SecondOrderChannelAttention
+
+TINY = dict(channels=8, n_amms=1, n_am=1, so_reduction=4)
+TINY_COMPARISON = {"srcnn": dict(n1=8, n2=4), "vdsr": dict(depth=3, channels=8),
+                   "lapsrn": dict(depth=1, channels=8),
+                   "memnet": dict(n_blocks=2, n_recursions=2, channels=8)}
+
+
+def _g(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+# -- multi-scale fusion ---------------------------------------------------------------
+
+def test_msff_matches_float64_reference():
+    m = MultiScaleFusion(4).double()
+    x = torch.rand(2, 4, 9, 7, generator=_g(), dtype=torch.float64)
+    feats = []
+    for branch, k in zip(m.branches, (1, 3, 5)):
+        conv = branch[0]
+        feats.append(F.relu(F.conv2d(x, conv.weight, conv.bias, padding=k // 2)))
+    want = x + F.conv2d(torch.cat(feats, 1), m.fuse.weight, m.fuse.bias)
+    torch.testing.assert_close(m(x), want)
+
+
+def test_msff_branches_see_1_3_and_5_pixels():
+    m = MultiScaleFusion(2).double()
+    x = torch.rand(1, 2, 11, 11, dtype=torch.float64, requires_grad=True)
+    for branch, k in zip(m.branches, (1, 3, 5)):
+        conv = branch[0]
+        y = F.conv2d(x, conv.weight, conv.bias, padding=k // 2)[0, :, 5, 5].sum()
+        (grad,) = torch.autograd.grad(y, x)
+        rows, cols = torch.nonzero(grad[0].abs().sum(0), as_tuple=True)
+        assert (rows.max() - rows.min() + 1, cols.max() - cols.min() + 1) == (k, k)
+
+
+def test_msff_errors_and_single_scale():
+    with pytest.raises(AmmsError, match="odd kernel"):
+        MultiScaleFusion(4, kernel_sizes=(1, 2))
+    assert SingleScaleConv(4)(torch.zeros(1, 4, 5, 5)).shape == (1, 4, 5, 5)
+
+
+# -- the AMMS network -----------------------------------------------------------------
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_amms_shapes(scale):
+    net = AMMSNet(scale=scale, **TINY)
+    assert net(torch.rand(2, 3, 12, 10)).shape == (2, 3, 12 * scale, 10 * scale)
+
+
+def test_mean_shift_is_a_buffer_and_never_trains():
+    net = AMMSNet(scale=2, **TINY)
+    names = [n for n, _ in net.named_parameters()]
+    assert not any("mean" in n for n in names)
+    assert "sub_mean.mean" in net.state_dict()
+    net.requires_grad_(False)
+    assert count_parameters(net) == 0
+    x = torch.rand(1, 3, 4, 4)
+    torch.testing.assert_close(MeanShift(+1)(MeanShift(-1)(x)), x)
+    torch.testing.assert_close(MeanShift(-1)(torch.zeros(1, 3, 1, 1)).flatten(),
+                               -torch.tensor([0.4488, 0.4371, 0.4040]))
+
+
+def _count(net, cls):
+    return sum(isinstance(m, cls) for m in net.modules())
+
+
+def test_ablation_switches_swap_components():
+    full = AMMSNet(scale=2, **TINY)
+    assert _count(full, NonLocalBlock) == _count(full, SecondOrderChannelAttention) == 1
+    assert _count(full, MultiScaleFusion) == 2
+    no_nl = AMMSNet(scale=2, non_local=False, **TINY)
+    no_so = AMMSNet(scale=2, second_order=False, **TINY)
+    no_ms = AMMSNet(scale=2, multiscale=False, **TINY)
+    assert _count(no_nl, NonLocalBlock) == 0 and _count(no_nl, SecondOrderChannelAttention) == 1
+    assert _count(no_so, SecondOrderChannelAttention) == 0 and _count(no_so, NonLocalBlock) == 1
+    assert _count(no_ms, MultiScaleFusion) == 0 and _count(no_ms, SingleScaleConv) == 2
+    for net in (no_nl, no_so, no_ms):
+        assert count_parameters(net) < count_parameters(full)
+        assert net(torch.rand(1, 3, 6, 6)).shape == (1, 3, 12, 12)
+
+
+def test_config_is_recorded_and_validated():
+    net = AMMSNet(AMMSConfig(scale=3, channels=8), n_amms=1)
+    assert (net.cfg.scale, net.cfg.channels, net.cfg.n_amms) == (3, 8, 1)
+    for bad, match in [(dict(scale=5), "scale 5"), (dict(fusion="sum"), "fusion"),
+                       (dict(n_am=0), "n_am")]:
+        with pytest.raises(AmmsError, match=match):
+            AMMSNet(**bad)
+    with pytest.raises(AmmsError, match=r"\(B, 3, H, W\)"):
+        AMMSNet(**TINY)(torch.rand(1, 1, 8, 8))
+
+
+@pytest.mark.parametrize("fusion", ["parallel", "sequential"])
+@pytest.mark.parametrize("nl_mode", ["full", "region", "naive"])
+def test_float32_agrees_with_float64(fusion, nl_mode):
+    torch.manual_seed(0)
+    net = AMMSNet(scale=2, fusion=fusion, nl_mode=nl_mode, **TINY)
+    for m in net.modules():  # wake the zero-initialised non-local outputs
+        if isinstance(m, NonLocalBlock):
+            for p in m.parameters():
+                nn.init.normal_(p, std=0.1)
+    x = torch.rand(1, 3, 8, 6, generator=_g())
+    y32 = net(x)
+    y64 = net.double()(x.double())
+    torch.testing.assert_close(y32, y64.float(), atol=1e-4, rtol=1e-4)
+
+
+def test_every_parameter_gets_a_gradient():
+    net = AMMSNet(scale=2, **TINY)
+    net(torch.rand(2, 3, 8, 8)).abs().mean().backward()
+    missing = [n for n, p in net.named_parameters() if p.grad is None]
+    assert not missing
+
+
+@pytest.mark.parametrize("size", [(1, 1), (2, 3), (16, 16)])
+def test_no_nan_from_constant_or_tiny_images(size):
+    net = AMMSNet(scale=2, **TINY)
+    x = torch.full((1, 3, *size), 0.5, requires_grad=True)
+    y = net(x)
+    y.mean().backward()
+    assert torch.isfinite(y).all() and torch.isfinite(x.grad).all()
+    assert all(torch.isfinite(p.grad).all() for p in net.parameters() if p.grad is not None)
+
+
+def test_bf16_autocast_is_finite():
+    net = AMMSNet(scale=2, **TINY)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = net(torch.rand(1, 3, 10, 10))
+    assert torch.isfinite(y.float()).all()
+
+
+# -- comparison models ----------------------------------------------------------------
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+@pytest.mark.parametrize("name", sorted(TINY_COMPARISON))
+def test_comparison_model_shapes(name, scale):
+    net = build_model(name, scale, **TINY_COMPARISON[name])
+    y = net(torch.rand(1, 3, 7, 9))
+    assert y.shape == (1, 3, 7 * scale, 9 * scale) and torch.isfinite(y).all()
+
+
+@pytest.mark.parametrize("name", ["vdsr", "memnet"])
+def test_residual_models_start_from_bicubic(name):
+    from amms_lib.resize import imresize
+
+    net = build_model(name, 2, **TINY_COMPARISON[name])
+    last = net.body[-1] if name == "vdsr" else net.recon[-1]
+    nn.init.zeros_(last.weight)
+    nn.init.zeros_(last.bias)
+    x = torch.rand(1, 3, 6, 6)
+    torch.testing.assert_close(net(x), imresize(x, 2))
+
+
+def test_published_sizes():
+    assert count_parameters(build_model("srcnn", 2)) == 3 * 81 * 64 + 64 + 64 * 25 * 32 + 32 + 32 * 25 * 3 + 3
+    assert sum(isinstance(m, nn.Conv2d) for m in build_model("vdsr", 2).modules()) == 20
+    assert len(build_model("memnet", 2).blocks) == 6
+    assert len(build_model("lapsrn", 4).levels) == 2
+
+
+def test_build_model_errors():
+    assert set(MODELS) == {"amms", "srcnn", "vdsr", "lapsrn", "memnet"}
+    with pytest.raises(AmmsError, match="unknown model 'edsr'"):
+        build_model("edsr", 2)
+    with pytest.raises(AmmsError, match="scale 8"):
+        build_model("vdsr", 8)
+    with pytest.raises(AmmsError, match="bad option"):
+        build_model("vdsr", 2, width=3)
+
+
+# -- parameters and FLOPs -------------------------------------------------------------
+
+def test_flops_of_a_conv_match_the_formula():
+    net = nn.Sequential(nn.Conv2d(3, 5, 3, padding=1))
+    assert flops_by_part(net, (4, 6))["total"] == 2 * 3 * 5 * 9 * 4 * 6
+
+
+def test_attention_flops_are_counted_like_the_explicit_matrix():
+    n = 6 * 6
+    convs = 4 * 2 * 3 * 3 * n  # theta, phi, g and the output 1x1 conv, 3 -> 3 channels
+    attention = 2 * n * n * (3 + 3)  # Q K^T and the weighted sum of V
+    full = flops_by_part(nn.Sequential(NonLocalBlock(3, reduction=1)), (6, 6))["total"]
+    naive = flops_by_part(nn.Sequential(NonLocalBlock(3, 1, "naive")), (6, 6))["total"]
+    assert full == naive
+    assert convs + attention <= full <= 1.1 * (convs + attention)  # + softmax etc.
+
+
+def test_summary_parts_add_up():
+    net = AMMSNet(scale=2, **TINY)
+    rows = summary(net, (12, 12))
+    parts = {r["part"]: r for r in rows}
+    assert {"head", "sf", "df", "re", "total"} <= set(parts)
+    assert sum(r["params"] for r in rows[:-1]) == parts["total"]["params"]
+    assert sum(r["gflops"] for r in rows[:-1]) == pytest.approx(parts["total"]["gflops"])
