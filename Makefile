@@ -23,8 +23,10 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(PY) -m amms_lib.benchmark --model bicubic --json runs/benchmark/bicubic.json
 
+# unit tests, then every notebook through nbval (lax: asserts in cells, no output diffs)
 test: $(STAMP)
-	$(PY) -m pytest --durations=10
+	AMMS_MODE=quick TQDM_DISABLE=1 $(PY) -m pytest tests notebooks --nbval-lax \
+		--nbval-current-env --nbval-cell-timeout 300 --durations=10
 
 clean:
 	rm -rf $(VENV) runs

@@ -25,10 +25,12 @@ import numpy as np
 from amms_lib import data
 from amms_lib.errors import AmmsError
 from amms_lib.metrics import evaluate
+from amms_lib.models import MODELS as NETWORKS
 from amms_lib.resize import imresize
+from amms_lib.runtime import resolve_device
 
 Upscaler = Callable[[np.ndarray], np.ndarray]  # uint8 LR image -> uint8 SR image
-MODELS = ("bicubic",)
+MODELS = ("bicubic", *NETWORKS)
 
 
 def bicubic_upscaler(scale: int) -> Upscaler:
@@ -36,13 +38,23 @@ def bicubic_upscaler(scale: int) -> Upscaler:
     return lambda lr: imresize(lr, scale)
 
 
-def make_upscaler(model: str, scale: int, checkpoint: str | None = None) -> Upscaler:
+def make_upscaler(model: str, scale: int, checkpoint: str | None = None,
+                  device: str = "auto") -> Upscaler:
     """The method to evaluate, as a function from LR to SR image."""
     if model == "bicubic":
         if checkpoint:
             raise AmmsError("--checkpoint makes no sense with --model bicubic")
         return bicubic_upscaler(scale)
-    raise AmmsError(f"unknown model {model!r}; available: {', '.join(MODELS)}")
+    if model not in NETWORKS:
+        raise AmmsError(f"unknown model {model!r}; available: {', '.join(MODELS)}")
+    if not checkpoint:
+        raise AmmsError(f"--model {model} needs --checkpoint PATH (trained weights; "
+                        "see notebooks/05_train.ipynb)")
+    from amms_lib.checkpoint import load_model
+    from amms_lib.inference import upscale
+
+    net, _ = load_model(checkpoint, model=model, scale=scale, device=resolve_device(device))
+    return lambda lr: upscale(net, lr)
 
 
 def evaluate_set(upscale: Upscaler, dataset: str, scale: int) -> dict:
@@ -68,7 +80,7 @@ def evaluate_set(upscale: Upscaler, dataset: str, scale: int) -> dict:
 
 
 def run(model: str, datasets: list[str], scales: list[int],
-        checkpoint: str | None = None, log=print) -> list[dict]:
+        checkpoint: str | None = None, device: str = "auto", log=print) -> list[dict]:
     """Evaluate ``model`` on every (dataset, scale); one result dict each."""
     for s in scales:
         data.check_scale(s)
@@ -77,7 +89,7 @@ def run(model: str, datasets: list[str], scales: list[int],
             data.set_dir(d)  # fail before any work if a set is missing
     results = []
     for s in scales:
-        upscale = make_upscaler(model, s, checkpoint)
+        upscale = make_upscaler(model, s, checkpoint, device)
         for d in datasets:
             t0 = time.perf_counter()
             res = {"model": model, **evaluate_set(upscale, data.canonical(d), s)}
@@ -124,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="bicubic", help=f"one of {', '.join(MODELS)}")
     ap.add_argument("--checkpoint", help="trained weights for a network model")
+    ap.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     ap.add_argument("--datasets", nargs="+", help="default: Set5 Set14 BSD100 Urban100")
     ap.add_argument("--scales", nargs="+", type=int, default=list(data.SCALES))
     ap.add_argument("--json", help="also write the results to this JSON file")
@@ -138,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
                 datasets = [data.BUILTIN]
             else:
                 datasets = list(data.STANDARD_SETS)
-        results = run(args.model, datasets, args.scales, args.checkpoint)
+        results = run(args.model, datasets, args.scales, args.checkpoint, args.device)
         print(format_table(results))
         if args.json:
             write_json(args.json, {"results": results})

@@ -259,6 +259,7 @@ def fetch(dest, url=None, sets=None, progress=True) -> Path:
             raise AmmsError(f"{target} appeared while extracting; "
                             "remove it and run fetch again")
         found.rename(target)
+        archive.unlink()  # installed and checked: no need to keep a second copy
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target

@@ -1,0 +1,190 @@
+"""Running a trained network on uint8 images: the bridge between NumPy and torch.
+
+Images are uint8 (H, W) or (H, W, 3); networks take (B, 3, h, w) floats in [0, 1].
+A grey image is run as three equal channels and its output averaged back to grey.
+
+Large inputs (EDSR, Lim et al. 2017, Sec. 4.1 for the self-ensemble; tiling as in
+their ``forward_chop``):
+
+- **Tiling** cuts the LR image into ``tile x tile`` cores, runs each with ``overlap``
+  extra pixels of context on every side and keeps only the core of each output, so
+  seams are invisible once ``overlap`` covers the convolutions' receptive field.
+  Attention is the exception: the non-local blocks attend only within their tile and
+  the second-order statistics are pooled over the tile, not the whole image.
+- **Self-ensemble (x8)**: the mean of the outputs for the 8 flips and rotations of the
+  input, each mapped back.
+- **Memory estimate**: activations of the largest tile (the largest layer output,
+  measured on a small probe, times ``LIVE``), plus the N x N matrices of naive
+  attention and the SR canvas. ``upscale`` refuses an input over ``max_bytes``
+  with an error that suggests a ``--tile``.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+from torch import nn
+
+from amms_lib.errors import AmmsError
+from amms_lib.non_local import NonLocalBlock
+
+OVERLAP = 16  # LR pixels of context around each tile (see the README for the choice)
+MIN_SIDE = 2  # smallest LR side accepted: a 1-pixel row or column has no neighbours
+LIVE = 4  # tensors alive at the peak, in units of the largest layer output
+TILES = (512, 384, 256, 192, 128, 96, 64, 48, 32)  # sizes ``--tile`` suggestions use
+GB = 1e9
+
+
+def to_tensor(img: np.ndarray, device: str | torch.device = "cpu") -> torch.Tensor:
+    """uint8 (H, W) or (H, W, 3) -> float (1, 3, H, W) in [0, 1]."""
+    t = torch.from_numpy(np.ascontiguousarray(img)).to(device)
+    t = t[..., None].expand(*t.shape, 3) if t.ndim == 2 else t  # grey -> 3 equal channels
+    return t.permute(2, 0, 1)[None].float().div(255)  # (H, W, 3) -> (1, 3, H, W)
+
+
+def to_image(t: torch.Tensor, grey: bool = False) -> np.ndarray:
+    """float (1, 3, H, W) -> uint8 (H, W, 3), or (H, W) when ``grey``; round, clip."""
+    t = t[0].float().clamp(0, 1).mul(255)
+    t = t.mean(0) if grey else t.permute(1, 2, 0)  # (3, H, W) -> (H, W[, 3])
+    return t.round().byte().cpu().numpy()
+
+
+def spans(n: int, tile: int, overlap: int) -> list[tuple[int, int, int, int]]:
+    """Tiles along one axis of length ``n``: (core start, core stop, in start, in stop).
+
+    Cores have size ``tile`` (the last one is moved back to end at ``n``, so it
+    overlaps its neighbour instead of being a sliver); inputs add ``overlap``.
+    """
+    tile = min(tile, n)
+    starts = list(range(0, n - tile, tile)) + [n - tile]
+    return [(a, a + tile, max(a - overlap, 0), min(a + tile + overlap, n)) for a in starts]
+
+
+def forward_tiled(net: nn.Module, x: torch.Tensor, tile: int,
+                  overlap: int = OVERLAP) -> torch.Tensor:
+    """``net(x)`` tile by tile: (B, 3, h, w) -> (B, 3, s*h, s*w), the cores pasted."""
+    out = None
+    for r0, r1, i0, i1 in spans(x.shape[-2], tile, overlap):
+        for c0, c1, j0, j1 in spans(x.shape[-1], tile, overlap):
+            y = net(x[..., i0:i1, j0:j1])  # (B, 3, s*(i1-i0), s*(j1-j0))
+            s = y.shape[-2] // (i1 - i0)
+            if out is None:
+                out = y.new_zeros(*y.shape[:2], s * x.shape[-2], s * x.shape[-1])
+            core = y[..., s * (r0 - i0):s * (r1 - i0), s * (c0 - j0):s * (c1 - j0)]
+            out[..., s * r0:s * r1, s * c0:s * c1] = core  # drop the overlap margins
+    return out
+
+
+def self_ensemble(fn, x: torch.Tensor) -> torch.Tensor:
+    """Mean of ``fn`` over the 8 flips/rotations of x, each undone on the output.
+
+    x: (B, 3, h, w) -> (B, 3, s*h, s*w); fn maps LR to SR of any orientation.
+    """
+    out = 0
+    for k in range(4):
+        for flip in (False, True):
+            t = (x.flip(-1) if flip else x).rot90(k, (-2, -1)).contiguous()
+            y = fn(t).rot90(-k, (-2, -1))  # back to the input's orientation
+            out = out + (y.flip(-1) if flip else y)
+    return out / 8
+
+
+@torch.no_grad()
+def _elements_per_pixel(net: nn.Module) -> float:
+    """Largest layer output, in elements per LR pixel, measured on an 8x8 probe."""
+    sizes = []
+    hooks = [m.register_forward_hook(lambda m, i, o: sizes.append(o.numel()))
+             for m in net.modules() if not list(m.children())]  # leaf layers
+    try:
+        p = next(net.parameters())
+        net(torch.rand(1, 3, 8, 8, device=p.device, dtype=p.dtype))
+    finally:
+        for h in hooks:
+            h.remove()
+    return max(sizes) / 64
+
+
+def estimate_memory(net: nn.Module, h: int, w: int, tile: int | None = None,
+                    overlap: int = OVERLAP) -> int:
+    """Rough peak bytes to upscale an (h, w) LR image, whole or with ``tile``.
+
+    activations of the largest input window: LIVE * largest layer output, plus
+    2 N^2 (scores and weights) for naive non-local blocks (N = window positions),
+    plus the float SR canvas (B=1, 3 channels) when tiling.
+    """
+    p = next(net.parameters())
+    s = getattr(net, "scale", 1)
+    th, tw = (h, w) if tile is None else (min(tile, h) + 2 * overlap,
+                                          min(tile, w) + 2 * overlap)
+    n = min(th, h) * min(tw, w)  # positions per window
+    nbytes = LIVE * _elements_per_pixel(net) * n * p.element_size()
+    if any(isinstance(m, NonLocalBlock) and m.mode == "naive" for m in net.modules()):
+        nbytes += 2 * n * n * 4  # softmax runs in float32 at least
+    if tile is not None:
+        nbytes += 3 * s * s * h * w * p.element_size()
+    return int(nbytes)
+
+
+def suggest_tile(net: nn.Module, h: int, w: int, max_bytes: float,
+                 overlap: int = OVERLAP) -> int | None:
+    """The largest of ``TILES`` whose estimate fits ``max_bytes`` (None: none fits)."""
+    return next((t for t in TILES if t < max(h, w)
+                 and estimate_memory(net, h, w, t, overlap) <= max_bytes), None)
+
+
+def check_memory(net: nn.Module, h: int, w: int, max_bytes: float,
+                 tile: int | None = None, overlap: int = OVERLAP) -> None:
+    """Raise AmmsError, suggesting ``--tile``, when the estimate exceeds ``max_bytes``."""
+    need = estimate_memory(net, h, w, tile, overlap)
+    if need <= max_bytes:
+        return
+    how = f"with --tile {tile}" if tile else "untiled"
+    fit = suggest_tile(net, h, w, max_bytes, overlap)
+    hint = (f"use --tile {fit}" if fit else
+            "no --tile fits it: free memory or raise --max-memory")
+    raise AmmsError(f"{w}x{h} input needs about {need / GB:.1f} GB {how}, over the "
+                    f"{max_bytes / GB:.1f} GB memory budget; {hint}")
+
+
+def available_memory(device: str | torch.device = "cpu") -> int:
+    """Bytes free for one run: 90% of free GPU memory, or 80% of MemAvailable."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return int(0.9 * torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as f:
+            kb = next(int(line.split()[1]) for line in f if line.startswith("MemAvailable"))
+        return int(0.8 * kb * 1024)
+    except (OSError, StopIteration):
+        return int(0.5 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+def check_size(h: int, w: int) -> None:
+    """Refuse images too small to upscale (a side under ``MIN_SIDE`` pixels)."""
+    if min(h, w) < MIN_SIDE:
+        raise AmmsError(f"{w}x{h} image is too small to upscale; "
+                        f"need at least {MIN_SIDE}x{MIN_SIDE} pixels")
+
+
+@torch.no_grad()
+def upscale(net: nn.Module, lr_img: np.ndarray, tile: int | None = None,
+            overlap: int = OVERLAP, ensemble: bool = False,
+            max_bytes: float | None = None) -> np.ndarray:
+    """SR image of one uint8 LR image (H, W) or (H, W, 3), on the network's device.
+
+    tile: LR core size for tiled inference (None: the whole image at once);
+    overlap: LR context pixels around each tile; ensemble: x8 self-ensemble;
+    max_bytes: refuse (AmmsError suggesting ``--tile``) inputs estimated above it.
+    """
+    h, w = lr_img.shape[:2]
+    check_size(h, w)
+    if tile is not None and (tile < 1 or overlap < 0):
+        raise AmmsError(f"tile must be >= 1 and overlap >= 0, got {tile}, {overlap}")
+    if max_bytes is not None:
+        check_memory(net, h, w, max_bytes, tile, overlap)
+    device = next(net.parameters()).device
+    fn = net if tile is None else (lambda x: forward_tiled(net, x, tile, overlap))
+    x = to_tensor(lr_img, device)
+    y = self_ensemble(fn, x) if ensemble else fn(x)
+    return to_image(y, grey=lr_img.ndim == 2)

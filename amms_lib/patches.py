@@ -1,0 +1,126 @@
+"""Training patches: random HR crops with their bicubic LR, reproducible from a seed.
+
+Paper section 4.2: batches of random 192x192 HR patches from T91 + BSD200, with random
+flips and 90-degree rotations; LR made by MATLAB-style bicubic. Here the LR of every
+whole training image is made once (``amms_lib.resize``, clamp borders like the benchmark
+files) and cached on disk under a key of the file list, the scale and the resize
+version; a patch is then an aligned crop of LR and HR, so making LR never slows a GPU.
+
+Sample ``i`` depends only on (seed, i): any worker, any number of processes and any
+resumed run draw the same patch for the same index, which makes resuming exact.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from amms_lib import data
+from amms_lib.checkpoint import atomic_save
+from amms_lib.errors import AmmsError
+from amms_lib.images import read_image
+from amms_lib.resize import imresize
+from amms_lib.runtime import repo_root
+
+TRAIN_SETS = ("T91", "BSD200")
+CACHE_VERSION = "1"  # bump when the LR recipe changes
+
+
+def train_files(sets=TRAIN_SETS, root: Path | None = None) -> list[Path]:
+    """Image files of the training sets under ``<data>/train/<set>/``."""
+    root = data.data_root() if root is None else Path(root)
+    if root is None:
+        return []
+    files = []
+    for name in sets:
+        folder = root / "train" / name
+        if not folder.is_dir():
+            raise AmmsError(f"training set {name!r} not found at {folder}; "
+                            f"available: {sorted(p.name for p in (root / 'train').glob('*'))}")
+        files += sorted(p for p in folder.iterdir() if p.suffix.lower() in data.IMAGE_SUFFIXES)
+    return files
+
+
+def _rgb(img: np.ndarray) -> np.ndarray:
+    return np.repeat(img[..., None], 3, axis=2) if img.ndim == 2 else img
+
+
+def load_pairs(files: list[Path], scale: int, cache_dir: Path | None = None
+               ) -> tuple[list[np.ndarray], list[np.ndarray], str]:
+    """(HR list, LR list, cache key); HR mod-cropped, LR made once and cached."""
+    if files:
+        stamp = "\n".join(f"{f.resolve()}:{f.stat().st_size}:{f.stat().st_mtime_ns}"
+                          for f in files)
+    else:  # no data folder: a few images shipped with scikit-image
+        stamp = "builtin:" + ",".join(data.BUILTIN_IMAGES)
+    key = hashlib.sha1(f"{CACHE_VERSION}|x{scale}|{stamp}".encode()).hexdigest()[:16]
+    cache = (cache_dir or repo_root() / "runs" / "cache") / f"train_x{scale}_{key}.pt"
+    if cache.is_file():
+        blob = torch.load(cache, weights_only=True)
+        return [t.numpy() for t in blob["hr"]], [t.numpy() for t in blob["lr"]], key
+    if files:
+        hrs = [_rgb(data.modcrop(read_image(f), scale)) for f in files]
+    else:
+        hrs = [_rgb(data.modcrop(data.load_hr(data.BUILTIN, n), scale))
+               for n in data.BUILTIN_IMAGES]
+    lrs = [imresize(hr, 1 / scale, border="clamp") for hr in hrs]
+    atomic_save({"hr": [torch.from_numpy(h) for h in hrs],
+                 "lr": [torch.from_numpy(l) for l in lrs]}, cache)
+    return hrs, lrs, key
+
+
+class PatchDataset(Dataset):
+    """Item ``i`` -> (LR, HR) float tensors (3, p/s, p/s) and (3, p, p) in [0, 1]."""
+
+    def __init__(self, hrs, lrs, scale: int, patch_size: int, seed: int = 0,
+                 augment: bool = True):
+        if patch_size % scale:
+            raise AmmsError(f"patch_size {patch_size} must be a multiple of scale {scale}")
+        keep = [i for i, lr in enumerate(lrs) if min(lr.shape[:2]) * scale >= patch_size]
+        if not keep:
+            raise AmmsError(f"no training image is at least {patch_size}x{patch_size}; "
+                            "use a smaller patch_size")
+        self.hrs, self.lrs = [hrs[i] for i in keep], [lrs[i] for i in keep]
+        self.scale, self.patch, self.seed, self.augment = scale, patch_size, seed, augment
+
+    def __len__(self) -> int:
+        return 2**62  # indexed by global sample number; the sampler decides how many
+
+    def __getitem__(self, i: int):
+        rng = np.random.default_rng((self.seed, i))
+        k = rng.integers(len(self.lrs))
+        lr_img, hr_img, s = self.lrs[k], self.hrs[k], self.scale
+        p = self.patch // s
+        y, x = rng.integers(lr_img.shape[0] - p + 1), rng.integers(lr_img.shape[1] - p + 1)
+        lr_p = lr_img[y : y + p, x : x + p]
+        hr_p = hr_img[y * s : (y + p) * s, x * s : (x + p) * s]
+        if self.augment:
+            hflip, vflip, rot = rng.random(3) < 0.5
+            for flag, op in ((hflip, np.fliplr), (vflip, np.flipud), (rot, np.rot90)):
+                if flag:
+                    lr_p, hr_p = op(lr_p), op(hr_p)
+        to_t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)  # noqa
+        return to_t(lr_p).float().div(255), to_t(hr_p).float().div(255)
+
+
+class StepBatchSampler(Sampler):
+    """Batches of global sample indices for steps ``start .. stop-1`` of one rank.
+
+    Step t of rank r in a world of w processes takes samples
+    ``(t * w + r) * batch_size + [0, batch_size)``.
+    """
+
+    def __init__(self, start: int, stop: int, batch_size: int, rank: int = 0, world: int = 1):
+        self.start, self.stop, self.batch = start, stop, batch_size
+        self.rank, self.world = rank, world
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
+
+    def __iter__(self):
+        for t in range(self.start, self.stop):
+            first = (t * self.world + self.rank) * self.batch
+            yield list(range(first, first + self.batch))

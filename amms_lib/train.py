@@ -1,0 +1,268 @@
+"""Training: the paper's recipe (section 4.2), resumable, on CPU, one GPU or many.
+
+L1 loss, Adam(0.9, 0.999, 1e-8), lr 1e-4 halved every 200 epochs of 1000 iterations,
+batches of 16 random 192x192 HR patches (``amms_lib.patches``). The ``fast`` recipe
+(linear warm-up, then cosine decay from a higher lr) is for short budgets.
+
+    python -m amms_lib.train --model amms --scale 2 --out-dir runs/train/x2
+    torchrun --nproc_per_node 2 -m amms_lib.train ...   # DistributedDataParallel
+
+``out_dir`` receives ``last.pt`` and ``best.pt`` (atomic), ``config.json`` and
+``metrics.jsonl`` (one JSON object per logged step or validation). ``--resume``
+continues from ``last.pt`` exactly: weights, optimizer, scheduler, step and the data
+position (patches are a function of (seed, sample index)).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from amms_lib import data
+from amms_lib.checkpoint import check_compatible, load_weights, read_checkpoint, save_checkpoint
+from amms_lib.errors import AmmsError
+from amms_lib.inference import upscale
+from amms_lib.metrics import evaluate
+from amms_lib.models import build_model
+from amms_lib.patches import TRAIN_SETS, PatchDataset, StepBatchSampler, load_pairs, train_files
+from amms_lib.runtime import resolve_device, seed_everything
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run depends on; saved in ``config.json`` and in checkpoints."""
+
+    model: str = "amms"
+    scale: int = 2
+    model_kwargs: dict = field(default_factory=dict)  # e.g. {"channels": 32, "non_local": False}
+    epochs: int = 1000
+    iters_per_epoch: int = 1000
+    batch_size: int = 16
+    patch_size: int = 192  # HR patch side
+    lr: float = 1e-4
+    recipe: str = "paper"  # paper: halve every lr_step_epochs; fast: warm-up + cosine
+    lr_step_epochs: int = 200
+    warmup: float = 0.02  # fast recipe: fraction of the run spent warming up
+    val_every: int = 1000  # iterations between validations (0: only at the end)
+    val_set: str = "Set5"
+    val_images: int = 0  # 0: the whole set
+    val_max_side: int = 0  # >0: validate on centre crops of at most this many LR pixels
+    train_sets: tuple = TRAIN_SETS
+    device: str = "auto"
+    amp: bool = True  # bf16 autocast on CUDA
+    compile: bool = False
+    workers: int = 2
+    seed: int = 0
+    out_dir: str = "runs/train/default"
+    resume: bool = False
+    log_every: int = 10
+
+    @property
+    def total_steps(self) -> int:
+        return self.epochs * self.iters_per_epoch
+
+
+def lr_factor(cfg: TrainConfig, step: int) -> float:
+    """Multiplier of ``cfg.lr`` at ``step``."""
+    if cfg.recipe == "paper":
+        return 0.5 ** (step // (cfg.lr_step_epochs * cfg.iters_per_epoch))
+    warm = max(1, int(cfg.warmup * cfg.total_steps))
+    if step < warm:
+        return (step + 1) / warm
+    return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, cfg.total_steps - warm)))
+
+
+def validate(net, cfg: TrainConfig) -> dict:
+    """Mean PSNR/SSIM (Y, shaved) of the current network on the validation set."""
+    name = cfg.val_set if data.data_root() is not None else data.BUILTIN
+    images = data.list_images(name)[: cfg.val_images or None]
+    was_training = net.training
+    net.eval()
+    scores = []
+    for image in images:
+        pair = data.load_pair(name, image, cfg.scale)
+        lr_img, hr_img = pair.lr, pair.hr
+        if cfg.val_max_side:  # quick runs: a centre crop, aligned in LR and HR
+            (h, w), m, s = lr_img.shape[:2], cfg.val_max_side, cfg.scale
+            y, x = max(0, (h - m) // 2), max(0, (w - m) // 2)
+            lr_img = lr_img[y : y + m, x : x + m]
+            hr_img = hr_img[y * s : (y + m) * s, x * s : (x + m) * s]
+        scores.append(evaluate(upscale(net, lr_img), hr_img, cfg.scale))
+    net.train(was_training)
+    return {"val_set": name, "psnr": float(np.mean([s[0] for s in scores])),
+            "ssim": float(np.mean([s[1] for s in scores]))}
+
+
+def _dist_info() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return (dist.get_rank(), world) if world > 1 else (0, 1)
+
+
+def _log(path: Path, record: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """On resume, drop log lines past the checkpoint so the log reads as one run."""
+    if path.is_file():
+        keep = [line for line in path.read_text().splitlines()
+                if line.strip() and json.loads(line)["step"] <= step]
+        path.write_text("".join(line + "\n" for line in keep))
+
+
+def read_metrics(out_dir) -> list[dict]:
+    """The records of ``metrics.jsonl``."""
+    path = Path(out_dir) / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def train(cfg: TrainConfig, stop_after: int | None = None) -> dict:
+    """Run (or resume) training; returns the final metrics. ``stop_after`` ends this call
+    after that many steps without saving, as if the process had been killed."""
+    if cfg.recipe not in ("paper", "fast"):
+        raise AmmsError(f"recipe must be 'paper' or 'fast', got {cfg.recipe!r}")
+    rank, world = _dist_info()
+    main_proc = rank == 0
+    device = resolve_device(cfg.device)
+    if world > 1 and device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
+        torch.cuda.set_device(device)
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    seed_everything(cfg.seed)
+    net = build_model(cfg.model, cfg.scale, **cfg.model_kwargs).to(device)
+    if device.type == "cuda":
+        net = net.to(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(cfg, s))
+    step, best = 0, -math.inf
+    last = out / "last.pt"
+    if cfg.resume and last.is_file():
+        ckpt = read_checkpoint(last)
+        check_compatible(ckpt, last, cfg.model, cfg.scale)
+        if ckpt["model_kwargs"] != cfg.model_kwargs:
+            raise AmmsError(f"{last}: trained with model options {ckpt['model_kwargs']}, "
+                            f"not {cfg.model_kwargs}; use another out_dir")
+        load_weights(net, ckpt["state_dict"], last)
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        step, best = ckpt["step"], ckpt["best_psnr"]
+        torch.set_rng_state(ckpt["rng"])
+    if main_proc:
+        (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+        if step == 0:
+            (out / "metrics.jsonl").unlink(missing_ok=True)
+        _truncate_log(out / "metrics.jsonl", step)
+    model = net
+    if world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(
+            net, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile:
+        model = torch.compile(model)
+
+    hrs, lrs, _ = load_pairs(train_files(cfg.train_sets) if data.data_root() else [],
+                             cfg.scale)
+    dataset = PatchDataset(hrs, lrs, cfg.scale, cfg.patch_size, cfg.seed)
+    stop = cfg.total_steps if stop_after is None else min(cfg.total_steps, step + stop_after)
+    loader = DataLoader(dataset, batch_sampler=StepBatchSampler(step, stop, cfg.batch_size,
+                                                                rank, world),
+                        num_workers=cfg.workers, pin_memory=device.type == "cuda",
+                        persistent_workers=False)
+    amp = cfg.amp and device.type == "cuda"
+
+    def save(metrics: dict) -> None:
+        state = dict(name=cfg.model, scale=cfg.scale, model_kwargs=cfg.model_kwargs,
+                     step=step, best_psnr=best, metrics=metrics, config=asdict(cfg),
+                     optimizer=opt.state_dict(), scheduler=sched.state_dict(),
+                     rng=torch.get_rng_state())
+        save_checkpoint(last, net, **state)
+        if "psnr" in metrics and metrics["psnr"] >= best:
+            save_checkpoint(out / "best.pt", net, **state)
+
+    metrics: dict = {}
+    bar = tqdm(total=stop - step, desc=f"{cfg.model} x{cfg.scale}",
+               **({} if main_proc else {"disable": True}))  # TQDM_DISABLE=1 works too
+    t0, seen = time.perf_counter(), 0
+    for lr_b, hr_b in loader:
+        lr_b = lr_b.to(device, non_blocking=True)
+        hr_b = hr_b.to(device, non_blocking=True)
+        if device.type == "cuda":
+            lr_b = lr_b.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            loss = F.l1_loss(model(lr_b).float(), hr_b)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        step += 1
+        seen += 1
+        bar.update()
+        if main_proc and (step % cfg.log_every == 0 or step == cfg.total_steps):
+            rate = seen / (time.perf_counter() - t0)
+            _log(out / "metrics.jsonl", {"step": step, "loss": loss.item(),
+                                         "lr": opt.param_groups[0]["lr"], "it_s": rate})
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+        end = step == cfg.total_steps
+        if (cfg.val_every and step % cfg.val_every == 0) or end:
+            if main_proc:
+                metrics = validate(net, cfg)
+                best = max(best, metrics["psnr"])
+                _log(out / "metrics.jsonl", {"step": step, **metrics})
+                bar.set_postfix(loss=f"{loss.item():.4f}", psnr=f"{metrics['psnr']:.2f}")
+                save(metrics)  # checkpoints go with validations (and the end)
+            if world > 1:
+                dist.barrier()
+    bar.close()
+    if world > 1:
+        dist.destroy_process_group()
+    return {"step": step, "best_psnr": best, **metrics}
+
+
+def _parse(argv) -> TrainConfig:
+    ap = argparse.ArgumentParser(prog="python -m amms_lib.train", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    defaults = TrainConfig()
+    for f in fields(TrainConfig):
+        name = "--" + f.name.replace("_", "-")
+        value = getattr(defaults, f.name)
+        if isinstance(value, bool):
+            ap.add_argument(name, action=argparse.BooleanOptionalAction, default=value)
+        elif isinstance(value, dict):
+            ap.add_argument(name, type=json.loads, default=value,
+                            help='JSON, e.g. \'{"channels": 32}\'')
+        elif isinstance(value, tuple):
+            ap.add_argument(name, nargs="+", default=list(value))
+        else:
+            ap.add_argument(name, type=type(value), default=value)
+    args = vars(ap.parse_args(argv))
+    args["train_sets"] = tuple(args["train_sets"])
+    return TrainConfig(**args)
+
+
+def main(argv=None) -> int:
+    try:
+        result = train(_parse(argv))
+    except AmmsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,101 @@
+"""Checkpoints: round trip, atomic writes, and one clear error per bad file."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from amms_lib import benchmark
+from amms_lib.checkpoint import load_model, read_checkpoint, save_checkpoint
+from amms_lib.errors import AmmsError
+from amms_lib.inference import to_image, to_tensor, upscale
+from amms_lib.models import build_model
+
+KW = dict(channels=8, n_amms=1, n_am=1, so_reduction=4)
+
+
+@pytest.fixture
+def ckpt(tmp_path):
+    torch.manual_seed(0)
+    net = build_model("amms", 2, **KW)
+    path = save_checkpoint(tmp_path / "amms_x2.pt", net, name="amms", scale=2,
+                           model_kwargs=KW, step=7, metrics={"psnr": 30.0})
+    return path, net
+
+
+def test_round_trip_gives_the_same_network(ckpt):
+    path, net = ckpt
+    loaded, meta = load_model(path, model="amms", scale=2)
+    x = torch.rand(1, 3, 8, 8)
+    torch.testing.assert_close(loaded(x), net.eval()(x))
+    assert meta["step"] == 7 and meta["metrics"]["psnr"] == 30.0 and not loaded.training
+
+
+def test_save_is_atomic(ckpt, monkeypatch):
+    path, net = ckpt
+    before = path.read_bytes()
+
+    def dies_half_way(obj, f):
+        f.write(b"partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", dies_half_way)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(path, net, name="amms", scale=2, model_kwargs=KW)
+    assert path.read_bytes() == before
+    assert [p.name for p in path.parent.iterdir()] == [path.name]
+
+
+def test_corrupt_and_foreign_files(ckpt, tmp_path):
+    path, net = ckpt
+    raw = path.read_bytes()
+    (tmp_path / "cut.pt").write_bytes(raw[: len(raw) // 2])
+    (tmp_path / "noise.pt").write_bytes(b"\x00garbage" * 50)
+    torch.save(net.state_dict(), tmp_path / "plain.pt")
+    for name, match in [("cut.pt", "corrupt"), ("noise.pt", "corrupt"),
+                        ("plain.pt", "not an AMMS-SR checkpoint"),
+                        ("missing.pt", "no such checkpoint")]:
+        with pytest.raises(AmmsError, match=match):
+            read_checkpoint(tmp_path / name)
+
+
+def test_other_scale_other_model_nan_and_misfit(ckpt, tmp_path):
+    path, net = ckpt
+    with pytest.raises(AmmsError, match="trained for x2, not x4"):
+        load_model(path, scale=4)
+    with pytest.raises(AmmsError, match="holds 'amms' weights, not 'vdsr'"):
+        load_model(path, model="vdsr")
+    bad = build_model("amms", 2, **KW)
+    with torch.no_grad():
+        bad.head.weight[0, 0, 0, 0] = float("nan")
+    save_checkpoint(tmp_path / "nan.pt", bad, name="amms", scale=2, model_kwargs=KW)
+    with pytest.raises(AmmsError, match="NaN or Inf"):
+        load_model(tmp_path / "nan.pt")
+    save_checkpoint(tmp_path / "misfit.pt", net, name="amms", scale=2,
+                    model_kwargs={**KW, "channels": 16})
+    with pytest.raises(AmmsError, match="do not fit"):
+        load_model(tmp_path / "misfit.pt")
+
+
+def test_grey_and_colour_images_round_trip():
+    import numpy as np
+
+    rgb = np.random.default_rng(0).integers(0, 256, (5, 6, 3), dtype=np.uint8)
+    grey = rgb[..., 0]
+    assert np.array_equal(to_image(to_tensor(rgb)), rgb)
+    assert np.array_equal(to_image(to_tensor(grey), grey=True), grey)
+    net = build_model("srcnn", 2, n1=4, n2=4)
+    assert upscale(net, grey).shape == (10, 12)
+
+
+def test_benchmark_runs_a_checkpoint(use_data, tmp_path, capsys):
+    net = build_model("srcnn", 2, n1=4, n2=4)
+    path = save_checkpoint(tmp_path / "srcnn.pt", net, name="srcnn", scale=2,
+                           model_kwargs=dict(n1=4, n2=4))
+    assert benchmark.main(["--model", "srcnn", "--checkpoint", str(path),
+                           "--datasets", "Set5", "--scales", "2"]) == 0
+    assert "Set5" in capsys.readouterr().out
+    assert benchmark.main(["--model", "amms", "--datasets", "Set5"]) == 2
+    assert "needs --checkpoint" in capsys.readouterr().err
+    assert benchmark.main(["--model", "srcnn", "--checkpoint", str(path),
+                           "--datasets", "Set5", "--scales", "3"]) == 2
+    assert "trained for x2, not x3" in capsys.readouterr().err
