@@ -68,6 +68,7 @@ class TrainConfig:
     out_dir: str = "runs/train/default"
     resume: bool = False
     log_every: int = 10
+    max_minutes: float = 0  # >0: validate, save and stop after this much training time
 
     @property
     def total_steps(self) -> int:
@@ -218,6 +219,12 @@ def train(cfg: TrainConfig, stop_after: int | None = None) -> dict:
                                          "lr": opt.param_groups[0]["lr"], "it_s": rate})
             bar.set_postfix(loss=f"{loss.item():.4f}")
         end = step == cfg.total_steps
+        if cfg.max_minutes and not end:  # every rank must agree on when to stop
+            over = torch.tensor(float(time.perf_counter() - t0 > 60 * cfg.max_minutes),
+                                device=device if world > 1 else "cpu")  # nccl: on GPU
+            if world > 1:
+                dist.all_reduce(over, op=dist.ReduceOp.MAX)
+            end = bool(over)
         if (cfg.val_every and step % cfg.val_every == 0) or end:
             if main_proc:
                 metrics = validate(net, cfg)
@@ -227,6 +234,8 @@ def train(cfg: TrainConfig, stop_after: int | None = None) -> dict:
                 save(metrics)  # checkpoints go with validations (and the end)
             if world > 1:
                 dist.barrier()
+        if end:
+            break
     bar.close()
     if world > 1:
         dist.destroy_process_group()

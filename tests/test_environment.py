@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -55,3 +57,26 @@ def test_notebooks_are_stored_without_outputs_and_have_parameters():
         code = [c for c in nb["cells"] if c["cell_type"] == "code"]
         assert all(not c["outputs"] and c["execution_count"] is None for c in code), nb_path
         assert any("parameters" in c["metadata"].get("tags", []) for c in code), nb_path
+
+
+def test_notebooks_pass_nbstripout_verify():
+    notebooks = sorted(str(p) for p in (ROOT / "notebooks").glob("*.ipynb"))
+    assert notebooks
+    done = subprocess.run([sys.executable, "-m", "nbstripout", "--verify", *notebooks],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_parameters_cells_are_literal_and_documented():
+    import ast
+
+    for nb_path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        nb = json.loads(nb_path.read_text())
+        cell = next(c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", []))
+        src = "".join(cell["source"])
+        for node in ast.parse(src).body:
+            assert isinstance(node, ast.AnnAssign), (nb_path.name, ast.dump(node))
+            assert isinstance(node.value, ast.Constant), (nb_path.name, node.target.id)
+        for line in src.splitlines():
+            # papermill --help-notebook drops a parameter whose comment holds "="
+            assert "#" in line and "=" not in line.split("#", 1)[1], (nb_path.name, line)

@@ -1,0 +1,108 @@
+"""Training speed: iterations/s, patches/s and peak memory of one training config.
+
+    python benchmarks/train_speed.py [--scale 2] [--batch-size 16] [--lr-patch 48]
+        [--channels 64 --n-amms 4 --n-am 2] [--steps 20] [--device auto]
+        [--nl-modes full naive] [--amp/--no-amp] [--compile]
+
+Measures forward + backward + Adam steps on random patches (data loading excluded: the
+training loader serves cached LR crops, see amms_lib.patches) for each non-local mode,
+and prints the ratio against the first mode. Peak memory is the CUDA allocator's peak
+on a GPU and, on the CPU, the growth of peak RSS in a fresh process per mode.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+from amms_lib.models import build_model
+from amms_lib.runtime import resolve_device
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure(args, nl_mode: str, device: torch.device) -> dict:
+    torch.manual_seed(0)
+    net = build_model("amms", args.scale, channels=args.channels, n_amms=args.n_amms,
+                      n_am=args.n_am, nl_mode=nl_mode).to(device)
+    if device.type == "cuda":
+        net = net.to(memory_format=torch.channels_last)
+    model = torch.compile(net) if args.compile else net
+    opt = torch.optim.Adam(net.parameters(), lr=1e-4)
+    lr_b = torch.rand(args.batch_size, 3, args.lr_patch, args.lr_patch, device=device)
+    hr_b = torch.rand(args.batch_size, 3, args.lr_patch * args.scale,
+                      args.lr_patch * args.scale, device=device)
+    amp = args.amp and device.type == "cuda"
+
+    def step():
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            loss = F.l1_loss(model(lr_b).float(), hr_b)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for _ in range(args.warmup):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    rss0 = peak_rss_mb()
+    t0 = time.perf_counter()
+    for _ in range(args.steps):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    dt = time.perf_counter() - t0
+    mem = (torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda"
+           else peak_rss_mb() - rss0)
+    return {"mode": nl_mode, "it_s": args.steps / dt,
+            "patches_s": args.steps * args.batch_size / dt, "peak_mb": mem,
+            "params": sum(p.numel() for p in net.parameters())}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--scale", type=int, default=2)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--lr-patch", type=int, default=48, help="LR patch side")
+    ap.add_argument("--channels", type=int, default=64)
+    ap.add_argument("--n-amms", type=int, default=4)
+    ap.add_argument("--n-am", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--nl-modes", nargs="+", default=["full", "naive"])
+    ap.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True)
+    ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one mode, print JSON
+    args = ap.parse_args()
+    device = resolve_device(args.device)
+    if args.one:
+        print(json.dumps(measure(args, args.one, device)))
+        return
+    name = torch.cuda.get_device_name() if device.type == "cuda" else f"cpu x{torch.get_num_threads()}"
+    print(f"device {name}, torch {torch.__version__}, batch {args.batch_size} of "
+          f"{args.lr_patch}x{args.lr_patch} LR at x{args.scale}, amp={args.amp and device.type == 'cuda'}, "
+          f"compile={args.compile}")
+    rows = []
+    for mode in args.nl_modes:  # a fresh process each: clean peak-memory figures
+        out = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--one", mode],
+                             capture_output=True, text=True, check=True).stdout
+        rows.append(json.loads(out.strip().splitlines()[-1]))
+    print(f"{'nl_mode':<8}{'params':>10}{'it/s':>9}{'patches/s':>11}{'peak MB':>10}{'speed ratio':>13}")
+    for r in rows:
+        print(f"{r['mode']:<8}{r['params']:>10,}{r['it_s']:>9.2f}{r['patches_s']:>11.1f}"
+              f"{r['peak_mb']:>10.0f}{r['it_s'] / rows[0]['it_s']:>12.2f}x")
+
+
+if __name__ == "__main__":
+    main()
