@@ -6,17 +6,17 @@ Prints, for a 64-channel block (reduction 2) on CPU, the forward+backward time a
 peak memory at side^2 positions, each measured in a fresh subprocess: peak resident
 memory (RSS) during the step minus the RSS just before it. "naive" is skipped where
 its N x N float32 matrices would need more than ~8 GB; the matrix size is printed
-instead. The notebooks and tests call the worker directly:
+instead. The notebook and the tests use ``measure()``, which runs the worker
 
     python benchmarks/nonlocal_memory.py --worker full:64 naive:64 [--forward-only]
         [--repeat 1]
 
-prints one JSON line per mode:side, measured one after another in that process.
+(one JSON line per mode:side, measured one after another in that process).
 
 How peak RSS is measured on Linux: writing "5" to /proc/self/clear_refs resets the
 high-water mark VmHWM to the current RSS; MALLOC_MMAP_THRESHOLD_ makes malloc give
 every buffer over 64 KiB back to the OS when freed, so one measurement does not hide
-the next. Elsewhere: ru_maxrss of a fresh process minus its RSS before the step.
+the next. Elsewhere: ru_maxrss after minus before the step, one process per step.
 """
 from __future__ import annotations
 
@@ -89,7 +89,7 @@ def worker(specs: list[str], channels: int, backward: bool, repeat: int) -> None
                 step(net, warm, backward)()
         run = step(nets[mode], int(side), backward)
         seconds, peak = peak_memory(run)
-        for _ in range(repeat - 1 if seconds < 1 else 0):  # best of several if cheap
+        for _ in range(repeat - 1 if seconds < 10 else 0):  # best of several if cheap
             t0 = time.perf_counter()
             run()
             seconds = min(seconds, time.perf_counter() - t0)
