@@ -47,13 +47,13 @@ def make_upscaler(model: str, scale: int, checkpoint: str | None = None,
         return bicubic_upscaler(scale)
     if model not in NETWORKS:
         raise AmmsError(f"unknown model {model!r}; available: {', '.join(MODELS)}")
-    if not checkpoint:
-        raise AmmsError(f"--model {model} needs --checkpoint PATH (trained weights; "
-                        "see notebooks/05_train.ipynb)")
-    from amms_lib.checkpoint import load_model
+    from amms_lib.checkpoint import load_model, load_registered
     from amms_lib.inference import upscale
 
-    net, _ = load_model(checkpoint, model=model, scale=scale, device=resolve_device(device))
+    if checkpoint:
+        net, _ = load_model(checkpoint, model=model, scale=scale, device=resolve_device(device))
+    else:  # the checkpoints/ folder, checked against its metadata
+        net, _ = load_registered(model, scale, device=resolve_device(device))
     return lambda lr: upscale(net, lr)
 
 

@@ -106,3 +106,87 @@ def load_model(path, model: str | None = None, scale: int | None = None,
     net = build_model(ckpt["model"], ckpt["scale"], **ckpt["model_kwargs"])
     load_weights(net, ckpt["state_dict"], path)
     return net.to(device).eval(), ckpt
+
+
+# -- the checkpoints/ folder: trained weights the suite ships or finds ---------------------
+
+def checkpoints_dir() -> Path:
+    """``checkpoints/`` in the repository: ``<model>_x<scale>.pt`` + ``metadata.json``."""
+    from amms_lib.runtime import repo_root
+
+    return repo_root() / "checkpoints"
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_metadata(folder: Path | None = None) -> dict:
+    """``{file name: {model, scale, command, commit, data, iterations, metrics, sha256}}``."""
+    path = (folder or checkpoints_dir()) / "metadata.json"
+    if not path.is_file():
+        return {}
+    import json
+
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise AmmsError(f"{path}: not valid JSON ({exc}); restore it from git") from None
+
+
+def register(src, *, command: str, data: str, folder: Path | None = None,
+             commit: str = "", notes: str = "") -> Path:
+    """Copy a training checkpoint into ``checkpoints/`` (weights only) and record it."""
+    import json
+    import subprocess
+
+    folder = folder or checkpoints_dir()
+    ckpt = read_checkpoint(src)
+    name = f"{ckpt['model']}_x{ckpt['scale']}.pt"
+    keep = {k: ckpt[k] for k in ("format", "model", "scale", "model_kwargs", "state_dict",
+                                 "torch", "saved_at", "step", "metrics", "config")
+            if k in ckpt}  # no optimizer state: shipped checkpoints stay small
+    atomic_save(keep, folder / name)
+    if not commit:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, cwd=folder.parent).stdout.strip()
+    meta = read_metadata(folder)
+    meta[name] = {"model": ckpt["model"], "scale": ckpt["scale"], "command": command,
+                  "commit": commit, "data": data, "iterations": ckpt.get("step"),
+                  "metrics": ckpt.get("metrics", {}), "model_kwargs": ckpt["model_kwargs"],
+                  "notes": notes, "sha256": _sha256(folder / name)}
+    tmp = folder / ".metadata.json.tmp"
+    tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, folder / "metadata.json")
+    return folder / name
+
+
+def find_checkpoint(model: str, scale: int, folder: Path | None = None) -> Path | None:
+    """The registered checkpoint for ``model`` at ``scale``, or None when there is none."""
+    folder = folder or checkpoints_dir()
+    name = f"{model}_x{scale}.pt"
+    return folder / name if (folder / name).is_file() and name in read_metadata(folder) else None
+
+
+def load_registered(model: str, scale: int, device="cpu", folder: Path | None = None):
+    """Load ``checkpoints/<model>_x<scale>.pt`` after checking it against its metadata."""
+    folder = folder or checkpoints_dir()
+    path = find_checkpoint(model, scale, folder)
+    if path is None:
+        raise AmmsError(f"no registered checkpoint for {model} x{scale} in {folder}; train "
+                        "one (scripts/train_gpu.sh) or pass --checkpoint PATH")
+    meta = read_metadata(folder)[path.name]
+    if meta.get("sha256") != _sha256(path):
+        raise AmmsError(f"{path}: contents do not match metadata.json (sha256); the file "
+                        "was changed or is damaged: restore it from git")
+    if (meta.get("model"), meta.get("scale")) != (model, scale):
+        raise AmmsError(f"{path}: metadata says {meta.get('model')} x{meta.get('scale')}, "
+                        f"not {model} x{scale}")
+    net, ckpt = load_model(path, model=model, scale=scale, device=device)
+    return net, {**ckpt, "metadata": meta}

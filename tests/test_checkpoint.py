@@ -94,8 +94,32 @@ def test_benchmark_runs_a_checkpoint(use_data, tmp_path, capsys):
     assert benchmark.main(["--model", "srcnn", "--checkpoint", str(path),
                            "--datasets", "Set5", "--scales", "2"]) == 0
     assert "Set5" in capsys.readouterr().out
-    assert benchmark.main(["--model", "amms", "--datasets", "Set5"]) == 2
-    assert "needs --checkpoint" in capsys.readouterr().err
+    assert benchmark.main(["--model", "memnet", "--datasets", "Set5"]) == 2
+    assert "no registered checkpoint for memnet x2" in capsys.readouterr().err
     assert benchmark.main(["--model", "srcnn", "--checkpoint", str(path),
                            "--datasets", "Set5", "--scales", "3"]) == 2
     assert "trained for x2, not x3" in capsys.readouterr().err
+
+
+def test_registered_checkpoints_are_found_and_checked(ckpt, tmp_path):
+    from amms_lib.checkpoint import find_checkpoint, load_registered, read_metadata, register
+
+    path, net = ckpt
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    shipped = register(path, command="python -m amms_lib.train ...", data="T91+BSD200",
+                       folder=folder, commit="abc123")
+    meta = read_metadata(folder)["amms_x2.pt"]
+    assert meta["iterations"] == 7 and meta["commit"] == "abc123" and meta["scale"] == 2
+    assert "optimizer" not in read_checkpoint(shipped)
+    assert find_checkpoint("amms", 2, folder) == shipped
+    assert find_checkpoint("amms", 3, folder) is None
+    loaded, info = load_registered("amms", 2, folder=folder)
+    x = torch.rand(1, 3, 6, 6)
+    torch.testing.assert_close(loaded(x), net.eval()(x))
+    assert info["metadata"]["data"] == "T91+BSD200"
+    with pytest.raises(AmmsError, match="no registered checkpoint for amms x4"):
+        load_registered("amms", 4, folder=folder)
+    shipped.write_bytes(shipped.read_bytes() + b"x")  # changed after registration
+    with pytest.raises(AmmsError, match="sha256"):
+        load_registered("amms", 2, folder=folder)
