@@ -9,7 +9,7 @@ export MPLBACKEND ?= Agg
 # with none of them the library falls back to built-in skimage images and says so
 export AMMS_DATA ?= $(firstword $(wildcard $(CURDIR)/data) $(wildcard $(CURDIR)/../shared/data))
 
-.PHONY: run test venv clean
+.PHONY: run test lab bicubic venv clean
 
 venv: $(STAMP)
 
@@ -19,9 +19,19 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[notebooks,test]"
 	touch $@
 
-# main job: the bicubic baseline on every benchmark set and scale
+# main job: every notebook in order, quick mode, executed copies in runs/executed/,
+# then the benchmark table (full mode on a GPU: make run MODE=full)
+MODE ?= quick
 run: $(STAMP)
+	TQDM_DISABLE=1 $(PY) scripts/run_notebooks.py --mode $(MODE)
+
+# the bicubic baseline on every benchmark set and scale
+bicubic: $(STAMP)
 	$(PY) -m amms_lib.benchmark --model bicubic --json runs/benchmark/bicubic.json
+
+# JupyterLab on the suite, from the same environment (kernel "python3" = this venv)
+lab: $(STAMP)
+	MPLBACKEND=module://matplotlib_inline.backend_inline $(PY) -m jupyter lab notebooks
 
 # unit tests, then every notebook through nbval (lax: asserts in cells, no output diffs)
 test: $(STAMP)

@@ -1,0 +1,62 @@
+"""Execute the notebook suite in order with papermill, then print the benchmark table.
+
+    python scripts/run_notebooks.py [--mode quick|full] [--only 05 07] [-p NAME VALUE ...]
+
+Executed copies go to runs/executed/<notebook>; each notebook's own outputs to
+runs/<notebook>/default/. Stops at the first failing notebook and says which.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import papermill
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--mode", default="quick", choices=["quick", "full", "auto"])
+    ap.add_argument("--only", nargs="+", default=[], help="notebook number prefixes")
+    ap.add_argument("-p", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                    help="a parameter for every notebook that has it")
+    args = ap.parse_args()
+    notebooks = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    if args.only:
+        notebooks = [nb for nb in notebooks if nb.name[:2] in args.only]
+    out_dir = ROOT / "runs" / "executed"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t_all = time.perf_counter()
+    for nb in notebooks:
+        known = papermill.inspect_notebook(str(nb))
+        params = {"mode": args.mode, **{k: v for k, v in args.p if k in known}}
+        t0 = time.perf_counter()
+        print(f"{nb.name:<32}", end="", flush=True)
+        try:
+            papermill.execute_notebook(str(nb), str(out_dir / nb.name), parameters=params,
+                                       kernel_name="python3", progress_bar=False,
+                                       cwd=str(ROOT / "notebooks"))
+        except papermill.PapermillExecutionError as exc:
+            print(f"FAILED\n{exc.ename}: {exc.evalue}\nsee {out_dir / nb.name}")
+            return 1
+        print(f"{time.perf_counter() - t0:6.1f} s")
+    print(f"{'all notebooks':<32}{time.perf_counter() - t_all:6.1f} s -> {out_dir}")
+    table = ROOT / "runs" / "07_benchmark" / "default" / "table.json"
+    if table.is_file():
+        results = json.loads(table.read_text())
+        print("\nbenchmark (notebook 07, measured here; PSNR/SSIM on Y):")
+        for r in results["results"]:
+            print(f"  {r['model']:<8} {r['dataset']:<9} x{r['scale']}  "
+                  f"{r['psnr']:6.2f} / {r['ssim']:.4f}  ({r['n_images']} images)")
+        if results["missing"]:
+            print("  no checkpoint for: " + ", ".join(f"{m} x{s}" for m, s in results["missing"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
