@@ -1,0 +1,161 @@
+"""Comparing reconstructions: wipe, synchronized crops, missing checkpoints, widgets."""
+from __future__ import annotations
+
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from amms_lib import compare, data  # noqa: E402
+from amms_lib.checkpoint import register, save_checkpoint  # noqa: E402
+from amms_lib.errors import AmmsError  # noqa: E402
+from amms_lib.inference import upscale  # noqa: E402
+from amms_lib.metrics import evaluate  # noqa: E402
+from amms_lib.models import build_model  # noqa: E402
+from amms_lib.resize import imresize  # noqa: E402
+from conftest import find_data  # noqa: E402
+
+TINY = dict(n1=4, n2=4)
+
+
+@pytest.fixture
+def sample(monkeypatch) -> tuple[str, str]:
+    """A small real image (Set5/butterfly) when the data is here, else a built-in."""
+    root = find_data()
+    if (root / "benchmark" / "Set5" / "HR").is_dir():
+        monkeypatch.setenv("AMMS_DATA", str(root))
+        return "Set5", "butterfly"
+    return data.BUILTIN, "chelsea"
+
+
+@pytest.fixture
+def folder(tmp_path):
+    """A checkpoints folder holding one registered tiny SRCNN x2."""
+    torch.manual_seed(0)
+    net = build_model("srcnn", 2, **TINY)
+    src = save_checkpoint(tmp_path / "run" / "best.pt", net, name="srcnn", scale=2,
+                          model_kwargs=TINY)
+    register(src, command="test", data="test", folder=tmp_path / "ckpt", commit="x")
+    return tmp_path / "ckpt"
+
+
+def test_wipe_splices_sr_left_and_hr_right():
+    sr = np.zeros((5, 12, 3), np.uint8)
+    hr = np.full((5, 12, 3), 200, np.uint8)
+    out = compare.wipe(sr, hr, 6, line=2)
+    assert out.shape == hr.shape and out.dtype == np.uint8
+    assert (out[:, :5] == 0).all() and (out[:, 7:] == 200).all()
+    assert (out[:, 5:7] == compare.MARK).all()  # the seam marker
+    exact = compare.wipe(sr, hr, 6, line=0)
+    assert (exact[:, :6] == 0).all() and (exact[:, 6:] == 200).all()
+    assert (compare.wipe(sr, hr, 0, line=0) == hr).all()
+    assert (compare.wipe(sr, hr, 99, line=0) == sr).all()  # clipped to the width
+    grey = compare.wipe(sr[..., 0], hr[..., 0], 3)  # grey in, RGB out
+    assert grey.shape == (5, 12, 3)
+    with pytest.raises(AmmsError, match="equal shapes"):
+        compare.wipe(sr[:, :10], hr, 3)
+
+
+def test_crops_are_synchronized():
+    hr = np.arange(40 * 60).reshape(40, 60)
+    box = compare.make_box(hr.shape, top=0.5, left=1.0, size=16)
+    y, x, h, w = box
+    assert (h, w) == (16, 16) and y + h <= 40 and x + w == 60  # left=1: at the edge
+    crops = compare.zoom_crops({"a": hr, "b": 2 * hr}, box)
+    assert (crops["b"] == 2 * crops["a"]).all() and crops["a"][0, 0] == hr[y, x]
+    lr = np.arange(10 * 15).reshape(10, 15)
+    up = compare.nearest_up(lr, 4)  # LR panels: pixel (r, c) shows lr[r // 4, c // 4]
+    assert up.shape == (40, 60) and up[y + 3, x + 5] == lr[(y + 3) // 4, (x + 5) // 4]
+    assert compare.make_box((30, 20), 0.3, 0.3, 64)[2:] == (20, 20)  # never outside
+
+
+def test_parse_methods():
+    assert compare.parse_methods(" bicubic, VDSR,,bicubic") == ["bicubic", "vdsr"]
+    with pytest.raises(AmmsError, match="unknown method"):
+        compare.parse_methods("bicubic,edsr")
+
+
+def check_bicubic(rec, scale):
+    bicubic = imresize(rec["lr"], scale)
+    assert rec["scores"]["bicubic"] == evaluate(bicubic, rec["hr"], scale)
+    assert rec["sr"]["bicubic"].shape == rec["hr"].shape
+    assert 15 < rec["scores"]["bicubic"][0] < 50
+
+
+def test_reconstruct_builtin_lists_missing_networks(tmp_path):
+    rec = compare.reconstruct(data.BUILTIN, "camera", 2, "bicubic,vdsr,amms",
+                              folder=tmp_path)  # grey image, empty checkpoint folder
+    check_bicubic(rec, 2)
+    assert list(rec["sr"]) == ["bicubic"] and rec["missing"] == ["vdsr", "amms"]
+
+
+def test_reconstruct_real_data(use_data, tmp_path):
+    rec = compare.reconstruct("Set5", "butterfly", 3, "bicubic,srcnn", folder=tmp_path)
+    check_bicubic(rec, 3)
+    assert (rec["hr"] == data.load_pair("Set5", "butterfly", 3).hr).all()
+    assert rec["lr_source"] == "published" and rec["missing"] == ["srcnn"]
+
+
+def test_registered_checkpoint_is_reconstructed(folder, sample):
+    nets = {}
+    rec = compare.reconstruct(*sample, 2, "bicubic,srcnn,vdsr", folder=folder,
+                              nets=nets)
+    assert list(rec["sr"]) == ["bicubic", "srcnn"] and rec["missing"] == ["vdsr"]
+    net = nets["srcnn", 2]
+    assert (rec["sr"]["srcnn"] == upscale(net, rec["lr"])).all()
+    assert rec["scores"]["srcnn"] == evaluate(rec["sr"]["srcnn"], rec["hr"], 2)
+
+
+def fake_rec(methods=("bicubic", "srcnn", "vdsr")):
+    rng = np.random.default_rng(0)
+    lr = rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    hr = compare.nearest_up(lr, 2)
+    sr = {m: hr for m in methods}
+    return dict(set="fake", image="noise", scale=2, lr_source="generated", lr=lr, hr=hr,
+                sr=sr, scores={m: (30.0 + i, 0.9) for i, m in enumerate(methods)},
+                seconds=dict.fromkeys(methods, 0.0), missing=["amms"])
+
+
+@pytest.mark.parametrize("methods, n_axes", [(None, 6), (["vdsr"], 4), ([], 3)])
+def test_plot_comparison_axes(methods, n_axes):
+    fig = compare.plot_comparison(fake_rec(), (2, 4, 16, 16), methods)
+    assert len(fig.axes) == n_axes  # HR with box + LR + methods + HR crops
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles[1].startswith("LR") and titles[-1].startswith("HR")
+    plt.close(fig)
+
+
+def test_table_html_lists_scores_and_missing():
+    html = compare.table_html(fake_rec())
+    assert "30.00" in html and "+2.00" in html
+    assert "amms</td><td colspan=4>no checkpoint" in html
+
+
+def decode(png: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+
+
+def test_explorer_builds_and_its_callbacks_update_the_images(folder, sample):
+    pytest.importorskip("ipywidgets")
+    name, image = sample
+    ui = compare.explorer(name, image, 2, "bicubic,srcnn,vdsr", folder=folder)
+    assert ui.parts["set"].value == name and ui.parts["image"].value == image
+    p, rec = ui.parts, ui.cache[name, image, 2]
+    assert p["figure"].value and p["wipe"].value and "no checkpoint" in p["table"].value
+    assert list(p["wipe_method"].options) == ["bicubic", "srcnn"]
+    p["wipe_method"].value, p["column"].value = "srcnn", 0.25  # observers fire
+    col = round(0.25 * rec["hr"].shape[1])
+    expect = compare.wipe(rec["sr"]["srcnn"], rec["hr"], col)
+    assert (decode(p["wipe"].value) == expect).all()
+    p["wipe"].value = p["figure"].value = b""
+    ui.callbacks["view"]()  # called directly: redraws the figure, table and wipe
+    assert p["figure"].value and (decode(p["wipe"].value) == expect).all()
+    p["in_box"].value = True  # the wipe now shows the zoom box, enlarged
+    assert decode(p["wipe"].value).shape[0] > p["size"].value
+    assert plt.get_fignums() == []  # rendered figures are closed, not left to display
