@@ -129,7 +129,7 @@ def _sha256(path: Path) -> str:
 
 def read_metadata(folder: Path | None = None) -> dict:
     """``{file name: {model, scale, command, commit, data, iterations, metrics, sha256}}``."""
-    path = (folder or checkpoints_dir()) / "metadata.json"
+    path = Path(folder or checkpoints_dir()) / "metadata.json"
     if not path.is_file():
         return {}
     import json
@@ -146,7 +146,7 @@ def register(src, *, command: str, data: str, folder: Path | None = None,
     import json
     import subprocess
 
-    folder = folder or checkpoints_dir()
+    folder = Path(folder or checkpoints_dir())
     ckpt = read_checkpoint(src)
     name = f"{ckpt['model']}_x{ckpt['scale']}.pt"
     keep = {k: ckpt[k] for k in ("format", "model", "scale", "model_kwargs", "state_dict",
@@ -169,14 +169,14 @@ def register(src, *, command: str, data: str, folder: Path | None = None,
 
 def find_checkpoint(model: str, scale: int, folder: Path | None = None) -> Path | None:
     """The registered checkpoint for ``model`` at ``scale``, or None when there is none."""
-    folder = folder or checkpoints_dir()
+    folder = Path(folder or checkpoints_dir())
     name = f"{model}_x{scale}.pt"
     return folder / name if (folder / name).is_file() and name in read_metadata(folder) else None
 
 
 def load_registered(model: str, scale: int, device="cpu", folder: Path | None = None):
     """Load ``checkpoints/<model>_x<scale>.pt`` after checking it against its metadata."""
-    folder = folder or checkpoints_dir()
+    folder = Path(folder or checkpoints_dir())
     path = find_checkpoint(model, scale, folder)
     if path is None:
         raise AmmsError(f"no registered checkpoint for {model} x{scale} in {folder}; train "

@@ -29,7 +29,7 @@ from torch import nn
 from amms_lib.errors import AmmsError
 from amms_lib.non_local import NonLocalBlock
 
-OVERLAP = 16  # LR pixels of context around each tile (see the README for the choice)
+OVERLAP = 16  # LR context per tile side; seams vanish from about 4-8 (see tests)
 MIN_SIDE = 2  # smallest LR side accepted: a 1-pixel row or column has no neighbours
 LIVE = 4  # tensors alive at the peak, in units of the largest layer output
 TILES = (512, 384, 256, 192, 128, 96, 64, 48, 32)  # sizes ``--tile`` suggestions use
@@ -58,7 +58,8 @@ def spans(n: int, tile: int, overlap: int) -> list[tuple[int, int, int, int]]:
     """
     tile = min(tile, n)
     starts = list(range(0, n - tile, tile)) + [n - tile]
-    return [(a, a + tile, max(a - overlap, 0), min(a + tile + overlap, n)) for a in starts]
+    return [(a, a + tile, max(a - overlap, 0), min(a + tile + overlap, n))
+            for a in starts]
 
 
 def forward_tiled(net: nn.Module, x: torch.Tensor, tile: int,
@@ -94,8 +95,9 @@ def self_ensemble(fn, x: torch.Tensor) -> torch.Tensor:
 def _elements_per_pixel(net: nn.Module) -> float:
     """Largest layer output, in elements per LR pixel, measured on an 8x8 probe."""
     sizes = []
-    hooks = [m.register_forward_hook(lambda m, i, o: sizes.append(o.numel()))
-             for m in net.modules() if not list(m.children())]  # leaf layers
+    hooks = [m.register_forward_hook(
+        lambda m, i, o: sizes.append(o.numel() if torch.is_tensor(o) else 0))
+        for m in net.modules() if not list(m.children())]  # leaf layers
     try:
         p = next(net.parameters())
         net(torch.rand(1, 3, 8, 8, device=p.device, dtype=p.dtype))
@@ -115,9 +117,8 @@ def estimate_memory(net: nn.Module, h: int, w: int, tile: int | None = None,
     """
     p = next(net.parameters())
     s = getattr(net, "scale", 1)
-    th, tw = (h, w) if tile is None else (min(tile, h) + 2 * overlap,
-                                          min(tile, w) + 2 * overlap)
-    n = min(th, h) * min(tw, w)  # positions per window
+    span = h + w if tile is None else tile + 2 * overlap  # largest window side
+    n = min(span, h) * min(span, w)  # positions per network call
     nbytes = LIVE * _elements_per_pixel(net) * n * p.element_size()
     if any(isinstance(m, NonLocalBlock) and m.mode == "naive" for m in net.modules()):
         nbytes += 2 * n * n * 4  # softmax runs in float32 at least
@@ -135,7 +136,7 @@ def suggest_tile(net: nn.Module, h: int, w: int, max_bytes: float,
 
 def check_memory(net: nn.Module, h: int, w: int, max_bytes: float,
                  tile: int | None = None, overlap: int = OVERLAP) -> None:
-    """Raise AmmsError, suggesting ``--tile``, when the estimate exceeds ``max_bytes``."""
+    """AmmsError suggesting a ``--tile`` when the estimate exceeds ``max_bytes``."""
     need = estimate_memory(net, h, w, tile, overlap)
     if need <= max_bytes:
         return
@@ -154,7 +155,8 @@ def available_memory(device: str | torch.device = "cpu") -> int:
         return int(0.9 * torch.cuda.mem_get_info(device)[0])
     try:
         with open("/proc/meminfo") as f:
-            kb = next(int(line.split()[1]) for line in f if line.startswith("MemAvailable"))
+            kb = next(int(line.split()[1]) for line in f
+                      if line.startswith("MemAvailable"))
         return int(0.8 * kb * 1024)
     except (OSError, StopIteration):
         return int(0.5 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
