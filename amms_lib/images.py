@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from amms_lib.errors import AmmsError
 
@@ -31,6 +31,7 @@ def read_image(path: str | os.PathLike, keep_alpha: bool = False) -> np.ndarray:
     try:
         with Image.open(path) as im:
             im.load()  # decode now, so a truncated file fails here
+            im = ImageOps.exif_transpose(im)  # phone photos: honour the EXIF orientation
             if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
                 raise AmmsError(
                     f"{path}: {im.mode} images (16-bit or float) are not supported; "

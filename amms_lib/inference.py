@@ -39,7 +39,7 @@ GB = 1e9
 def to_tensor(img: np.ndarray, device: str | torch.device = "cpu") -> torch.Tensor:
     """uint8 (H, W) or (H, W, 3) -> float (1, 3, H, W) in [0, 1]."""
     t = torch.from_numpy(np.ascontiguousarray(img)).to(device)
-    t = t[..., None].expand(*t.shape, 3) if t.ndim == 2 else t  # grey -> 3 equal channels
+    t = t[..., None].expand(*t.shape, 3) if t.ndim == 2 else t  # grey -> 3 channels
     return t.permute(2, 0, 1)[None].float().div(255)  # (H, W, 3) -> (1, 3, H, W)
 
 

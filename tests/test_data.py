@@ -150,3 +150,11 @@ def test_data_cli_list(use_data, capsys):
     out = capsys.readouterr().out
     assert "Urban100" in out and "published LR: x4" in out
     assert data.main([]) == 2
+
+
+def test_read_image_honours_exif_orientation(tmp_path):
+    img = Image.new("RGB", (6, 4), (10, 20, 30))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    img.save(tmp_path / "phone.jpg", exif=exif)
+    assert read_image(tmp_path / "phone.jpg").shape == (6, 4, 3)

@@ -1,0 +1,179 @@
+"""Upscale your own images: files or folders in, ``<stem>_x<scale>.png`` files out.
+
+    python -m amms_lib.upscale INPUT... --scale {2,3,4}
+        [--checkpoint PATH | --model bicubic] [--tile N] [--overlap N] [--ensemble]
+        [--device auto] [--max-memory GB] [--format png|same|jpg|bmp|tif] -o OUT
+
+- Inputs: image files (PNG, JPEG, BMP, TIFF) and folders (their image files, not
+  recursive). Grey stays grey; an alpha channel is upscaled with MATLAB bicubic
+  (``amms_lib.resize``) beside the network's colour and kept. 16-bit and float
+  images are refused with a message (convert them to 8-bit first).
+- Outputs go to the folder OUT (created), written atomically (temp file + rename);
+  an output that would replace an input, or another output of the same run, is
+  refused. ``--format same`` keeps each input's format.
+- Memory: each image's peak is estimated first (``amms_lib.inference``); one over
+  ``--max-memory`` (default: 80% of available RAM, 90% of free GPU memory) fails
+  with the ``--tile`` that fits.
+- Exit status: 0 all written; 1 some inputs failed (one ``failed: FILE: why`` line
+  each, the others still processed); 2 a setup error (``error: why``), e.g. a
+  checkpoint for another scale, NaN weights, an output folder that cannot be made.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from amms_lib.errors import AmmsError
+from amms_lib.images import read_image, write_image
+from amms_lib.inference import OVERLAP, available_memory, check_size, upscale
+from amms_lib.resize import imresize
+from amms_lib.runtime import resolve_device
+
+SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+FORMATS = ("png", "same", "jpg", "bmp", "tif")
+NO_ALPHA = (".jpg", ".jpeg")  # fail before the work (BMP fails at writing LA)
+
+
+def collect(inputs: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Image files named or inside the named folders; (path, why) for bad ones."""
+    files, bad = [], []
+    for name in inputs:
+        p = Path(name)
+        if p.is_dir():
+            found = sorted(q for q in p.iterdir()
+                           if q.is_file() and q.suffix.lower() in SUFFIXES)
+            files += found
+            if not found:
+                bad.append((name, "folder holds no PNG, JPEG, BMP or TIFF images"))
+        elif p.is_file():
+            files.append(p)
+        else:
+            bad.append((name, "no such file or folder"))
+    return list(dict.fromkeys(files)), bad  # drop duplicates, keep the order
+
+
+def out_path(src: Path, out_dir: Path, scale: int, fmt: str) -> Path:
+    suffix = src.suffix.lower() if fmt == "same" else f".{fmt}"
+    return out_dir / f"{src.stem}_x{scale}{suffix}"
+
+
+def make_upscaler(args, device: torch.device):
+    """uint8 (H, W[, 3]) -> uint8 SR image; setup errors raise AmmsError."""
+    if args.checkpoint is None:
+        return lambda img: imresize(img, args.scale)
+    from amms_lib.checkpoint import load_model
+
+    net, _ = load_model(args.checkpoint, scale=args.scale, device=device)
+    budget = (available_memory(device) if args.max_memory is None
+              else args.max_memory * 1e9)
+    return lambda img: upscale(net, img, tile=args.tile, overlap=args.overlap,
+                               ensemble=args.ensemble, max_bytes=budget)
+
+
+def upscale_file(src: Path, dst: Path, fn, scale: int) -> None:
+    """Read, upscale (colour by ``fn``, alpha by bicubic), write atomically."""
+    img = read_image(src, keep_alpha=True)  # (H, W), (H, W, 2) LA, (H, W, 3) or RGBA
+    check_size(*img.shape[:2])
+    alpha = None
+    if img.ndim == 3 and img.shape[2] in (2, 4):
+        img, alpha = img[..., :-1], img[..., -1]
+        img = img[..., 0] if img.shape[2] == 1 else img  # (H, W, 1) -> (H, W)
+        if dst.suffix in NO_ALPHA:
+            raise AmmsError(f"{dst.suffix} cannot store the alpha channel; "
+                            "use --format png or tif")
+    sr = fn(img)
+    if alpha is not None:
+        a = imresize(alpha, scale)  # (H, W) -> (s*H, s*W), uint8 rounded and clipped
+        sr = np.dstack([sr, a])  # (sH, sW[, 3]) + (sH, sW) -> (sH, sW, 2 or 4)
+    try:
+        write_image(dst, sr)
+    except (OSError, ValueError, KeyError) as exc:
+        raise AmmsError(f"cannot write {dst}: {exc}") from None
+
+
+def report(name: str, why: str) -> None:
+    """One line per failure, printed as it happens (above the progress bar)."""
+    why = why.removeprefix(f"{name}: ")  # read_image already names the file
+    tqdm.write(f"failed: {name}: {why}", file=sys.stderr)
+
+
+def run(args) -> int:
+    device = resolve_device(args.device)
+    fn = make_upscaler(args, device)
+    out_dir = Path(args.output)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise AmmsError(f"cannot create the output folder {out_dir}: "
+                        f"{exc.strerror or exc}") from None
+    files, bad = collect(args.inputs)
+    for name, why in bad:
+        report(name, why)
+    inputs = {p.resolve() for p in files}
+    written: dict[Path, Path] = {}  # output -> its input
+    quiet = os.environ.get("TQDM_DISABLE", "0") not in ("", "0")  # else: off if no TTY
+    for src in tqdm(files, desc=f"x{args.scale}", unit="img", disable=quiet or None):
+        dst = out_path(src, out_dir, args.scale, args.format)
+        try:
+            if dst.resolve() in inputs:
+                raise AmmsError(f"output {dst} would overwrite an input; "
+                                "choose another -o")
+            if dst.resolve() in written:
+                raise AmmsError(f"output {dst} would overwrite the output of "
+                                f"{written[dst.resolve()]}")
+            upscale_file(src, dst, fn, args.scale)
+            written[dst.resolve()] = src
+        except AmmsError as exc:
+            report(str(src), str(exc))
+        except (RuntimeError, MemoryError) as exc:  # out of memory, device errors
+            msg = (str(exc).strip() or type(exc).__name__).splitlines()[0]
+            report(str(src), f"{msg[:200]}; try --tile 128")
+    n_failed = len(bad) + len(files) - len(written)
+    print(f"{len(written)} written to {out_dir}, {n_failed} failed", file=sys.stderr)
+    return 1 if n_failed else 0
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(
+        prog="python -m amms_lib.upscale", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
+    ap.add_argument("--scale", type=int, required=True, choices=(2, 3, 4))
+    how = ap.add_mutually_exclusive_group(required=True)
+    how.add_argument("--checkpoint", metavar="PATH", help="trained weights (any model)")
+    how.add_argument("--model", choices=("bicubic",), help="no network: MATLAB bicubic")
+    ap.add_argument("--tile", type=int, help="LR tile size: bounds memory")
+    ap.add_argument("--overlap", type=int, default=OVERLAP,
+                    help=f"LR context pixels around each tile (default {OVERLAP})")
+    ap.add_argument("--ensemble", action="store_true",
+                    help="x8 self-ensemble (8x slower)")
+    ap.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    ap.add_argument("--max-memory", type=float, metavar="GB",
+                    help="refuse images estimated above it (default: free memory)")
+    ap.add_argument("--format", choices=FORMATS, default="png",
+                    help="output format; 'same' keeps the input's")
+    ap.add_argument("-o", "--output", required=True, metavar="OUT",
+                    help="output folder")
+    args = ap.parse_args(argv)
+    if (args.tile is not None and args.tile < 1) or args.overlap < 0:
+        ap.error("--tile must be >= 1 and --overlap >= 0")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        return run(args)
+    except AmmsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

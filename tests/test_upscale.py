@@ -1,0 +1,298 @@
+"""The upscaling tool: tiling, self-ensemble, memory budget and every bad input."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from amms_lib.checkpoint import save_checkpoint
+from amms_lib.data import load_pair
+from amms_lib.errors import AmmsError
+from amms_lib.images import read_image
+from amms_lib.inference import estimate_memory, spans, upscale
+from amms_lib.metrics import psnr
+from amms_lib.models import build_model
+from amms_lib.non_local import NonLocalBlock
+from amms_lib.resize import imresize
+from amms_lib.upscale import main
+
+KW = dict(channels=8, n_amms=1, n_am=1, so_reduction=4)
+
+
+def tiny_net(scale: int = 2, seed: int = 0) -> torch.nn.Module:
+    """A tiny AMMSNet whose non-local blocks matter (their W is no longer zero)."""
+    torch.manual_seed(seed)
+    net = build_model("amms", scale, **KW).eval()
+    for m in net.modules():
+        if isinstance(m, NonLocalBlock):
+            torch.nn.init.normal_(m.out.weight, std=1.0)
+    return net
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny tensors: one thread skips OpenMP overhead (8x faster on a busy machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def net():
+    return tiny_net()
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory, net):
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny_x2.pt", net,
+                           name="amms", scale=2, model_kwargs=KW)
+
+
+def rand_img(h: int, w: int, c: int | None = 3, seed: int = 0) -> np.ndarray:
+    shape = (h, w) if c is None else (h, w, c)
+    return np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
+
+
+def save(path, img, **kw):
+    Image.fromarray(img).save(path, **kw)
+    return path
+
+
+def cli(capsys, *argv) -> tuple[int, str]:
+    """Run the tool in this process: (exit status, stderr)."""
+    rc = main([str(a) for a in argv])
+    return rc, capsys.readouterr().err
+
+
+# --- tiling and self-ensemble -----------------------------------------------------
+
+
+def test_spans_cover_the_axis_once():
+    for n, tile, overlap in [(10, 4, 2), (7, 7, 3), (5, 8, 1), (130, 48, 16)]:
+        cores = np.zeros(n, int)
+        for a, b, i, j in spans(n, tile, overlap):
+            cores[a:b] += 1
+            assert i == max(a - overlap, 0) and j == min(b + overlap, n)
+        assert (cores >= 1).all() and cores.sum() <= n + tile
+
+
+def test_tiled_matches_untiled_within_0_01_db(use_data, net):
+    pair = load_pair("Set5", "butterfly", 2)  # LR 128x128
+    ref = upscale(net, pair.lr)
+    base = psnr(ref, pair.hr, shave=2)
+    tiled = upscale(net, pair.lr, tile=48, overlap=16)
+    seams = upscale(net, pair.lr, tile=48, overlap=0)
+    assert abs(psnr(tiled, pair.hr, shave=2) - base) < 0.01
+    assert psnr(tiled, ref) > 55  # nearly the same image ...
+    # ... while without overlap the zero padding at each tile edge shows
+    assert abs(psnr(seams, pair.hr, shave=2) - base) > 0.02
+    assert psnr(seams, ref) < psnr(tiled, ref) - 15
+
+
+def test_non_local_attention_matters_in_the_test_network(net):
+    img = rand_img(24, 20)
+    nl = next(m for m in net.modules() if isinstance(m, NonLocalBlock))
+    w = nl.out.weight.detach().clone()
+    with torch.no_grad():
+        nl.out.weight.zero_()
+        plain = upscale(net, img)
+        nl.out.weight.copy_(w)
+    assert psnr(plain, upscale(net, img)) < 45
+
+
+def test_image_smaller_than_tile_or_scale():
+    net4 = tiny_net(scale=4)
+    img = rand_img(3, 3)  # smaller than the scale and than the tile
+    out = upscale(net4, img, tile=64)
+    assert out.shape == (12, 12, 3)
+    np.testing.assert_array_equal(out, upscale(net4, img))
+
+
+def test_ensemble_shape_differs_and_is_flip_equivariant(net):
+    img = rand_img(20, 14)
+    plain, ens = upscale(net, img), upscale(net, img, ensemble=True)
+    assert ens.shape == plain.shape == (40, 28, 3) and not np.array_equal(ens, plain)
+    flipped = upscale(net, img[:, ::-1], ensemble=True)
+    assert np.abs(flipped[:, ::-1].astype(int) - ens).max() <= 1  # float rounding
+    tiled = upscale(net, img, tile=8, overlap=8, ensemble=True)
+    assert tiled.shape == ens.shape
+
+
+def test_memory_estimate_and_budget(net):
+    small, big = estimate_memory(net, 64, 64), estimate_memory(net, 128, 128)
+    assert 3.5 < big / small < 4.5  # linear in positions
+    naive = build_model("amms", 2, **KW, nl_mode="naive")
+    assert estimate_memory(naive, 128, 128) > 2 * (128 * 128) ** 2 * 4  # the N^2 term
+    img = rand_img(200, 150)
+    budget = estimate_memory(net, 200, 150) / 2
+    with pytest.raises(AmmsError, match=r"memory budget; use --tile \d+"):
+        upscale(net, img, max_bytes=budget)
+    assert estimate_memory(net, 200, 150, tile=32) < budget
+
+
+# --- the command line: good inputs ------------------------------------------------
+
+
+def test_grey_colour_alpha_and_formats(tmp_path, capsys, net, ckpt):
+    src = tmp_path / "in"
+    src.mkdir()
+    grey, rgb, rgba = rand_img(16, 12, None), rand_img(16, 12), rand_img(16, 12, 4)
+    save(src / "grey.png", grey)
+    save(src / "rgba.png", rgba)
+    save(src / "photo.jpg", rgb, quality=95)
+    save(src / "scan.bmp", rgb)
+    save(src / "page.tif", rgb)
+    (src / "notes.txt").write_text("not an image, and not picked from a folder")
+    rc, err = cli(capsys, src, "--scale", 2, "--checkpoint", ckpt,
+                  "-o", tmp_path / "out", "--format", "same")
+    assert rc == 0, err
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.iterdir()) == [
+        "grey_x2.png", "page_x2.tif", "photo_x2.jpg", "rgba_x2.png", "scan_x2.bmp"]
+    with Image.open(out / "grey_x2.png") as im:
+        assert im.mode == "L" and im.size == (24, 32)
+        np.testing.assert_array_equal(np.asarray(im), upscale(net, grey))
+    with Image.open(out / "rgba_x2.png") as im:
+        assert im.mode == "RGBA"
+        sr = np.asarray(im)
+    np.testing.assert_array_equal(sr[..., :3], upscale(net, rgba[..., :3]))
+    np.testing.assert_array_equal(sr[..., 3], imresize(rgba[..., 3], 2))
+    for name in ("page_x2.tif", "scan_x2.bmp"):
+        with Image.open(out / name) as im:
+            np.testing.assert_array_equal(np.asarray(im), upscale(net, rgb))
+
+
+def test_tiled_ensemble_cli(tmp_path, capsys, net, ckpt):
+    img = rand_img(20, 20)
+    rc, err = cli(capsys, save(tmp_path / "a.png", img), "--scale", 2, "--checkpoint",
+                  ckpt, "--tile", 8, "--ensemble", "-o", tmp_path / "out")
+    assert rc == 0, err
+    with Image.open(tmp_path / "out" / "a_x2.png") as im:
+        sr = np.asarray(im)
+    np.testing.assert_array_equal(sr, upscale(net, img, tile=8, ensemble=True))
+
+
+def test_exit_status_of_the_module(tmp_path):
+    img = save(tmp_path / "a.png", rand_img(8, 8))
+    env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "amms_lib.upscale", "--scale", "2", "--model",
+           "bicubic", "-o", str(tmp_path / "out")]
+    ok = subprocess.run(cmd + [str(img)], capture_output=True, text=True, env=env)
+    assert ok.returncode == 0 and "1 written" in ok.stderr, ok.stderr
+    bad = subprocess.run(cmd + [str(img), str(tmp_path / "nope.png")],
+                         capture_output=True, text=True, env=env)
+    assert bad.returncode == 1 and "failed: " in bad.stderr
+    assert "1 written" in bad.stderr
+
+
+# --- the command line: bad inputs -------------------------------------------------
+
+
+def test_bad_files_fail_one_line_each_and_the_rest_go_on(tmp_path, capsys):
+    good = save(tmp_path / "good.png", rand_img(8, 8))
+    text = tmp_path / "text.png"
+    text.write_text("hello, I am not a PNG")
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    raw = save(tmp_path / "full.png", rand_img(64, 64)).read_bytes()
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(raw[: len(raw) // 2])
+    one = save(tmp_path / "one.png", rand_img(1, 1))
+    deep = save(tmp_path / "deep.png", np.zeros((8, 8), np.uint16))  # I;16
+    missing = tmp_path / "missing.png"
+    bad = [text, empty, cut, one, deep, missing]
+    rc, err = cli(capsys, *bad, good, "--scale", 2, "--model", "bicubic",
+                  "-o", tmp_path / "out")
+    assert rc == 1
+    lines = [x for x in err.splitlines() if x.startswith("failed: ")]
+    assert len(lines) == len(bad)
+    why = {p: next(x for x in lines if x.startswith(f"failed: {p}: ")) for p in bad}
+    assert "not an image" in why[text] and "empty" in why[empty]
+    assert "truncated" in why[cut] and "too small" in why[one]
+    assert "16-bit" in why[deep] and "no such file" in why[missing]
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["good_x2.png"]
+
+
+def test_over_the_memory_budget_suggests_tile(tmp_path, capsys, ckpt):
+    img = save(tmp_path / "big.png", rand_img(120, 100))
+    rc, err = cli(capsys, img, "--scale", 2, "--checkpoint", ckpt, "--max-memory",
+                  "0.005", "-o", tmp_path / "out")
+    assert rc == 1 and "memory budget; use --tile" in err
+    tile = int(err.split("use --tile ")[1].split()[0])
+    rc, err = cli(capsys, img, "--scale", 2, "--checkpoint", ckpt, "--max-memory",
+                  "0.005", "--tile", tile, "-o", tmp_path / "out")
+    assert rc == 0, err
+
+
+def test_unsupported_scale(tmp_path, capsys):
+    img = save(tmp_path / "a.png", rand_img(8, 8))
+    with pytest.raises(SystemExit) as exc:
+        main([str(img), "--scale", "5", "--model", "bicubic", "-o", str(tmp_path)])
+    assert exc.value.code == 2 and "invalid choice: 5" in capsys.readouterr().err
+
+
+def test_checkpoint_for_another_scale(tmp_path, capsys, ckpt):
+    img = save(tmp_path / "a.png", rand_img(8, 8))
+    rc, err = cli(capsys, img, "--scale", 3, "--checkpoint", ckpt, "-o", tmp_path / "o")
+    assert rc == 2 and err.startswith("error: ") and "trained for x2, not x3" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_nan_weights(tmp_path, capsys, net):
+    bad = tiny_net()
+    with torch.no_grad():
+        bad.head.weight[0, 0, 0, 0] = float("nan")
+    path = save_checkpoint(tmp_path / "nan.pt", bad, name="amms", scale=2,
+                           model_kwargs=KW)
+    img = save(tmp_path / "a.png", rand_img(8, 8))
+    rc, err = cli(capsys, img, "--scale", 2, "--checkpoint", path, "-o", tmp_path / "o")
+    assert rc == 2 and "NaN" in err and len(err.strip().splitlines()) == 1
+
+
+def test_output_that_cannot_be_written(tmp_path, capsys):
+    img = save(tmp_path / "a.png", rand_img(8, 8))
+    blocker = tmp_path / "file"
+    blocker.write_text("a file, not a folder")
+    rc, err = cli(capsys, img, "--scale", 2, "--model", "bicubic",
+                  "-o", blocker / "out")
+    assert rc == 2 and err.startswith("error: cannot create the output folder")
+    out = tmp_path / "out"
+    (out / "a_x2.png").mkdir(parents=True)  # the output name is taken by a folder
+    other = save(tmp_path / "b.png", rand_img(8, 8))
+    rc, err = cli(capsys, img, other, "--scale", 2, "--model", "bicubic", "-o", out)
+    assert rc == 1 and f"failed: {img}: cannot write" in err
+    assert sorted(p.name for p in out.iterdir()) == ["a_x2.png", "b_x2.png"]  # no temps
+    rc, err = cli(capsys, img, "--scale", 2, "--model", "bicubic", "--format", "jpg",
+                  "-o", tmp_path / "jpg")
+    assert rc == 0 and (tmp_path / "jpg" / "a_x2.jpg").is_file()
+    alpha = save(tmp_path / "t.png", rand_img(8, 8, 4))
+    rc, err = cli(capsys, alpha, "--scale", 2, "--model", "bicubic", "--format", "jpg",
+                  "-o", tmp_path / "jpg")
+    assert rc == 1 and "cannot store the alpha channel" in err
+
+
+def test_inputs_are_never_overwritten(tmp_path, capsys):
+    a = save(tmp_path / "a.png", rand_img(8, 8, seed=1))
+    a_x2 = save(tmp_path / "a_x2.png", rand_img(8, 8, seed=2))  # a's output name
+    before = {p: p.read_bytes() for p in (a, a_x2)}
+    rc, err = cli(capsys, tmp_path, "--scale", 2, "--model", "bicubic", "-o", tmp_path)
+    assert rc == 1 and f"failed: {a}: output {a_x2} would overwrite an input" in err
+    assert all(p.read_bytes() == b for p, b in before.items())
+    assert (tmp_path / "a_x2_x2.png").is_file()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temps
+
+
+def test_two_inputs_with_one_output_name(tmp_path, capsys):
+    a = save(tmp_path / "a.png", rand_img(8, 8, seed=1))
+    b = save(tmp_path / "a.bmp", rand_img(8, 8, seed=2))
+    rc, err = cli(capsys, a, b, "--scale", 2, "--model", "bicubic",
+                  "-o", tmp_path / "o")
+    assert rc == 1 and f"failed: {b}: output" in err and f"output of {a}" in err
+    with Image.open(tmp_path / "o" / "a_x2.png") as im:
+        np.testing.assert_array_equal(np.asarray(im), imresize(read_image(a), 2))
