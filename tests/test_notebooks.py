@@ -27,3 +27,25 @@ def test_network_notebook_at_other_scales(tmp_path, scale, monkeypatch):
     text = _stdout(out)
     assert f"output (+ mean)            (1, 3, {12 * scale}, {12 * scale})" in text
     assert "fusion='sequential'" in text
+
+
+def test_train_notebook_at_x4(tmp_path, monkeypatch):
+    monkeypatch.setenv("AMMS_MODE", "quick")
+    out = tmp_path / "05.ipynb"
+    papermill.execute_notebook(
+        str(NOTEBOOKS / "05_train.ipynb"), str(out), kernel_name="python3",
+        parameters=dict(scale=4, iters_per_epoch=20, compare_recipes=False,
+                        out_dir=str(tmp_path / "run")),
+        progress_bar=False, cwd=str(tmp_path))
+    text = _stdout(out)
+    assert '"scale": 4' in text and '"patch_size": 96' in text
+    assert (tmp_path / "run" / "best.pt").is_file()
+
+
+def test_compare_notebook_at_x2(tmp_path, monkeypatch):
+    monkeypatch.setenv("AMMS_MODE", "quick")
+    out = tmp_path / "08.ipynb"
+    papermill.execute_notebook(str(NOTEBOOKS / "08_compare.ipynb"), str(out),
+                               kernel_name="python3", parameters=dict(scale=2),
+                               progress_bar=False, cwd=str(tmp_path))
+    assert "bicubic" in _stdout(out)
