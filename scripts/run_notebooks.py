@@ -15,6 +15,8 @@ from pathlib import Path
 
 import papermill
 
+from amms_lib.benchmark import format_table
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -36,25 +38,23 @@ def main() -> int:
         known = papermill.inspect_notebook(str(nb))
         params = {"mode": args.mode, **{k: v for k, v in args.p if k in known}}
         t0 = time.perf_counter()
-        print(f"{nb.name:<32}", end="", flush=True)
         try:
             papermill.execute_notebook(str(nb), str(out_dir / nb.name), parameters=params,
                                        kernel_name="python3", progress_bar=False,
                                        cwd=str(ROOT / "notebooks"))
         except papermill.PapermillExecutionError as exc:
-            print(f"FAILED\n{exc.ename}: {exc.evalue}\nsee {out_dir / nb.name}")
+            print(f"{nb.name:<32}FAILED\n{exc.ename}: {exc.evalue}\nsee {out_dir / nb.name}")
             return 1
-        print(f"{time.perf_counter() - t0:6.1f} s")
+        print(f"{nb.name:<32}{time.perf_counter() - t0:6.1f} s", flush=True)
     print(f"{'all notebooks':<32}{time.perf_counter() - t_all:6.1f} s -> {out_dir}")
     table = ROOT / "runs" / "07_benchmark" / "default" / "table.json"
     if table.is_file():
         results = json.loads(table.read_text())
         print("\nbenchmark (notebook 07, measured here; PSNR/SSIM on Y):")
-        for r in results["results"]:
-            print(f"  {r['model']:<8} {r['dataset']:<9} x{r['scale']}  "
-                  f"{r['psnr']:6.2f} / {r['ssim']:.4f}  ({r['n_images']} images)")
+        for model in dict.fromkeys(r["model"] for r in results["results"]):
+            print(format_table([r for r in results["results"] if r["model"] == model]))
         if results["missing"]:
-            print("  no checkpoint for: " + ", ".join(f"{m} x{s}" for m, s in results["missing"]))
+            print("no checkpoint for: " + ", ".join(f"{m} x{s}" for m, s in results["missing"]))
     return 0
 
 
