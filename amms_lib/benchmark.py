@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -27,7 +26,7 @@ from amms_lib.errors import AmmsError
 from amms_lib.metrics import evaluate
 from amms_lib.models import MODELS as NETWORKS
 from amms_lib.resize import imresize
-from amms_lib.runtime import resolve_device
+from amms_lib.runtime import atomic_write, resolve_device
 
 Upscaler = Callable[[np.ndarray], np.ndarray]  # uint8 LR image -> uint8 SR image
 MODELS = ("bicubic", *NETWORKS)
@@ -118,17 +117,8 @@ def format_table(results: list[dict]) -> str:
 
 
 def write_json(path: str | os.PathLike, payload: dict) -> None:
-    """Write JSON atomically: a temp file in the same folder, then a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write JSON atomically (temp file, then rename)."""
+    atomic_write(path, lambda f: json.dump(payload, f, indent=2), mode="w")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import pickle
-import tempfile
 import zipfile
 from pathlib import Path
 
@@ -20,25 +19,14 @@ from torch import nn
 
 from amms_lib.errors import AmmsError
 from amms_lib.models import build_model
+from amms_lib.runtime import atomic_write
 
 FORMAT = "amms-sr-checkpoint/1"
 
 
 def atomic_save(obj, path: str | os.PathLike) -> Path:
     """``torch.save`` to a temp file in the same folder, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def save_checkpoint(path, model: nn.Module, *, name: str, scale: int,
@@ -161,9 +149,8 @@ def register(src, *, command: str, data: str, folder: Path | None = None,
                   "commit": commit, "data": data, "iterations": ckpt.get("step"),
                   "metrics": ckpt.get("metrics", {}), "model_kwargs": ckpt["model_kwargs"],
                   "notes": notes, "sha256": _sha256(folder / name)}
-    tmp = folder / ".metadata.json.tmp"
-    tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, folder / "metadata.json")
+    text = json.dumps(meta, indent=2, sort_keys=True) + "\n"
+    atomic_write(folder / "metadata.json", lambda f: f.write(text), mode="w")
     return folder / name
 
 

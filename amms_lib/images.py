@@ -7,13 +7,13 @@ their grey values, not on Y of a fake RGB image.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from amms_lib.errors import AmmsError
+from amms_lib.runtime import atomic_write
 
 GREY_MODES = {"L", "1", "LA"}
 
@@ -61,13 +61,5 @@ def write_image(path: str | os.PathLike, img: np.ndarray) -> Path:
     fmt = Image.registered_extensions().get(path.suffix.lower())
     if fmt is None:
         raise AmmsError(f"{path}: unknown image extension; use .png, .jpg, .bmp or .tif")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            Image.fromarray(img).save(f, format=fmt)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: Image.fromarray(img).save(f, format=fmt))
     return path

@@ -73,3 +73,27 @@ def run_dir(notebook: str, run_name: str = "default") -> Path:
 def describe(**settings) -> str:
     """One line per resolved setting, for the notebooks' settings cell."""
     return "\n".join(f"{k:>10}: {v}" for k, v in settings.items())
+
+
+def atomic_write(path, write, mode: str = "wb") -> Path:
+    """Write a file all-or-nothing: ``write(f)`` fills a temp file in the same folder,
+    which is flushed, synced and renamed over ``path``; on any error it is removed and
+    an existing ``path`` is left as it was. Permissions follow the umask, as ``open``."""
+    import tempfile
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

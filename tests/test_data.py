@@ -158,3 +158,14 @@ def test_read_image_honours_exif_orientation(tmp_path):
     exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
     img.save(tmp_path / "phone.jpg", exif=exif)
     assert read_image(tmp_path / "phone.jpg").shape == (6, 4, 3)
+
+
+def test_written_files_follow_the_umask(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        path = write_image(tmp_path / "a.png", np.zeros((2, 2), np.uint8))
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644
