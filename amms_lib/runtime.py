@@ -57,8 +57,9 @@ def seed_everything(seed: int) -> None:
 
 
 def figures_dir() -> Path:
-    """``figures/`` in the repository: curated figures the notebooks regenerate."""
-    path = repo_root() / "figures"
+    """``figures/`` in the repository: curated figures the notebooks regenerate
+    (``AMMS_FIGURES`` redirects them, e.g. for test runs with other parameters)."""
+    path = Path(os.environ.get("AMMS_FIGURES") or repo_root() / "figures")
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -19,6 +19,7 @@ def _stdout(nb_path: Path) -> str:
 @pytest.mark.parametrize("scale", [3, 4])
 def test_network_notebook_at_other_scales(tmp_path, scale, monkeypatch):
     monkeypatch.setenv("AMMS_MODE", "quick")
+    monkeypatch.setenv("AMMS_FIGURES", str(tmp_path / "figures"))  # keep figures/ curated
     out = tmp_path / "04.ipynb"
     papermill.execute_notebook(
         str(NOTEBOOKS / "04_amms_network.ipynb"), str(out), kernel_name="python3",
@@ -31,6 +32,7 @@ def test_network_notebook_at_other_scales(tmp_path, scale, monkeypatch):
 
 def test_train_notebook_at_x4(tmp_path, monkeypatch):
     monkeypatch.setenv("AMMS_MODE", "quick")
+    monkeypatch.setenv("AMMS_FIGURES", str(tmp_path / "figures"))  # keep figures/ curated
     out = tmp_path / "05.ipynb"
     papermill.execute_notebook(
         str(NOTEBOOKS / "05_train.ipynb"), str(out), kernel_name="python3",
@@ -44,6 +46,7 @@ def test_train_notebook_at_x4(tmp_path, monkeypatch):
 
 def test_compare_notebook_at_x2(tmp_path, monkeypatch):
     monkeypatch.setenv("AMMS_MODE", "quick")
+    monkeypatch.setenv("AMMS_FIGURES", str(tmp_path / "figures"))  # keep figures/ curated
     out = tmp_path / "08.ipynb"
     papermill.execute_notebook(str(NOTEBOOKS / "08_compare.ipynb"), str(out),
                                kernel_name="python3", parameters=dict(scale=2),
