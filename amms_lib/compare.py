@@ -22,6 +22,7 @@ from PIL import Image
 from amms_lib import data
 from amms_lib.checkpoint import find_checkpoint, load_registered
 from amms_lib.errors import AmmsError
+from amms_lib.images import as_rgb
 from amms_lib.inference import upscale
 from amms_lib.metrics import evaluate
 from amms_lib.models import MODELS
@@ -91,11 +92,6 @@ def zoom_crops(images: dict, box) -> dict:
 def nearest_up(img: np.ndarray, k: int) -> np.ndarray:
     """Each pixel as a k x k block (the 'LR' panels): (H, W[, 3]) -> (kH, kW[, 3])."""
     return np.asarray(img).repeat(k, 0).repeat(k, 1)
-
-
-def as_rgb(img: np.ndarray) -> np.ndarray:
-    img = np.asarray(img)  # grey (H, W) -> (H, W, 3), for a coloured seam
-    return np.repeat(img[..., None], 3, 2) if img.ndim == 2 else img
 
 
 def wipe(sr_img: np.ndarray, hr_img: np.ndarray, column: int, line: int = 2,

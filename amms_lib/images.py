@@ -52,6 +52,12 @@ def read_image(path: str | os.PathLike, keep_alpha: bool = False) -> np.ndarray:
         raise AmmsError(f"{path}: unreadable or truncated image ({exc})") from None
 
 
+def as_rgb(img: np.ndarray) -> np.ndarray:
+    """Grey (H, W) -> (H, W, 3) with three equal channels; colour unchanged."""
+    img = np.asarray(img)
+    return np.repeat(img[..., None], 3, axis=2) if img.ndim == 2 else img
+
+
 def write_image(path: str | os.PathLike, img: np.ndarray) -> Path:
     """Write a uint8 image atomically (temp file + rename): no half-written file."""
     path = Path(path)

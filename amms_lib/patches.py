@@ -21,7 +21,7 @@ from torch.utils.data import Dataset, Sampler
 from amms_lib import data
 from amms_lib.checkpoint import atomic_save
 from amms_lib.errors import AmmsError
-from amms_lib.images import read_image
+from amms_lib.images import as_rgb, read_image
 from amms_lib.resize import imresize
 from amms_lib.runtime import repo_root
 
@@ -44,10 +44,6 @@ def train_files(sets=TRAIN_SETS, root: Path | None = None) -> list[Path]:
     return files
 
 
-def _rgb(img: np.ndarray) -> np.ndarray:
-    return np.repeat(img[..., None], 3, axis=2) if img.ndim == 2 else img
-
-
 def load_pairs(files: list[Path], scale: int, cache_dir: Path | None = None
                ) -> tuple[list[np.ndarray], list[np.ndarray], str]:
     """(HR list, LR list, cache key); HR mod-cropped, LR made once and cached."""
@@ -62,9 +58,9 @@ def load_pairs(files: list[Path], scale: int, cache_dir: Path | None = None
         blob = torch.load(cache, weights_only=True)
         return [t.numpy() for t in blob["hr"]], [t.numpy() for t in blob["lr"]], key
     if files:
-        hrs = [_rgb(data.modcrop(read_image(f), scale)) for f in files]
+        hrs = [as_rgb(data.modcrop(read_image(f), scale)) for f in files]
     else:
-        hrs = [_rgb(data.modcrop(data.load_hr(data.BUILTIN, n), scale))
+        hrs = [as_rgb(data.modcrop(data.load_hr(data.BUILTIN, n), scale))
                for n in data.BUILTIN_IMAGES]
     lrs = [imresize(hr, 1 / scale, border="clamp") for hr in hrs]
     atomic_save({"hr": [torch.from_numpy(h) for h in hrs],

@@ -29,13 +29,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from amms_lib.data import IMAGE_SUFFIXES
 from amms_lib.errors import AmmsError
 from amms_lib.images import read_image, write_image
 from amms_lib.inference import OVERLAP, available_memory, check_size, upscale
 from amms_lib.resize import imresize
 from amms_lib.runtime import resolve_device
 
-SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 FORMATS = ("png", "same", "jpg", "bmp", "tif")
 NO_ALPHA = (".jpg", ".jpeg")  # fail before the work (BMP fails at writing LA)
 
@@ -47,7 +47,7 @@ def collect(inputs: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
         p = Path(name)
         if p.is_dir():
             found = sorted(q for q in p.iterdir()
-                           if q.is_file() and q.suffix.lower() in SUFFIXES)
+                           if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES)
             files += found
             if not found:
                 bad.append((name, "folder holds no PNG, JPEG, BMP or TIFF images"))
