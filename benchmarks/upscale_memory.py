@@ -83,8 +83,9 @@ def worker(spec: dict) -> dict:
         argv = [spec["folder"], "--scale", "2", "--checkpoint", spec["checkpoint"],
                 "--tile", str(spec["tile"]), "--overlap", str(spec["overlap"]),
                 "-o", spec["out"]]
-        seconds, peak = peak_memory(lambda: main(argv))
-        return {**spec, "seconds": seconds, "peak_bytes": peak}
+        status = []
+        seconds, peak = peak_memory(lambda: status.append(main(argv)))
+        return {**spec, "seconds": seconds, "peak_bytes": peak, "exit": status[0]}
     nl_mode = "full" if spec["mode"] == "tiled" else spec["mode"]
     net = make_net(nl_mode, spec.get("checkpoint"))
     lr = lr_image(spec["image"], spec.get("crop"))
@@ -98,12 +99,16 @@ def worker(spec: dict) -> dict:
 
 
 def measure(spec: dict) -> dict:
-    """``worker(spec)`` in a fresh Python process."""
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "TQDM_DISABLE": "1"}
+    """``worker(spec)`` in a fresh Python process; the tool's progress bar is shown."""
+    cli = spec["mode"] == "cli"
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+    if not cli:
+        env["TQDM_DISABLE"] = "1"
     out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker",
-                          json.dumps(spec)], env=env, capture_output=True, text=True)
+                          json.dumps(spec)], env=env, text=True,
+                         stdout=subprocess.PIPE, stderr=None if cli else subprocess.PIPE)
     if out.returncode != 0:
-        tail = (out.stderr.strip().splitlines() or ["killed"])[-1]
+        tail = ((out.stderr or "").strip().splitlines() or ["see above"])[-1]
         return {**spec, "error": f"exit {out.returncode}: {tail}"}
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -161,7 +166,8 @@ def all_tiled(args) -> None:
     n = len(names)
     print(f"Urban100 x2, {n} images, --tile {args.tile} --overlap {args.overlap}: "
           f"{r['seconds']:.0f} s in all, {r['seconds'] / n:.1f} s per image, peak "
-          f"{r['peak_bytes'] / MB:.0f} MB (torch {torch.get_num_threads()} threads)")
+          f"{r['peak_bytes'] / MB:.0f} MB (torch {torch.get_num_threads()} threads); "
+          f"the tool exited {r['exit']}")
 
 
 def main() -> None:
