@@ -30,13 +30,14 @@ def read_image(path: str | os.PathLike, keep_alpha: bool = False) -> np.ndarray:
         raise AmmsError(f"{path}: the file is empty")
     try:
         with Image.open(path) as im:
+            deep = im.mode in ("I;16", "I;16B", "I;16L", "I", "F") or _packed_16bit(im)
+            if deep:
+                raise AmmsError(
+                    f"{path}: {deep if isinstance(deep, str) else im.mode} images "
+                    "(16-bit or float) are not supported; convert to 8-bit first"
+                )
             im.load()  # decode now, so a truncated file fails here
             im = ImageOps.exif_transpose(im)  # phone photos: honour the EXIF orientation
-            if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-                raise AmmsError(
-                    f"{path}: {im.mode} images (16-bit or float) are not supported; "
-                    "convert to 8-bit first"
-                )
             if im.mode in GREY_MODES:
                 im = im.convert("LA" if keep_alpha and "A" in im.mode else "L")
             elif keep_alpha and ("A" in im.mode or "transparency" in im.info):
@@ -50,6 +51,16 @@ def read_image(path: str | os.PathLike, keep_alpha: bool = False) -> np.ndarray:
         raise AmmsError(f"{path}: not an image file PIL can read") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise AmmsError(f"{path}: unreadable or truncated image ({exc})") from None
+
+
+def _packed_16bit(im: Image.Image) -> str | None:
+    """The raw mode of a 16-bit colour file (PNG, TIFF), which Pillow would quietly cut
+    to 8 bits as mode RGB(A); None otherwise. Read before ``load()`` clears ``tile``."""
+    for tile in im.tile:
+        raw = tile.args[0] if isinstance(tile.args, tuple) else tile.args
+        if isinstance(raw, str) and ";16" in raw:
+            return raw
+    return None
 
 
 def as_rgb(img: np.ndarray) -> np.ndarray:

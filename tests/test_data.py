@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import shutil
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -116,6 +118,29 @@ def test_read_image_errors(tmp_path):
     Image.fromarray(np.zeros((4, 4), np.uint16)).save(tmp_path / "deep.png")
     with pytest.raises(AmmsError, match="16-bit"):
         read_image(tmp_path / "deep.png")
+
+
+def png_16bit(path, channels: int) -> None:
+    """A 16-bit-per-sample colour PNG, written by hand: Pillow cannot write one."""
+    h, w, color_type = 3, 4, {3: 2, 4: 6}[channels]
+    rows = np.full((h, w * channels), 40000, ">u2")
+    raw = b"".join(b"\x00" + row.tobytes() for row in rows)  # filter 0 per row
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (struct.pack(">I", len(body)) + kind + body
+                + struct.pack(">I", zlib.crc32(kind + body)))
+    header = struct.pack(">IIBBBBB", w, h, 16, color_type, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+                     + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+def test_16bit_colour_is_refused_not_quietly_cut_to_8_bits(tmp_path, channels):
+    # Pillow opens these as RGB(A) and keeps only the high byte of each sample
+    png_16bit(tmp_path / "deep.png", channels)
+    assert Image.open(tmp_path / "deep.png").mode in ("RGB", "RGBA")
+    with pytest.raises(AmmsError, match=r"RGBA?;16B images \(16-bit"):
+        read_image(tmp_path / "deep.png", keep_alpha=True)
 
 
 def test_read_image_modes(tmp_path):
