@@ -9,7 +9,6 @@ and read with ``weights_only=True``, so loading one runs no code from it.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import pickle
 import zipfile
 from pathlib import Path
@@ -19,14 +18,9 @@ from torch import nn
 
 from amms_lib.errors import AmmsError
 from amms_lib.models import build_model
-from amms_lib.runtime import atomic_write
+from amms_lib.runtime import atomic_save, atomic_write
 
 FORMAT = "amms-sr-checkpoint/1"
-
-
-def atomic_save(obj, path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temp file in the same folder, then rename over ``path``."""
-    return atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def save_checkpoint(path, model: nn.Module, *, name: str, scale: int,

@@ -115,7 +115,20 @@ class NonLocalBlock(nn.Module):
         return y.transpose(1, 2).reshape(b, -1, h, w)  # (B, h*w, c) -> (B, c, h, w)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, C, H, W). Runs in float32 even under ``torch.autocast``:
+        the logits q.k are unscaled (as in Wang et al.) and reach tens to hundreds on
+        trained features, where bf16's 8-bit mantissa moves a logit by several units
+        and the softmax weights by tens of percent; validation and the benchmark run in
+        float32, so training in bf16 would learn a different attention than they use.
+        The 1x1 convolutions and the attention are a small share of AMMS's cost."""
         self._check(x)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            # the weights' dtype: f32 for an f32 block under autocast (f64 stays f64;
+            # a block converted to bf16 on purpose runs in bf16)
+            xf = x.to(torch.promote_types(x.dtype, self.theta.weight.dtype))
+            return self._forward(xf).to(x.dtype)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         q, k, v = self.theta(x), self.phi(x), self.g(x)  # (B, C, H, W) -> (B, c, H, W)
         if self.mode == "region":
             _, _, h, w = x.shape

@@ -1,8 +1,11 @@
 """Training patches: random HR crops with their bicubic LR, reproducible from a seed.
 
 Paper section 4.2: batches of random 192x192 HR patches from T91 + BSD200, with random
-flips and 90-degree rotations; LR made by MATLAB-style bicubic. Here the LR of every
-whole training image is made once (``amms_lib.resize``, clamp borders like the benchmark
+flips and 90-degree rotations; LR made by MATLAB-style bicubic. Every image is used:
+one smaller than the patch (51 of T91's 91 images at 192 px) is first extended to the
+patch size by mirror reflection of its HR (``np.pad(mode="symmetric")``, the border
+MATLAB's imresize itself assumes) and its LR is remade from the extended HR, so LR and
+HR stay exactly consistent. Otherwise the LR of every whole training image is made once (``amms_lib.resize``, clamp borders like the benchmark
 files) and cached on disk under a key of the file list, the scale and the resize
 version; a patch is then an aligned crop of LR and HR, so making LR never slows a GPU.
 
@@ -19,13 +22,13 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from amms_lib import data
-from amms_lib.checkpoint import atomic_save
 from amms_lib.errors import AmmsError
 from amms_lib.images import as_rgb, read_image
 from amms_lib.resize import imresize
-from amms_lib.runtime import repo_root
+from amms_lib.runtime import atomic_save, repo_root
 
 TRAIN_SETS = ("T91", "BSD200")
+BUILTIN = "builtin"  # --train-sets builtin: the four skimage images, asked for explicitly
 CACHE_VERSION = "1"  # bump when the LR recipe changes
 
 
@@ -34,13 +37,19 @@ def train_files(sets=TRAIN_SETS, root: Path | None = None) -> list[Path]:
     root = data.data_root() if root is None else Path(root)
     if root is None:
         return []
+    if tuple(sets) == (BUILTIN,):
+        return []
     files = []
     for name in sets:
         folder = root / "train" / name
         if not folder.is_dir():
             raise AmmsError(f"training set {name!r} not found at {folder}; "
                             f"available: {sorted(p.name for p in (root / 'train').glob('*'))}")
-        files += sorted(p for p in folder.iterdir() if p.suffix.lower() in data.IMAGE_SUFFIXES)
+        found = sorted(p for p in folder.iterdir() if p.suffix.lower() in data.IMAGE_SUFFIXES)
+        if not found:
+            raise AmmsError(f"training set {name!r} at {folder} holds no images "
+                            f"({', '.join(sorted(data.IMAGE_SUFFIXES))})")
+        files += found
     return files
 
 
@@ -73,14 +82,25 @@ class PatchDataset(Dataset):
 
     def __init__(self, hrs, lrs, scale: int, patch_size: int, seed: int = 0,
                  augment: bool = True):
-        if patch_size % scale:
-            raise AmmsError(f"patch_size {patch_size} must be a multiple of scale {scale}")
-        keep = [i for i, lr in enumerate(lrs) if min(lr.shape[:2]) * scale >= patch_size]
-        if not keep:
-            raise AmmsError(f"no training image is at least {patch_size}x{patch_size}; "
-                            "use a smaller patch_size")
-        self.hrs, self.lrs = [hrs[i] for i in keep], [lrs[i] for i in keep]
+        if patch_size < scale or patch_size % scale:
+            raise AmmsError(f"patch_size {patch_size} must be a positive multiple of "
+                            f"scale {scale}")
+        if not hrs:
+            raise AmmsError("no training images")
+        self.hrs, self.lrs, self.padded = [], [], 0
+        for hr, lr in zip(hrs, lrs):
+            if min(hr.shape[:2]) < patch_size:  # too small for one patch: mirror-extend
+                hr, lr = pad_to(hr, patch_size, scale), None
+                self.padded += 1
+            self.hrs.append(hr)
+            self.lrs.append(lr if lr is not None
+                            else imresize(hr, 1 / scale, border="clamp"))
         self.scale, self.patch, self.seed, self.augment = scale, patch_size, seed, augment
+
+    def describe(self) -> str:
+        """One line: how many images feed the patches, and how many were extended."""
+        return (f"{len(self.hrs)} training images, {self.patch}x{self.patch} HR patches; "
+                f"{self.padded} smaller than the patch, mirror-extended to it")
 
     def __len__(self) -> int:
         return 2**62  # indexed by global sample number; the sampler decides how many
@@ -100,6 +120,14 @@ class PatchDataset(Dataset):
                     lr_p, hr_p = op(lr_p), op(hr_p)
         to_t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)  # noqa
         return to_t(lr_p).float().div(255), to_t(hr_p).float().div(255)
+
+
+def pad_to(hr: np.ndarray, size: int, scale: int) -> np.ndarray:
+    """Extend (H, W, 3) uint8 by symmetric reflection to at least ``size`` per side,
+    staying a multiple of ``scale``; an image is reflected again if one copy is not enough."""
+    h, w = hr.shape[:2]
+    ph, pw = max(0, size - h), max(0, size - w)
+    return np.pad(hr, ((0, ph), (0, pw), (0, 0)), mode="symmetric")  # (size, size, 3) at least
 
 
 class StepBatchSampler(Sampler):

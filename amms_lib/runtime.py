@@ -98,3 +98,8 @@ def atomic_write(path, write, mode: str = "wb") -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def atomic_save(obj, path) -> Path:
+    """``torch.save`` through ``atomic_write``: all or nothing."""
+    return atomic_write(path, lambda f: torch.save(obj, f))

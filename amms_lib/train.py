@@ -2,7 +2,12 @@
 
 L1 loss, Adam(0.9, 0.999, 1e-8), lr 1e-4 halved every 200 epochs of 1000 iterations,
 batches of 16 random 192x192 HR patches (``amms_lib.patches``). The ``fast`` recipe
-(linear warm-up, then cosine decay from a higher lr) is for short budgets.
+(linear warm-up, then cosine decay from a higher lr) is for short budgets. With
+``--max-minutes`` it is laid over the time budget, not over ``epochs x iters_per_epoch``:
+the lr follows the fraction of the budget already spent, so a run reaches its peak after
+``warmup`` of the budget and its floor (0) when the budget ends, whatever the machine's
+speed. The budget counts across resumes; ``--stop-minutes`` ends one process earlier
+(saved, resumable) without changing the schedule, for runs spread over several sessions.
 
     python -m amms_lib.train --model amms --scale 2 --out-dir runs/train/x2
     torchrun --nproc_per_node 2 -m amms_lib.train ...   # DistributedDataParallel
@@ -36,7 +41,8 @@ from amms_lib.errors import AmmsError
 from amms_lib.inference import upscale
 from amms_lib.metrics import evaluate
 from amms_lib.models import build_model
-from amms_lib.patches import TRAIN_SETS, PatchDataset, StepBatchSampler, load_pairs, train_files
+from amms_lib.patches import (BUILTIN, TRAIN_SETS, PatchDataset, StepBatchSampler, load_pairs,
+                              train_files)
 from amms_lib.runtime import resolve_device, seed_everything
 
 
@@ -62,27 +68,56 @@ class TrainConfig:
     train_sets: tuple = TRAIN_SETS
     device: str = "auto"
     amp: bool = True  # bf16 autocast on CUDA
+    cpu_amp: bool = False  # bf16 autocast on the CPU too (AVX512-BF16 / AMX processors)
+    channels_last: bool = False  # channels-last memory format on the CPU (always on CUDA)
     compile: bool = False
     workers: int = 2
     seed: int = 0
     out_dir: str = "runs/train/default"
     resume: bool = False
     log_every: int = 10
-    max_minutes: float = 0  # >0: validate, save and stop after this much training time
+    max_minutes: float = 0.0  # >0: the time budget (all resumes together) the schedule spans
+    stop_minutes: float = 0.0  # >0: save and stop this process after so many minutes
 
     @property
     def total_steps(self) -> int:
         return self.epochs * self.iters_per_epoch
 
+    def check(self) -> None:
+        """One clear error for a setting that cannot train."""
+        positive = ("epochs", "iters_per_epoch", "batch_size", "patch_size", "scale")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise AmmsError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise AmmsError(f"lr must be a positive number, got {self.lr}")
+        for name in ("workers", "val_every", "val_images", "val_max_side", "log_every"):
+            if getattr(self, name) < 0:
+                raise AmmsError(f"{name} must be 0 or more, got {getattr(self, name)}")
+        for name in ("max_minutes", "stop_minutes", "warmup"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise AmmsError(f"{name} must be 0 or more, got {value}")
+        if self.warmup >= 1:
+            raise AmmsError(f"warmup is a fraction of the run, below 1; got {self.warmup}")
+        if self.recipe not in ("paper", "fast"):
+            raise AmmsError(f"recipe must be 'paper' or 'fast', got {self.recipe!r}")
 
-def lr_factor(cfg: TrainConfig, step: int) -> float:
-    """Multiplier of ``cfg.lr`` at ``step``."""
+
+def lr_factor(cfg: TrainConfig, step: int, progress: float | None = None) -> float:
+    """Multiplier of ``cfg.lr`` at ``step``; for the fast recipe under a time budget,
+    ``progress`` is the fraction of the budget spent (0..1) and sets the schedule."""
     if cfg.recipe == "paper":
         return 0.5 ** (step // (cfg.lr_step_epochs * cfg.iters_per_epoch))
-    warm = max(1, int(cfg.warmup * cfg.total_steps))
-    if step < warm:
-        return (step + 1) / warm
-    return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, cfg.total_steps - warm)))
+    if progress is None:  # laid over the steps
+        warm = max(1, int(cfg.warmup * cfg.total_steps))
+        if step < warm:
+            return (step + 1) / warm
+        return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, cfg.total_steps - warm)))
+    p = min(max(progress, 0.0), 1.0)  # laid over the time budget
+    if p < cfg.warmup:
+        return max(p / cfg.warmup, 0.01)
+    return 0.5 * (1 + math.cos(math.pi * (p - cfg.warmup) / (1 - cfg.warmup)))
 
 
 def validate(net, cfg: TrainConfig) -> dict:
@@ -135,8 +170,12 @@ def read_metrics(out_dir) -> list[dict]:
 def train(cfg: TrainConfig, stop_after: int | None = None) -> dict:
     """Run (or resume) training; returns the final metrics. ``stop_after`` ends this call
     after that many steps without saving, as if the process had been killed."""
-    if cfg.recipe not in ("paper", "fast"):
-        raise AmmsError(f"recipe must be 'paper' or 'fast', got {cfg.recipe!r}")
+    cfg.check()
+    if tuple(cfg.train_sets) != (BUILTIN,) and data.data_root() is None:
+        raise AmmsError("no training data: set AMMS_DATA to a folder with train/T91 and "
+                        "train/BSD200 (see the README), or pass --train-sets builtin to "
+                        "train on the four built-in skimage images (a demo, not comparable)")
+    files = train_files(cfg.train_sets)  # before any work: a missing set fails now
     rank, world = _dist_info()
     main_proc = rank == 0
     device = resolve_device(cfg.device)
@@ -147,11 +186,11 @@ def train(cfg: TrainConfig, stop_after: int | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed)
     net = build_model(cfg.model, cfg.scale, **cfg.model_kwargs).to(device)
-    if device.type == "cuda":
+    channels_last = device.type == "cuda" or cfg.channels_last
+    if channels_last:
         net = net.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(cfg, s))
-    step, best = 0, -math.inf
+    step, best, spent = 0, -math.inf, 0.0  # spent: seconds of the time budget used
     last = out / "last.pt"
     if cfg.resume and last.is_file():
         ckpt = read_checkpoint(last)
@@ -161,8 +200,8 @@ def train(cfg: TrainConfig, stop_after: int | None = None) -> dict:
                             f"not {cfg.model_kwargs}; use another out_dir")
         load_weights(net, ckpt["state_dict"], last)
         opt.load_state_dict(ckpt["optimizer"])
-        sched.load_state_dict(ckpt["scheduler"])
         step, best = ckpt["step"], ckpt["best_psnr"]
+        spent = float(ckpt.get("seconds", 0.0))
         torch.set_rng_state(ckpt["rng"])
     if main_proc:
         (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
@@ -176,21 +215,25 @@ def train(cfg: TrainConfig, stop_after: int | None = None) -> dict:
     if cfg.compile:
         model = torch.compile(model)
 
-    hrs, lrs, _ = load_pairs(train_files(cfg.train_sets) if data.data_root() else [],
-                             cfg.scale)
+    hrs, lrs, _ = load_pairs(files, cfg.scale)
     dataset = PatchDataset(hrs, lrs, cfg.scale, cfg.patch_size, cfg.seed)
     stop = cfg.total_steps if stop_after is None else min(cfg.total_steps, step + stop_after)
+    if main_proc:
+        sets = "+".join(cfg.train_sets) if files else "built-in skimage images"
+        budget = (f"a {cfg.max_minutes:g}-minute budget ({spent / 60:.1f} spent)"
+                  if cfg.max_minutes else f"steps {step}..{stop}")
+        print(f"training data: {sets}: {dataset.describe()}; {cfg.batch_size * world} "
+              f"patches per step, {budget}", file=sys.stderr)
     loader = DataLoader(dataset, batch_sampler=StepBatchSampler(step, stop, cfg.batch_size,
                                                                 rank, world),
                         num_workers=cfg.workers, pin_memory=device.type == "cuda",
                         persistent_workers=False)
-    amp = cfg.amp and device.type == "cuda"
+    amp = cfg.amp and (device.type == "cuda" or cfg.cpu_amp)
 
     def save(metrics: dict) -> None:
         state = dict(name=cfg.model, scale=cfg.scale, model_kwargs=cfg.model_kwargs,
                      step=step, best_psnr=best, metrics=metrics, config=asdict(cfg),
-                     optimizer=opt.state_dict(), scheduler=sched.state_dict(),
-                     rng=torch.get_rng_state())
+                     optimizer=opt.state_dict(), seconds=spent, rng=torch.get_rng_state())
         save_checkpoint(last, net, **state)
         if "psnr" in metrics and metrics["psnr"] >= best:
             save_checkpoint(out / "best.pt", net, **state)
@@ -199,37 +242,48 @@ def train(cfg: TrainConfig, stop_after: int | None = None) -> dict:
     bar = tqdm(total=stop - step, desc=f"{cfg.model} x{cfg.scale}",
                **({} if main_proc else {"disable": True}))  # TQDM_DISABLE=1 works too
     t0, seen = time.perf_counter(), 0
+    spent0 = spent
+
+    def set_lr() -> None:
+        progress = spent / (60 * cfg.max_minutes) if cfg.max_minutes else None
+        for group in opt.param_groups:
+            group["lr"] = cfg.lr * lr_factor(cfg, step, progress)
+
     for lr_b, hr_b in loader:
+        set_lr()
         lr_b = lr_b.to(device, non_blocking=True)
         hr_b = hr_b.to(device, non_blocking=True)
-        if device.type == "cuda":
+        if channels_last:
             lr_b = lr_b.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             loss = F.l1_loss(model(lr_b).float(), hr_b)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        sched.step()
         step += 1
         seen += 1
         bar.update()
-        if main_proc and (step % cfg.log_every == 0 or step == cfg.total_steps):
-            rate = seen / (time.perf_counter() - t0)
+        # every rank must agree on the time spent (it sets the lr) and on when to stop
+        now = torch.tensor(time.perf_counter() - t0, dtype=torch.float64,
+                           device=device if world > 1 else "cpu")  # nccl: on GPU
+        if world > 1:
+            dist.all_reduce(now, op=dist.ReduceOp.MAX)
+        spent = spent0 + float(now)
+        end = (step == cfg.total_steps
+               or (cfg.max_minutes and spent >= 60 * cfg.max_minutes)
+               or (cfg.stop_minutes and float(now) >= 60 * cfg.stop_minutes))
+        if main_proc and ((cfg.log_every and step % cfg.log_every == 0) or end):
+            rate = seen / float(now)
             _log(out / "metrics.jsonl", {"step": step, "loss": loss.item(),
-                                         "lr": opt.param_groups[0]["lr"], "it_s": rate})
+                                         "lr": opt.param_groups[0]["lr"], "it_s": rate,
+                                         "seconds": round(spent, 2)})
             bar.set_postfix(loss=f"{loss.item():.4f}")
-        end = step == cfg.total_steps
-        if cfg.max_minutes and not end:  # every rank must agree on when to stop
-            over = torch.tensor(float(time.perf_counter() - t0 > 60 * cfg.max_minutes),
-                                device=device if world > 1 else "cpu")  # nccl: on GPU
-            if world > 1:
-                dist.all_reduce(over, op=dist.ReduceOp.MAX)
-            end = bool(over)
         if (cfg.val_every and step % cfg.val_every == 0) or end:
             if main_proc:
                 metrics = validate(net, cfg)
                 best = max(best, metrics["psnr"])
-                _log(out / "metrics.jsonl", {"step": step, **metrics})
+                _log(out / "metrics.jsonl", {"step": step, "seconds": round(spent, 2),
+                                             **metrics})
                 bar.set_postfix(loss=f"{loss.item():.4f}", psnr=f"{metrics['psnr']:.2f}")
                 save(metrics)  # checkpoints go with validations (and the end)
             if world > 1:
@@ -239,7 +293,7 @@ def train(cfg: TrainConfig, stop_after: int | None = None) -> dict:
     bar.close()
     if world > 1:
         dist.destroy_process_group()
-    return {"step": step, "best_psnr": best, **metrics}
+    return {"step": step, "best_psnr": best, "seconds": round(spent, 1), **metrics}
 
 
 def _parse(argv) -> TrainConfig:
@@ -256,8 +310,9 @@ def _parse(argv) -> TrainConfig:
                             help='JSON, e.g. \'{"channels": 32}\'')
         elif isinstance(value, tuple):
             ap.add_argument(name, nargs="+", default=list(value))
-        else:
-            ap.add_argument(name, type=type(value), default=value)
+        else:  # the annotation, not the default's type: max_minutes 0.5 is a float
+            ap.add_argument(name, type={"int": int, "float": float, "str": str}[f.type],
+                            default=value)
     args = vars(ap.parse_args(argv))
     args["train_sets"] = tuple(args["train_sets"])
     return TrainConfig(**args)

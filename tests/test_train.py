@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -78,6 +79,66 @@ def test_learning_rate_recipes():
     f = [lr_factor(fast, s) for s in range(1000)]
     assert f[0] == pytest.approx(0.01) and f[99] == pytest.approx(1.0)
     assert all(x >= y for x, y in zip(f[100:], f[101:])) and f[-1] < 1e-4
+    # under a time budget the progress (fraction of the budget spent) sets it, not steps
+    g = [lr_factor(fast, 7, p) for p in np.linspace(0, 1, 101)]
+    assert g[10] == pytest.approx(1.0) and g[-1] == pytest.approx(0.0, abs=1e-12)
+    assert g[5] == pytest.approx(0.5) and all(x >= y for x, y in zip(g[10:], g[11:]))
+
+
+def test_budgeted_run_reaches_its_peak_and_ends_at_its_floor(use_data, tmp_path):
+    # the default 1000 x 1000 steps: laid over steps, 40 s would never leave warm-up
+    cfg = _cfg(tmp_path, recipe="fast", lr=1e-3, epochs=1000, iters_per_epoch=1000,
+               warmup=0.1, max_minutes=0.05, val_every=0, log_every=1)
+    result = train(cfg)
+    lrs = [r["lr"] for r in read_metrics(cfg.out_dir) if "lr" in r]
+    assert 5 < result["step"] < 1_000_000 and result["seconds"] >= 3.0
+    assert max(lrs) > 0.9 * cfg.lr  # reached its peak
+    assert lrs[-1] < 0.05 * cfg.lr  # and its floor when the budget ended
+    # resumed with a longer budget, the schedule goes on from the time already spent
+    more = train(replace(cfg, resume=True, max_minutes=0.1))
+    assert more["seconds"] >= 6.0 and more["step"] > result["step"]
+
+
+def test_cli_takes_fractional_minutes_and_refuses_bad_settings(capsys):
+    from amms_lib.train import _parse, main
+
+    assert _parse(["--max-minutes", "0.5", "--stop-minutes", "2"]).max_minutes == 0.5
+    for bad in (["--batch-size", "0"], ["--iters-per-epoch", "0"], ["--patch-size", "0"],
+                ["--lr", "-1"], ["--lr", "nan"], ["--workers", "-1"], ["--epochs", "0"]):
+        assert main(bad) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: "), (bad, err)
+
+
+def test_no_training_data_is_refused_unless_builtin_is_asked_for(tmp_path, monkeypatch):
+    monkeypatch.delenv("AMMS_DATA", raising=False)
+    monkeypatch.setattr("amms_lib.data.repo_root", lambda: tmp_path)  # no data/ folder
+    cfg = _cfg(tmp_path, train_sets=("T91", "BSD200"), val_every=0, iters_per_epoch=2)
+    with pytest.raises(AmmsError, match="--train-sets builtin"):
+        train(cfg)
+    assert not (tmp_path / "run").exists()  # refused before any work
+    monkeypatch.setattr("amms_lib.patches.repo_root", lambda: tmp_path)  # cache in tmp
+    assert train(replace(cfg, train_sets=("builtin",)))["step"] == 2
+    empty = tmp_path / "empty"
+    (empty / "train" / "T91").mkdir(parents=True)
+    monkeypatch.setenv("AMMS_DATA", str(empty))
+    with pytest.raises(AmmsError, match="holds no images"):
+        train(replace(cfg, train_sets=("T91",)))
+
+
+def test_gpu_script_uses_the_papers_192_patches_at_every_scale(tmp_path):
+    for scale in (2, 3, 4):
+        out = subprocess.run(["bash", "scripts/train_gpu.sh"], capture_output=True, text=True,
+                             env={**os.environ, "SCALE": str(scale), "PY": "echo"},
+                             cwd=Path(__file__).resolve().parents[1], check=True).stdout
+        assert "--patch-size 192 " in out, out
+
+
+def test_data_path_does_not_import_checkpoints():
+    code = "import sys, amms_lib.patches; print('amms_lib.checkpoint' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "False"
 
 
 def _images(n=3, size=(40, 52)):
@@ -100,8 +161,24 @@ def test_patches_are_reproducible_aligned_and_augmented():
         to_u8 = lambda t: t.mul(255).round().byte()  # noqa: E731
         lr_hr = imresize(to_u8(hr_p), 1 / 2, border="clamp")  # LR of the HR patch itself
         assert torch.equal(lr_hr[:, 3:-3, 3:-3], to_u8(lr_p)[:, 3:-3, 3:-3])
-    with pytest.raises(AmmsError, match="smaller patch_size"):
-        PatchDataset(hrs, lrs, scale=2, patch_size=80)
+
+
+def test_images_smaller_than_the_patch_are_used_mirror_extended():
+    small, large = _images(1, (40, 30))[0], _images(1, (100, 90))[0]
+    hrs = [small, large]
+    lrs = [imresize(h, 1 / 2, border="clamp") for h in hrs]
+    ds = PatchDataset(hrs, lrs, scale=2, patch_size=64, seed=1, augment=False)
+    assert len(ds.hrs) == 2 and ds.padded == 1 and "1 smaller than the patch" in ds.describe()
+    assert ds.hrs[0].shape == (64, 64, 3) and ds.lrs[0].shape == (32, 32, 3)
+    np.testing.assert_array_equal(ds.hrs[0][:40, :30], small)  # the image itself, kept
+    np.testing.assert_array_equal(ds.hrs[0][40:64, :30], small[::-1][:24])  # its mirror
+    # the LR of the extended image is remade from its HR, so pairs stay consistent
+    np.testing.assert_array_equal(ds.lrs[0], imresize(ds.hrs[0], 1 / 2, border="clamp"))
+    drawn = {int(np.random.default_rng((1, i)).integers(2)) for i in range(50)}
+    assert drawn == {0, 1}  # both images are drawn
+    for i in range(10):
+        lr_p, hr_p = ds[i]
+        assert lr_p.shape == (3, 32, 32) and hr_p.shape == (3, 64, 64)
 
 
 def test_sampler_gives_each_rank_its_own_samples():
