@@ -56,6 +56,17 @@ class AMMSConfig:
     second_order: bool = True
     multiscale: bool = True
 
+    @staticmethod
+    def small_kwargs() -> dict:
+        """Overrides of the compact configuration the shipped CPU weights use (chosen by
+        ``benchmarks/config_study.py``: the most Set5 PSNR per CPU-minute of those tried)."""
+        return dict(channels=32, n_amms=2, n_am=1)
+
+    @classmethod
+    def small(cls, scale: int = 2) -> "AMMSConfig":
+        """The compact configuration for CPU training; the defaults stay paper-sized."""
+        return cls(scale=scale, **cls.small_kwargs())
+
     def __post_init__(self):
         if self.scale not in (2, 3, 4):
             raise AmmsError(f"scale {self.scale} is not supported; choose 2, 3 or 4")

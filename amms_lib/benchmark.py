@@ -38,8 +38,9 @@ def bicubic_upscaler(scale: int) -> Upscaler:
 
 
 def make_upscaler(model: str, scale: int, checkpoint: str | None = None,
-                  device: str = "auto") -> Upscaler:
-    """The method to evaluate, as a function from LR to SR image."""
+                  device: str = "auto", tile: int | None = None) -> Upscaler:
+    """The method to evaluate, as a function from LR to SR image; ``tile``: LR tiles of
+    that side with the default overlap (attention then sees one tile, not the image)."""
     if model == "bicubic":
         if checkpoint:
             raise AmmsError("--checkpoint makes no sense with --model bicubic")
@@ -53,7 +54,7 @@ def make_upscaler(model: str, scale: int, checkpoint: str | None = None,
         net, _ = load_model(checkpoint, model=model, scale=scale, device=resolve_device(device))
     else:  # the checkpoints/ folder, checked against its metadata
         net, _ = load_registered(model, scale, device=resolve_device(device))
-    return lambda lr: upscale(net, lr)
+    return lambda lr: upscale(net, lr, tile=tile)
 
 
 def evaluate_set(upscale: Upscaler, dataset: str, scale: int) -> dict:
@@ -79,19 +80,27 @@ def evaluate_set(upscale: Upscaler, dataset: str, scale: int) -> dict:
 
 
 def run(model: str, datasets: list[str], scales: list[int],
-        checkpoint: str | None = None, device: str = "auto", log=print) -> list[dict]:
+        checkpoint: str | None = None, device: str = "auto", log=print,
+        tile: int | None = None, tile_sets: tuple = ()) -> list[dict]:
     """Evaluate ``model`` on every (dataset, scale); one result dict each."""
     for s in scales:
         data.check_scale(s)
     for d in datasets:
         if d != data.BUILTIN:
             data.set_dir(d)  # fail before any work if a set is missing
+    if tile is not None and model == "bicubic":
+        raise AmmsError("--tile makes no sense with --model bicubic")
     results = []
     for s in scales:
-        upscale = make_upscaler(model, s, checkpoint, device)
+        whole = make_upscaler(model, s, checkpoint, device)
+        tiled = make_upscaler(model, s, checkpoint, device, tile) if tile else whole
         for d in datasets:
             t0 = time.perf_counter()
-            res = {"model": model, **evaluate_set(upscale, data.canonical(d), s)}
+            use_tile = tile and (not tile_sets or data.canonical(d) in tile_sets)
+            res = {"model": model, **evaluate_set(tiled if use_tile else whole,
+                                                  data.canonical(d), s)}
+            if use_tile:
+                res["tile"] = tile
             res["seconds"] = round(time.perf_counter() - t0, 2)
             results.append(res)
             if res["lr_source"] != "published":
@@ -130,6 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--datasets", nargs="+", help="default: Set5 Set14 BSD100 Urban100")
     ap.add_argument("--scales", nargs="+", type=int, default=list(data.SCALES))
     ap.add_argument("--json", help="also write the results to this JSON file")
+    ap.add_argument("--tile", type=int, help="networks: LR tiles of this side (overlap 16)")
+    ap.add_argument("--tile-sets", nargs="+", default=[],
+                    help="tile only these sets (default: every set when --tile is given)")
     args = ap.parse_args(argv)
     try:
         datasets = args.datasets
@@ -141,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
                 datasets = [data.BUILTIN]
             else:
                 datasets = list(data.STANDARD_SETS)
-        results = run(args.model, datasets, args.scales, args.checkpoint, args.device)
+        results = run(args.model, datasets, args.scales, args.checkpoint, args.device,
+                      tile=args.tile, tile_sets=tuple(data.canonical(d) for d in args.tile_sets))
         print(format_table(results))
         if args.json:
             write_json(args.json, {"results": results})

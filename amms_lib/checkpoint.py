@@ -123,8 +123,9 @@ def read_metadata(folder: Path | None = None) -> dict:
 
 
 def register(src, *, command: str, data: str, folder: Path | None = None,
-             commit: str = "", notes: str = "") -> Path:
-    """Copy a training checkpoint into ``checkpoints/`` (weights only) and record it."""
+             commit: str = "", notes: str = "", **extra) -> Path:
+    """Copy a training checkpoint into ``checkpoints/`` (weights only) and record it;
+    ``extra`` (e.g. ``cpu_hours``, ``device``, ``init_from``) goes into the metadata as is."""
     import json
     import subprocess
 
@@ -142,7 +143,7 @@ def register(src, *, command: str, data: str, folder: Path | None = None,
     meta[name] = {"model": ckpt["model"], "scale": ckpt["scale"], "command": command,
                   "commit": commit, "data": data, "iterations": ckpt.get("step"),
                   "metrics": ckpt.get("metrics", {}), "model_kwargs": ckpt["model_kwargs"],
-                  "notes": notes, "sha256": _sha256(folder / name)}
+                  "notes": notes, **extra, "sha256": _sha256(folder / name)}
     text = json.dumps(meta, indent=2, sort_keys=True) + "\n"
     atomic_write(folder / "metadata.json", lambda f: f.write(text), mode="w")
     return folder / name

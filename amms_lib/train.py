@@ -6,7 +6,7 @@ batches of 16 random 192x192 HR patches (``amms_lib.patches``). The ``fast`` rec
 ``--max-minutes`` it is laid over the time budget, not over ``epochs x iters_per_epoch``:
 the lr follows the fraction of the budget already spent, so a run reaches its peak after
 ``warmup`` of the budget and its floor (0) when the budget ends, whatever the machine's
-speed. The budget counts across resumes; ``--stop-minutes`` ends one process earlier
+speed. The budget counts training time (validation excluded) across resumes; ``--stop-minutes`` ends one process earlier
 (saved, resumable) without changing the schedule, for runs spread over several sessions.
 
     python -m amms_lib.train --model amms --scale 2 --out-dir runs/train/x2
@@ -66,6 +66,7 @@ class TrainConfig:
     val_images: int = 0  # 0: the whole set
     val_max_side: int = 0  # >0: validate on centre crops of at most this many LR pixels
     train_sets: tuple = TRAIN_SETS
+    init_from: str = ""  # a checkpoint to start from: its tensors of matching shape
     device: str = "auto"
     amp: bool = True  # bf16 autocast on CUDA
     cpu_amp: bool = False  # bf16 autocast on the CPU too (AVX512-BF16 / AMX processors)
@@ -141,6 +142,23 @@ def validate(net, cfg: TrainConfig) -> dict:
             "ssim": float(np.mean([s[1] for s in scores]))}
 
 
+def init_from(net: torch.nn.Module, cfg: TrainConfig) -> str:
+    """Load the tensors of ``cfg.init_from`` whose name and shape fit ``net`` (the x2 body
+    for a x3 or x4 network: everything but the upsampler); says what stayed new."""
+    ckpt = read_checkpoint(cfg.init_from)
+    check_compatible(ckpt, cfg.init_from, cfg.model, None)
+    if {**ckpt["model_kwargs"], "scale": 0} != {**cfg.model_kwargs, "scale": 0}:
+        raise AmmsError(f"{cfg.init_from}: model options {ckpt['model_kwargs']} differ "
+                        f"from this run's {cfg.model_kwargs}")
+    own = net.state_dict()
+    take = {k: v for k, v in ckpt["state_dict"].items()
+            if k in own and own[k].shape == v.shape}
+    load_weights(net, {**own, **take}, cfg.init_from)
+    fresh = sorted({k.rsplit(".", 2)[0] for k in own if k not in take})
+    return (f"{len(take)} of {len(own)} tensors (x{ckpt['scale']}, step {ckpt['step']}); "
+            f"new: {', '.join(fresh) or 'none'}")
+
+
 def _dist_info() -> tuple[int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
@@ -203,6 +221,10 @@ def train(cfg: TrainConfig, stop_after: int | None = None) -> dict:
         step, best = ckpt["step"], ckpt["best_psnr"]
         spent = float(ckpt.get("seconds", 0.0))
         torch.set_rng_state(ckpt["rng"])
+    elif cfg.init_from:
+        kept = init_from(net, cfg)
+        if main_proc:
+            print(f"started from {cfg.init_from}: {kept}", file=sys.stderr)
     if main_proc:
         (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
         if step == 0:
@@ -239,9 +261,9 @@ def train(cfg: TrainConfig, stop_after: int | None = None) -> dict:
             save_checkpoint(out / "best.pt", net, **state)
 
     metrics: dict = {}
-    bar = tqdm(total=stop - step, desc=f"{cfg.model} x{cfg.scale}",
+    bar = tqdm(total=None if cfg.max_minutes else stop - step, desc=f"{cfg.model} x{cfg.scale}",
                **({} if main_proc else {"disable": True}))  # TQDM_DISABLE=1 works too
-    t0, seen = time.perf_counter(), 0
+    t0, seen, val_seconds = time.perf_counter(), 0, 0.0  # validation is not training time
     spent0 = spent
 
     def set_lr() -> None:
@@ -257,6 +279,11 @@ def train(cfg: TrainConfig, stop_after: int | None = None) -> dict:
             lr_b = lr_b.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             loss = F.l1_loss(model(lr_b).float(), hr_b)
+        if not math.isfinite(loss_value := loss.item()):  # never save diverged weights
+            raise AmmsError(f"the loss became {loss_value} at step {step + 1}: training "
+                            f"diverged; {last} is from before it. Lower --lr, or drop "
+                            "--compile (with bf16 and channels-last on the CPU it gave NaN "
+                            "gradients in torch 2.13)")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -264,30 +291,34 @@ def train(cfg: TrainConfig, stop_after: int | None = None) -> dict:
         seen += 1
         bar.update()
         # every rank must agree on the time spent (it sets the lr) and on when to stop
-        now = torch.tensor(time.perf_counter() - t0, dtype=torch.float64,
+        wall = time.perf_counter() - t0
+        now = torch.tensor([wall - val_seconds, wall], dtype=torch.float64,
                            device=device if world > 1 else "cpu")  # nccl: on GPU
         if world > 1:
             dist.all_reduce(now, op=dist.ReduceOp.MAX)
-        spent = spent0 + float(now)
+        trained, wall = float(now[0]), float(now[1])
+        spent = spent0 + trained
         end = (step == cfg.total_steps
                or (cfg.max_minutes and spent >= 60 * cfg.max_minutes)
-               or (cfg.stop_minutes and float(now) >= 60 * cfg.stop_minutes))
+               or (cfg.stop_minutes and wall >= 60 * cfg.stop_minutes))
         if main_proc and ((cfg.log_every and step % cfg.log_every == 0) or end):
-            rate = seen / float(now)
-            _log(out / "metrics.jsonl", {"step": step, "loss": loss.item(),
+            rate = seen / trained
+            _log(out / "metrics.jsonl", {"step": step, "loss": loss_value,
                                          "lr": opt.param_groups[0]["lr"], "it_s": rate,
                                          "seconds": round(spent, 2)})
-            bar.set_postfix(loss=f"{loss.item():.4f}")
+            bar.set_postfix(loss=f"{loss_value:.4f}")
         if (cfg.val_every and step % cfg.val_every == 0) or end:
+            tv = time.perf_counter()
             if main_proc:
                 metrics = validate(net, cfg)
                 best = max(best, metrics["psnr"])
                 _log(out / "metrics.jsonl", {"step": step, "seconds": round(spent, 2),
                                              **metrics})
-                bar.set_postfix(loss=f"{loss.item():.4f}", psnr=f"{metrics['psnr']:.2f}")
+                bar.set_postfix(loss=f"{loss_value:.4f}", psnr=f"{metrics['psnr']:.2f}")
                 save(metrics)  # checkpoints go with validations (and the end)
             if world > 1:
                 dist.barrier()
+            val_seconds += time.perf_counter() - tv
         if end:
             break
     bar.close()

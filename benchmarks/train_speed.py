@@ -2,11 +2,18 @@
 
     python benchmarks/train_speed.py [--scale 2] [--batch-size 16] [--lr-patch 48]
         [--channels 64 --n-amms 4 --n-am 2] [--steps 20] [--device auto]
-        [--nl-modes full naive] [--amp/--no-amp] [--compile]
+        [--nl-modes full naive] [--variants eager ...] [--amp/--no-amp] [--compile]
 
 Measures forward + backward + Adam steps on random patches (data loading excluded: the
-training loader serves cached LR crops, see amms_lib.patches) for each non-local mode,
-and prints the ratio against the first mode. Peak memory is the CUDA allocator's peak
+training loader serves cached LR crops, see amms_lib.patches) for each non-local mode and
+each variant, and prints the ratio against the first row. Variants combine ``cl``
+(channels-last), ``bf16`` (autocast, also on the CPU) and ``compile`` (torch.compile,
+whose one-off compile time is excluded and printed), e.g.
+
+    python benchmarks/train_speed.py --channels 32 --n-amms 2 --n-am 1 --lr-patch 32 \
+        --nl-modes full --variants eager cl bf16 cl+bf16 cl+bf16+compile
+
+``eager`` alone follows the device's training defaults (CUDA: bf16 + channels-last). Peak memory is the CUDA allocator's peak
 on a GPU and, on the CPU, the growth of peak RSS in a fresh process per mode.
 """
 from __future__ import annotations
@@ -29,18 +36,24 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def measure(args, nl_mode: str, device: torch.device) -> dict:
+def measure(args, row: str, device: torch.device) -> dict:
+    nl_mode, variant = row.split(":")
+    parts = set(variant.split("+"))
+    cuda = device.type == "cuda"
+    cl = "cl" in parts or (cuda and variant == "eager")
+    amp = "bf16" in parts or (cuda and variant == "eager" and args.amp)
     torch.manual_seed(0)
     net = build_model("amms", args.scale, channels=args.channels, n_amms=args.n_amms,
                       n_am=args.n_am, nl_mode=nl_mode).to(device)
-    if device.type == "cuda":
+    if cl:
         net = net.to(memory_format=torch.channels_last)
-    model = torch.compile(net) if args.compile else net
+    model = torch.compile(net) if (args.compile or "compile" in parts) else net
     opt = torch.optim.Adam(net.parameters(), lr=1e-4)
     lr_b = torch.rand(args.batch_size, 3, args.lr_patch, args.lr_patch, device=device)
     hr_b = torch.rand(args.batch_size, 3, args.lr_patch * args.scale,
                       args.lr_patch * args.scale, device=device)
-    amp = args.amp and device.type == "cuda"
+    if cl:
+        lr_b = lr_b.contiguous(memory_format=torch.channels_last)
 
     def step():
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
@@ -49,8 +62,10 @@ def measure(args, nl_mode: str, device: torch.device) -> dict:
         loss.backward()
         opt.step()
 
+    t_warm = time.perf_counter()
     for _ in range(args.warmup):
         step()
+    t_warm = time.perf_counter() - t_warm
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -63,7 +78,7 @@ def measure(args, nl_mode: str, device: torch.device) -> dict:
     dt = time.perf_counter() - t0
     mem = (torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda"
            else peak_rss_mb() - rss0)
-    return {"mode": nl_mode, "it_s": args.steps / dt,
+    return {"mode": row, "warmup_s": t_warm, "it_s": args.steps / dt,
             "patches_s": args.steps * args.batch_size / dt, "peak_mb": mem,
             "params": sum(p.numel() for p in net.parameters())}
 
@@ -82,7 +97,9 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--nl-modes", nargs="+", default=["full", "naive"])
     ap.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True)
-    ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--variants", nargs="+", default=["eager"],
+                    help="eager, or any of cl, bf16, compile joined by '+'")
+    ap.add_argument("--compile", action="store_true", help="compile every row")
     ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one mode, print JSON
     args = ap.parse_args()
     device = resolve_device(args.device)
@@ -91,17 +108,20 @@ def main() -> None:
         return
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"cpu x{torch.get_num_threads()}"
     print(f"device {name}, torch {torch.__version__}, batch {args.batch_size} of "
-          f"{args.lr_patch}x{args.lr_patch} LR at x{args.scale}, amp={args.amp and device.type == 'cuda'}, "
-          f"compile={args.compile}")
+          f"{args.lr_patch}x{args.lr_patch} LR at x{args.scale}, AMMS {args.channels} channels, "
+          f"{args.n_amms} x AMMS, M={args.n_am}; {args.steps} timed steps after {args.warmup}")
     rows = []
     for mode in args.nl_modes:  # a fresh process each: clean peak-memory figures
-        out = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--one", mode],
-                             capture_output=True, text=True, check=True).stdout
-        rows.append(json.loads(out.strip().splitlines()[-1]))
-    print(f"{'nl_mode':<8}{'params':>10}{'it/s':>9}{'patches/s':>11}{'peak MB':>10}{'speed ratio':>13}")
+        for variant in args.variants:
+            out = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--one",
+                                  f"{mode}:{variant}"],
+                                 capture_output=True, text=True, check=True).stdout
+            rows.append(json.loads(out.strip().splitlines()[-1]))
+    print(f"{'nl_mode:variant':<24}{'params':>10}{'it/s':>8}{'patches/s':>11}{'peak MB':>9}"
+          f"{'warm-up s':>11}{'vs first':>10}")
     for r in rows:
-        print(f"{r['mode']:<8}{r['params']:>10,}{r['it_s']:>9.2f}{r['patches_s']:>11.1f}"
-              f"{r['peak_mb']:>10.0f}{r['it_s'] / rows[0]['it_s']:>12.2f}x")
+        print(f"{r['mode']:<24}{r['params']:>10,}{r['it_s']:>8.2f}{r['patches_s']:>11.1f}"
+              f"{r['peak_mb']:>9.0f}{r['warmup_s']:>11.1f}{r['it_s'] / rows[0]['it_s']:>9.2f}x")
 
 
 if __name__ == "__main__":
