@@ -73,6 +73,7 @@ class TrainConfig:
     channels_last: bool = False  # channels-last memory format on the CPU (always on CUDA)
     compile: bool = False
     workers: int = 2
+    threads: int = 0  # >0: torch CPU threads (torch.set_num_threads); 0: torch's default
     seed: int = 0
     out_dir: str = "runs/train/default"
     resume: bool = False
@@ -92,7 +93,7 @@ class TrainConfig:
                 raise AmmsError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise AmmsError(f"lr must be a positive number, got {self.lr}")
-        for name in ("workers", "val_every", "val_images", "val_max_side", "log_every"):
+        for name in ("workers", "threads", "val_every", "val_images", "val_max_side", "log_every"):
             if getattr(self, name) < 0:
                 raise AmmsError(f"{name} must be 0 or more, got {getattr(self, name)}")
         for name in ("max_minutes", "stop_minutes", "warmup"):
@@ -203,6 +204,8 @@ def train(cfg: TrainConfig, stop_after: int | None = None) -> dict:
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     net = build_model(cfg.model, cfg.scale, **cfg.model_kwargs).to(device)
     channels_last = device.type == "cuda" or cfg.channels_last
     if channels_last:

@@ -272,3 +272,21 @@ def test_x3_starts_from_the_x2_body_with_a_new_upsampler(use_data, tmp_path):
     with pytest.raises(AmmsError, match="model options"):
         init_from(build_model("amms", 3, **{**TINY, "channels": 4}),
                   replace(x3, model_kwargs={**TINY, "channels": 4}))
+
+
+def test_cpu_script_trains_the_small_config_resumably():
+    from amms_lib.amms import AMMSConfig
+
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run(["bash", "scripts/train_cpu.sh"], capture_output=True, text=True,
+                         env={**os.environ, "SCALE": "4", "PY": "echo", "KWARGS": "K",
+                              "INIT": "checkpoints/amms_x2.pt", "STOP": "50"},
+                         cwd=root, check=True).stdout
+    for flag in ("--patch-size 128 ", "--resume", "--init-from checkpoints/amms_x2.pt",
+                 "--stop-minutes 50", "--cpu-amp", "--channels-last", "--model-kwargs K"):
+        assert flag in out, (flag, out)
+    kwargs = subprocess.run(
+        ["bash", "-c", "source <(sed -n '/^KWARGS=/p' scripts/train_cpu.sh); echo $KWARGS"],
+        capture_output=True, text=True, cwd=root, check=True,
+        env={**os.environ, "PY": sys.executable}).stdout
+    assert json.loads(kwargs) == AMMSConfig.small_kwargs()
