@@ -40,7 +40,8 @@ def bicubic_upscaler(scale: int) -> Upscaler:
 def make_upscaler(model: str, scale: int, checkpoint: str | None = None,
                   device: str = "auto", tile: int | None = None) -> Upscaler:
     """The method to evaluate, as a function from LR to SR image; ``tile``: LR tiles of
-    that side with the default overlap (attention then sees one tile, not the image)."""
+    that side with the default overlap (attention then sees one tile, not the image);
+    ``upscaler.tiled(tile)`` gives the same network tiled."""
     if model == "bicubic":
         if checkpoint:
             raise AmmsError("--checkpoint makes no sense with --model bicubic")
@@ -54,7 +55,11 @@ def make_upscaler(model: str, scale: int, checkpoint: str | None = None,
         net, _ = load_model(checkpoint, model=model, scale=scale, device=resolve_device(device))
     else:  # the checkpoints/ folder, checked against its metadata
         net, _ = load_registered(model, scale, device=resolve_device(device))
-    return lambda lr: upscale(net, lr, tile=tile)
+    def run_net(lr, tile=tile):
+        return upscale(net, lr, tile=tile)
+
+    run_net.tiled = lambda t: (lambda lr: upscale(net, lr, tile=t))
+    return run_net
 
 
 def evaluate_set(upscale: Upscaler, dataset: str, scale: int) -> dict:
@@ -88,12 +93,15 @@ def run(model: str, datasets: list[str], scales: list[int],
     for d in datasets:
         if d != data.BUILTIN:
             data.set_dir(d)  # fail before any work if a set is missing
-    if tile is not None and model == "bicubic":
-        raise AmmsError("--tile makes no sense with --model bicubic")
+    if tile is not None and (model == "bicubic" or tile < 1):
+        raise AmmsError(f"--tile needs a network and a size of at least 1, got {model} "
+                        f"and {tile}")
+    if tile_sets and tile is None:
+        raise AmmsError("--tile-sets needs --tile N")
     results = []
     for s in scales:
         whole = make_upscaler(model, s, checkpoint, device)
-        tiled = make_upscaler(model, s, checkpoint, device, tile) if tile else whole
+        tiled = whole.tiled(tile) if tile else whole
         for d in datasets:
             t0 = time.perf_counter()
             use_tile = tile and (not tile_sets or data.canonical(d) in tile_sets)

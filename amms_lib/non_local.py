@@ -123,9 +123,9 @@ class NonLocalBlock(nn.Module):
         The 1x1 convolutions and the attention are a small share of AMMS's cost."""
         self._check(x)
         with torch.autocast(device_type=x.device.type, enabled=False):
-            # the weights' dtype: f32 for an f32 block under autocast (f64 stays f64;
-            # a block converted to bf16 on purpose runs in bf16)
-            xf = x.to(torch.promote_types(x.dtype, self.theta.weight.dtype))
+            # the weights' dtype: f32 for an f32 block under autocast (an f64 block runs
+            # in f64; a block converted to bf16 on purpose runs in bf16)
+            xf = x.to(self.theta.weight.dtype)
             return self._forward(xf).to(x.dtype)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:

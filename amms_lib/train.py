@@ -3,7 +3,8 @@
 L1 loss, Adam(0.9, 0.999, 1e-8), lr 1e-4 halved every 200 epochs of 1000 iterations,
 batches of 16 random 192x192 HR patches (``amms_lib.patches``). The ``fast`` recipe
 (linear warm-up, then cosine decay from a higher lr) is for short budgets. With
-``--max-minutes`` it is laid over the time budget, not over ``epochs x iters_per_epoch``:
+``--max-minutes`` it is laid over the time budget, not over ``epochs x iters_per_epoch``
+(which then no longer caps the run):
 the lr follows the fraction of the budget already spent, so a run reaches its peak after
 ``warmup`` of the budget and its floor (0) when the budget ends, whatever the machine's
 speed. The budget counts training time (validation excluded) across resumes; ``--stop-minutes`` ends one process earlier
@@ -87,7 +88,8 @@ class TrainConfig:
 
     def check(self) -> None:
         """One clear error for a setting that cannot train."""
-        positive = ("epochs", "iters_per_epoch", "batch_size", "patch_size", "scale")
+        positive = ("epochs", "iters_per_epoch", "batch_size", "patch_size", "scale",
+                    "lr_step_epochs")
         for name in positive:
             if getattr(self, name) < 1:
                 raise AmmsError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -100,6 +102,9 @@ class TrainConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise AmmsError(f"{name} must be 0 or more, got {value}")
+        if self.patch_size % self.scale:
+            raise AmmsError(f"patch_size {self.patch_size} must be a multiple of scale "
+                            f"{self.scale}")
         if self.warmup >= 1:
             raise AmmsError(f"warmup is a fraction of the run, below 1; got {self.warmup}")
         if self.recipe not in ("paper", "fast"):
@@ -144,8 +149,9 @@ def validate(net, cfg: TrainConfig) -> dict:
 
 
 def init_from(net: torch.nn.Module, cfg: TrainConfig) -> str:
-    """Load the tensors of ``cfg.init_from`` whose name and shape fit ``net`` (the x2 body
-    for a x3 or x4 network: everything but the upsampler); says what stayed new."""
+    """Load the tensors of ``cfg.init_from`` whose name and shape fit ``net``; says what
+    stayed new. From x2 to x3 that is all but the sub-pixel conv; to x4 (two x2 stages) the
+    x2 sub-pixel conv also fits, and starts the first stage."""
     ckpt = read_checkpoint(cfg.init_from)
     check_compatible(ckpt, cfg.init_from, cfg.model, None)
     if {**ckpt["model_kwargs"], "scale": 0} != {**cfg.model_kwargs, "scale": 0}:
@@ -242,7 +248,8 @@ def train(cfg: TrainConfig, stop_after: int | None = None) -> dict:
 
     hrs, lrs, _ = load_pairs(files, cfg.scale)
     dataset = PatchDataset(hrs, lrs, cfg.scale, cfg.patch_size, cfg.seed)
-    stop = cfg.total_steps if stop_after is None else min(cfg.total_steps, step + stop_after)
+    last_step = 2**62 if cfg.max_minutes else cfg.total_steps  # a budget ends by time alone
+    stop = last_step if stop_after is None else min(last_step, step + stop_after)
     if main_proc:
         sets = "+".join(cfg.train_sets) if files else "built-in skimage images"
         budget = (f"a {cfg.max_minutes:g}-minute budget ({spent / 60:.1f} spent)"
@@ -256,6 +263,9 @@ def train(cfg: TrainConfig, stop_after: int | None = None) -> dict:
     amp = cfg.amp and (device.type == "cuda" or cfg.cpu_amp)
 
     def save(metrics: dict) -> None:
+        if not all(torch.isfinite(p).all() for p in net.parameters()):
+            raise AmmsError(f"the weights became NaN or Inf by step {step}: training "
+                            f"diverged; {last} is from before it. Lower --lr")
         state = dict(name=cfg.model, scale=cfg.scale, model_kwargs=cfg.model_kwargs,
                      step=step, best_psnr=best, metrics=metrics, config=asdict(cfg),
                      optimizer=opt.state_dict(), seconds=spent, rng=torch.get_rng_state())
@@ -264,6 +274,13 @@ def train(cfg: TrainConfig, stop_after: int | None = None) -> dict:
             save_checkpoint(out / "best.pt", net, **state)
 
     metrics: dict = {}
+    if cfg.max_minutes and spent >= 60 * cfg.max_minutes:
+        if main_proc:
+            print(f"{last}: its {cfg.max_minutes:g}-minute budget is spent (step {step}); "
+                  "raise --max-minutes to train on", file=sys.stderr)
+        if world > 1:
+            dist.destroy_process_group()
+        return {"step": step, "best_psnr": best, "seconds": round(spent, 1)}
     bar = tqdm(total=None if cfg.max_minutes else stop - step, desc=f"{cfg.model} x{cfg.scale}",
                **({} if main_proc else {"disable": True}))  # TQDM_DISABLE=1 works too
     t0, seen, val_seconds = time.perf_counter(), 0, 0.0  # validation is not training time
@@ -282,11 +299,7 @@ def train(cfg: TrainConfig, stop_after: int | None = None) -> dict:
             lr_b = lr_b.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             loss = F.l1_loss(model(lr_b).float(), hr_b)
-        if not math.isfinite(loss_value := loss.item()):  # never save diverged weights
-            raise AmmsError(f"the loss became {loss_value} at step {step + 1}: training "
-                            f"diverged; {last} is from before it. Lower --lr, or drop "
-                            "--compile (with bf16 and channels-last on the CPU it gave NaN "
-                            "gradients in torch 2.13)")
+        loss_value = loss.item()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -295,13 +308,19 @@ def train(cfg: TrainConfig, stop_after: int | None = None) -> dict:
         bar.update()
         # every rank must agree on the time spent (it sets the lr) and on when to stop
         wall = time.perf_counter() - t0
-        now = torch.tensor([wall - val_seconds, wall], dtype=torch.float64,
+        bad = float(not math.isfinite(loss_value))
+        now = torch.tensor([wall - val_seconds, wall, bad], dtype=torch.float64,
                            device=device if world > 1 else "cpu")  # nccl: on GPU
         if world > 1:
             dist.all_reduce(now, op=dist.ReduceOp.MAX)
         trained, wall = float(now[0]), float(now[1])
+        if now[2]:  # every rank stops together; nothing diverged is ever saved
+            raise AmmsError(f"the loss became {loss_value} at step {step}: training "
+                            f"diverged; {last} is from before it. Lower --lr, or drop "
+                            "--compile (with bf16 and channels-last on the CPU it gave NaN "
+                            "gradients in torch 2.13)")
         spent = spent0 + trained
-        end = (step == cfg.total_steps
+        end = (step == last_step
                or (cfg.max_minutes and spent >= 60 * cfg.max_minutes)
                or (cfg.stop_minutes and wall >= 60 * cfg.stop_minutes))
         if main_proc and ((cfg.log_every and step % cfg.log_every == 0) or end):

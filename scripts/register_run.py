@@ -5,9 +5,10 @@
 
 Copies ``OUT/best.pt`` (weights only) to ``checkpoints/<model>_x<scale>.pt`` and records in
 ``checkpoints/metadata.json``: the command, commit, data, iterations, best Set5 PSNR, the
-validation curve ``[[training minutes, PSNR], ...]``, the training minutes (validation excluded),
-the torch threads, CPU-hours (hours of a 2-core machine: minutes / 60 * threads / 2) and, for a
-run started from another checkpoint, which one and how many minutes that one had trained.
+validation curve ``[[training minutes, PSNR], ...]``, the training minutes the registered
+checkpoint took (validation excluded), the device, and on a CPU the torch threads and CPU-hours
+(hours of a 2-core machine: minutes / 60 * threads / 2); for a run started from another
+checkpoint, which one and how many minutes that one had trained.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ def main() -> int:
     ap.add_argument("--command", required=True, help="the command that trained it")
     ap.add_argument("--data", default="T91+BSD200")
     ap.add_argument("--notes", default="")
+    ap.add_argument("--device", default="cpu", help="what trained it: cpu, or e.g. 'H100'")
     args = ap.parse_args()
     out = Path(args.out_dir)
     try:
@@ -37,12 +39,17 @@ def main() -> int:
     except (AmmsError, OSError, json.JSONDecodeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    minutes = log[-1]["seconds"] / 60
-    threads = cfg.get("threads") or 2
-    extra = {"curve": [[round(r["seconds"] / 60, 2), round(r["psnr"], 4)]
-                       for r in log if "psnr" in r],
-             "train_minutes": round(minutes, 1), "threads": threads,
-             "cpu_hours": round(minutes / 60 * threads / 2, 3), "device": "cpu"}
+    curve = [[round(r["seconds"] / 60, 2), round(r["psnr"], 4)]
+             for r in log if "psnr" in r and "seconds" in r]
+    if "seconds" not in best or not curve:
+        print(f"error: {out} has no training times (trained before they were logged); "
+              "register it with amms_lib.checkpoint.register", file=sys.stderr)
+        return 2
+    minutes = best["seconds"] / 60
+    extra = {"curve": curve, "train_minutes": round(minutes, 1), "device": args.device}
+    if args.device == "cpu":
+        threads = cfg.get("threads") or 2
+        extra.update(threads=threads, cpu_hours=round(minutes / 60 * threads / 2, 3))
     if cfg.get("init_from"):
         src = read_checkpoint(cfg["init_from"])
         meta = read_metadata().get(Path(cfg["init_from"]).name, {})

@@ -75,3 +75,26 @@ def test_missing_data_folder_is_one_line(tmp_path, monkeypatch, capsys):
     assert benchmark.main(["--datasets", "Set5"]) == 2
     err = capsys.readouterr().err.strip()
     assert "no such folder" in err and "\n" not in err
+
+
+def test_tiled_rows_are_marked_and_tiling_needs_a_network(use_data, tmp_path, capsys):
+    import torch
+
+    from amms_lib.checkpoint import save_checkpoint
+    from amms_lib.models import build_model
+
+    kw = dict(channels=8, n_amms=1, n_am=1, so_reduction=4)
+    torch.manual_seed(0)
+    net = build_model("amms", 4, **kw)
+    path = save_checkpoint(tmp_path / "n.pt", net, name="amms", scale=4, model_kwargs=kw)
+    out = tmp_path / "r.json"
+    assert benchmark.main(["--model", "amms", "--checkpoint", str(path), "--datasets", "Set5",
+                           "Set14", "--scales", "4", "--tile", "24", "--tile-sets", "Set14",
+                           "--json", str(out)]) == 0
+    rows = {r["dataset"]: r for r in json.loads(out.read_text())["results"]}
+    assert "tile" not in rows["Set5"] and rows["Set14"]["tile"] == 24
+    for argv in (["--tile", "16"], ["--model", "amms", "--checkpoint", str(path), "--tile", "0"],
+                 ["--model", "amms", "--checkpoint", str(path), "--tile-sets", "Set5"]):
+        assert benchmark.main(["--datasets", "Set5", "--scales", "4", *argv]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error:") and "--tile" in err and "\n" not in err
