@@ -64,7 +64,7 @@ def test_resume_refuses_other_options_and_corrupt_checkpoints(use_data, tmp_path
     with pytest.raises(AmmsError, match="model options"):
         train(replace(cfg, resume=True, model_kwargs={**TINY, "channels": 4}))
     with pytest.raises(AmmsError, match="not x3"):
-        train(replace(cfg, resume=True, scale=3))
+        train(replace(cfg, resume=True, scale=3, patch_size=18))
     last = tmp_path / "run" / "last.pt"
     last.write_bytes(last.read_bytes()[:100])
     with pytest.raises(AmmsError, match="corrupt"):
