@@ -38,10 +38,9 @@ def bicubic_upscaler(scale: int) -> Upscaler:
 
 
 def make_upscaler(model: str, scale: int, checkpoint: str | None = None,
-                  device: str = "auto", tile: int | None = None) -> Upscaler:
-    """The method to evaluate, as a function from LR to SR image; ``tile``: LR tiles of
-    that side with the default overlap (attention then sees one tile, not the image);
-    ``upscaler.tiled(tile)`` gives the same network tiled."""
+                  device: str = "auto") -> Upscaler:
+    """The method to evaluate, as a function from LR to SR image. A network's also takes
+    ``tile=N``: LR tiles of that side, default overlap (attention then sees one tile)."""
     if model == "bicubic":
         if checkpoint:
             raise AmmsError("--checkpoint makes no sense with --model bicubic")
@@ -55,11 +54,7 @@ def make_upscaler(model: str, scale: int, checkpoint: str | None = None,
         net, _ = load_model(checkpoint, model=model, scale=scale, device=resolve_device(device))
     else:  # the checkpoints/ folder, checked against its metadata
         net, _ = load_registered(model, scale, device=resolve_device(device))
-    def run_net(lr, tile=tile):
-        return upscale(net, lr, tile=tile)
-
-    run_net.tiled = lambda t: (lambda lr: upscale(net, lr, tile=t))
-    return run_net
+    return lambda lr, tile=None: upscale(net, lr, tile=tile)
 
 
 def evaluate_set(upscale: Upscaler, dataset: str, scale: int) -> dict:
@@ -100,13 +95,12 @@ def run(model: str, datasets: list[str], scales: list[int],
         raise AmmsError("--tile-sets needs --tile N")
     results = []
     for s in scales:
-        whole = make_upscaler(model, s, checkpoint, device)
-        tiled = whole.tiled(tile) if tile else whole
+        upscale = make_upscaler(model, s, checkpoint, device)
         for d in datasets:
             t0 = time.perf_counter()
             use_tile = tile and (not tile_sets or data.canonical(d) in tile_sets)
-            res = {"model": model, **evaluate_set(tiled if use_tile else whole,
-                                                  data.canonical(d), s)}
+            fn = (lambda lr: upscale(lr, tile=tile)) if use_tile else upscale
+            res = {"model": model, **evaluate_set(fn, data.canonical(d), s)}
             if use_tile:
                 res["tile"] = tile
             res["seconds"] = round(time.perf_counter() - t0, 2)

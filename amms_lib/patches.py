@@ -1,13 +1,15 @@
 """Training patches: random HR crops with their bicubic LR, reproducible from a seed.
 
 Paper section 4.2: batches of random 192x192 HR patches from T91 + BSD200, with random
-flips and 90-degree rotations; LR made by MATLAB-style bicubic. Every image is used:
-one smaller than the patch (51 of T91's 91 images at 192 px) is first extended to the
-patch size by mirror reflection of its HR (``np.pad(mode="symmetric")``, the border
-MATLAB's imresize itself assumes) and its LR is remade from the extended HR, so LR and
-HR stay exactly consistent. Otherwise the LR of every whole training image is made once (``amms_lib.resize``, clamp borders like the benchmark
+flips and 90-degree rotations; LR made by MATLAB-style bicubic. The LR of every whole
+training image is made once (``amms_lib.resize``, clamp borders like the benchmark
 files) and cached on disk under a key of the file list, the scale and the resize
 version; a patch is then an aligned crop of LR and HR, so making LR never slows a GPU.
+
+Every image is used: one smaller than the patch (51 of T91's 91 images at 192 px) is
+extended to the patch size by mirror reflection of its HR (``np.pad(mode="symmetric")``,
+the border MATLAB's imresize itself assumes) and its LR is remade from the extended HR,
+so LR and HR stay exactly consistent.
 
 Sample ``i`` depends only on (seed, i): any worker, any number of processes and any
 resumed run draw the same patch for the same index, which makes resuming exact.
@@ -90,11 +92,11 @@ class PatchDataset(Dataset):
         self.hrs, self.lrs, self.padded = [], [], 0
         for hr, lr in zip(hrs, lrs):
             if min(hr.shape[:2]) < patch_size:  # too small for one patch: mirror-extend
-                hr, lr = pad_to(hr, patch_size, scale), None
+                hr = pad_to(hr, patch_size)
+                lr = imresize(hr, 1 / scale, border="clamp")
                 self.padded += 1
             self.hrs.append(hr)
-            self.lrs.append(lr if lr is not None
-                            else imresize(hr, 1 / scale, border="clamp"))
+            self.lrs.append(lr)
         self.scale, self.patch, self.seed, self.augment = scale, patch_size, seed, augment
 
     def describe(self) -> str:
@@ -122,9 +124,10 @@ class PatchDataset(Dataset):
         return to_t(lr_p).float().div(255), to_t(hr_p).float().div(255)
 
 
-def pad_to(hr: np.ndarray, size: int, scale: int) -> np.ndarray:
-    """Extend (H, W, 3) uint8 by symmetric reflection to at least ``size`` per side,
-    staying a multiple of ``scale``; an image is reflected again if one copy is not enough."""
+def pad_to(hr: np.ndarray, size: int) -> np.ndarray:
+    """Extend (H, W, 3) uint8 by symmetric reflection to at least ``size`` per side (a
+    side that was a multiple of the scale stays one, since ``size`` is); an image is
+    reflected again if one copy is not enough."""
     h, w = hr.shape[:2]
     ph, pw = max(0, size - h), max(0, size - w)
     return np.pad(hr, ((0, ph), (0, pw), (0, 0)), mode="symmetric")  # (size, size, 3) at least

@@ -4,10 +4,10 @@ L1 loss, Adam(0.9, 0.999, 1e-8), lr 1e-4 halved every 200 epochs of 1000 iterati
 batches of 16 random 192x192 HR patches (``amms_lib.patches``). The ``fast`` recipe
 (linear warm-up, then cosine decay from a higher lr) is for short budgets. With
 ``--max-minutes`` it is laid over the time budget, not over ``epochs x iters_per_epoch``
-(which then no longer caps the run):
-the lr follows the fraction of the budget already spent, so a run reaches its peak after
-``warmup`` of the budget and its floor (0) when the budget ends, whatever the machine's
-speed. The budget counts training time (validation excluded) across resumes; ``--stop-minutes`` ends one process earlier
+(which then no longer caps the run): the lr follows the fraction of the budget already
+spent, so a run reaches its peak after ``warmup`` of the budget and its floor (0) when
+the budget ends, whatever the machine's speed. The budget counts training time
+(validation excluded) across resumes; ``--stop-minutes`` ends one process earlier
 (saved, resumable) without changing the schedule, for runs spread over several sessions.
 
     python -m amms_lib.train --model amms --scale 2 --out-dir runs/train/x2

@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+from amms_lib.models import build_model
+from amms_lib.profile import count_parameters
 from amms_lib.runtime import atomic_write, repo_root
 from amms_lib.train import read_metrics
 
@@ -36,12 +39,11 @@ def run(name: str, args) -> dict:
            "--workers", "0", "--cpu-amp", "--channels-last", "--no-resume",
            "--out-dir", str(out)]
     print(" ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True, env={"TQDM_DISABLE": "1", **__import__("os").environ})
+    subprocess.run(cmd, check=True, env={"TQDM_DISABLE": "1", **os.environ})
     log = read_metrics(out)
     curve = [(r["seconds"] / 60, r["psnr"]) for r in log if "psnr" in r]
     rates = [r["it_s"] for r in log if "it_s" in r]
-    from amms_lib.models import build_model
-    params = sum(p.numel() for p in build_model("amms", args.scale, **CONFIGS[name]).parameters())
+    params = count_parameters(build_model("amms", args.scale, **CONFIGS[name]))
     return {"name": name, "config": CONFIGS[name], "params": params, "it_s": rates[-1],
             "steps": log[-1]["step"], "curve": curve, "final_psnr": curve[-1][1]}
 
