@@ -9,8 +9,7 @@ and read with ``weights_only=True``, so loading one runs no code from it.
 from __future__ import annotations
 
 import datetime as dt
-import pickle
-import zipfile
+import warnings
 from pathlib import Path
 
 import torch
@@ -39,20 +38,42 @@ def save_checkpoint(path, model: nn.Module, *, name: str, scale: int,
 
 
 def read_checkpoint(path) -> dict:
-    """Load a checkpoint's dictionary; one clear error for a missing or bad file."""
+    """Load a checkpoint's dictionary and check its fields' types; one clear error for a
+    missing, corrupt or hand-made bad file (garbage makes torch's unpickler raise
+    almost anything: IndexError, KeyError, ...)."""
     path = Path(path)
     if not path.is_file():
         raise AmmsError(f"{path}: no such checkpoint file")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile,
-            ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise AmmsError(f"{path}: corrupt or not an AMMS-SR checkpoint ({first[:120]})") \
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 103" on garbage
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001  any failure here means a bad file
+        why = type(exc).__name__ + (f": {str(exc).strip().splitlines()[0][:120]}"
+                                    if str(exc).strip() else "")
+        raise AmmsError(f"{path}: corrupt or not an AMMS-SR checkpoint ({why}); "
+                        "pass a .pt file written by amms_lib (train or save_checkpoint)") \
             from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise AmmsError(f"{path}: not an AMMS-SR checkpoint (no '{FORMAT}' marker)")
+    if problem := _bad_field(ckpt):
+        raise AmmsError(f"{path}: damaged AMMS-SR checkpoint: {problem}; re-save it with "
+                        "amms_lib.checkpoint.save_checkpoint")
     return ckpt
+
+
+def _bad_field(ckpt: dict) -> str | None:
+    """What is wrong with the fields every checkpoint needs, or None."""
+    for key, kind, what in (("model", str, "a name"), ("scale", int, "an integer"),
+                            ("model_kwargs", dict, "a dict"), ("state_dict", dict, "a dict")):
+        if key not in ckpt:
+            return f"no '{key}' field"
+        if not isinstance(ckpt[key], kind) or isinstance(ckpt[key], bool):
+            return f"'{key}' is {type(ckpt[key]).__name__} {ckpt[key]!r:.40}, not {what}"
+    if not all(isinstance(k, str) for k in ckpt["model_kwargs"]):
+        return "'model_kwargs' has keys that are not names"
+    odd = [k for k, v in ckpt["state_dict"].items() if not torch.is_tensor(v)]
+    return f"'state_dict' holds non-tensors ({', '.join(map(str, odd[:3]))})" if odd else None
 
 
 def check_compatible(ckpt: dict, path, model: str | None = None,
@@ -66,12 +87,19 @@ def check_compatible(ckpt: dict, path, model: str | None = None,
 
 
 def load_weights(net: nn.Module, state_dict: dict, path) -> None:
-    """``load_state_dict`` with a one-line error when the shapes do not fit."""
+    """``load_state_dict`` with a one-line error when the shapes or dtypes do not fit
+    (``load_state_dict`` would quietly cast int64 weights into float parameters)."""
     bad = [k for k, v in state_dict.items() if v.is_floating_point()
            and not torch.isfinite(v).all()]
     if bad:
         raise AmmsError(f"{path}: NaN or Inf in the weights ({', '.join(bad[:3])}); "
                         "the training run diverged: use an earlier checkpoint")
+    own = net.state_dict()
+    cast = [f"{k} is {v.dtype}" for k, v in state_dict.items()
+            if k in own and own[k].is_floating_point() and not v.is_floating_point()]
+    if cast:
+        raise AmmsError(f"{path}: weights are not floating point ({', '.join(cast[:2])}); "
+                        "re-save them as float with save_checkpoint")
     try:
         net.load_state_dict(state_dict)
     except RuntimeError as exc:
@@ -85,7 +113,13 @@ def load_model(path, model: str | None = None, scale: int | None = None,
     """Rebuild the network a checkpoint was trained as and load its weights (eval mode)."""
     ckpt = read_checkpoint(path)
     check_compatible(ckpt, path, model, scale)
-    net = build_model(ckpt["model"], ckpt["scale"], **ckpt["model_kwargs"])
+    try:
+        net = build_model(ckpt["model"], ckpt["scale"], **ckpt["model_kwargs"])
+    except AmmsError as exc:
+        raise AmmsError(f"{path}: {exc}") from None
+    except (TypeError, ValueError, RuntimeError) as exc:  # e.g. a negative channel count
+        raise AmmsError(f"{path}: model_kwargs {ckpt['model_kwargs']} do not build a "
+                        f"'{ckpt['model']}' ({str(exc).splitlines()[0][:120]})") from None
     load_weights(net, ckpt["state_dict"], path)
     return net.to(device).eval(), ckpt
 

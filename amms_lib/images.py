@@ -7,6 +7,7 @@ their grey values, not on Y of a fake RGB image.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,9 @@ GREY_MODES = {"L", "1", "LA"}
 def read_image(path: str | os.PathLike, keep_alpha: bool = False) -> np.ndarray:
     """Load an image file as uint8 (H, W) grey or (H, W, 3) RGB (RGBA with keep_alpha).
 
-    Raises AmmsError for a missing, empty, truncated, non-image or 16-bit file.
+    Raises AmmsError for a missing, empty, truncated, non-image or 16-bit file, and for
+    one whose header claims more pixels than Pillow allows (a decompression bomb); warns
+    when the file holds several frames (animation, pages), as only the first is read.
     """
     path = Path(path)
     if not path.is_file():
@@ -36,6 +39,9 @@ def read_image(path: str | os.PathLike, keep_alpha: bool = False) -> np.ndarray:
                     f"{path}: {deep if isinstance(deep, str) else im.mode} images "
                     "(16-bit or float) are not supported; convert to 8-bit first"
                 )
+            if getattr(im, "n_frames", 1) > 1:
+                warnings.warn(f"{path}: holds {im.n_frames} frames (animation or pages); "
+                              "only the first frame is used", stacklevel=2)
             im.load()  # decode now, so a truncated file fails here
             im = ImageOps.exif_transpose(im)  # phone photos: honour the EXIF orientation
             if im.mode in GREY_MODES:
@@ -47,9 +53,12 @@ def read_image(path: str | os.PathLike, keep_alpha: bool = False) -> np.ndarray:
             return np.asarray(im).copy()
     except AmmsError:
         raise
+    except Image.DecompressionBombError as exc:
+        raise AmmsError(f"{path}: refused, over Pillow's pixel limit ({exc}); if the "
+                        "image is genuine, cut it into smaller images first") from None
     except UnidentifiedImageError:
         raise AmmsError(f"{path}: not an image file PIL can read") from None
-    except (OSError, SyntaxError, ValueError) as exc:
+    except (OSError, EOFError, SyntaxError, ValueError) as exc:
         raise AmmsError(f"{path}: unreadable or truncated image ({exc})") from None
 
 

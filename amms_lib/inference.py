@@ -16,7 +16,8 @@ their ``forward_chop``):
 - **Memory estimate**: activations of the largest tile (the largest layer output,
   measured on a small probe, times ``LIVE``), plus the N x N matrices of naive
   attention and the SR canvas. ``upscale`` refuses an input over ``max_bytes``
-  with an error that suggests a ``--tile``.
+  with an error that suggests a ``--tile``. The bicubic path (``amms_lib.resize``)
+  has its own per-pixel estimate, ``estimate_bicubic_memory``.
 """
 from __future__ import annotations
 
@@ -144,6 +145,31 @@ def check_memory(net: nn.Module, h: int, w: int, max_bytes: float,
     fit = suggest_tile(net, h, w, max_bytes, overlap)
     hint = (f"use --tile {fit}" if fit else
             "no --tile fits it: free memory or raise --max-memory")
+    _refuse(need, max_bytes, h, w, how, hint)
+
+
+def estimate_bicubic_memory(h: int, w: int, channels: int, scale: int) -> int:
+    """Rough peak bytes of ``imresize`` on a uint8 (h, w, channels) image by ``scale``.
+
+    Per output value: the float64 output and its gathered input rows (2 x 8 B), the
+    float64 image after the first pass (8 / scale B) and two uint8 copies. Measured
+    (peak RSS of ``upscale --model bicubic``'s read-resize-write, one thread):
+    19.9-20.1 B per output value at x2 (1500x1500 RGB, 2000x2000 grey), 18.9 at x3
+    (800x800 RGB), 18.0 at x4 (1200x1200 RGB); this formula gives 22, 20.7, 20.
+    """
+    return int((8 * (2 + 1 / scale) + 2) * channels * scale * h * scale * w)
+
+
+def check_bicubic_memory(h: int, w: int, channels: int, scale: int,
+                         max_bytes: float) -> None:
+    """AmmsError when the bicubic estimate exceeds ``max_bytes`` (it cannot be tiled)."""
+    need = estimate_bicubic_memory(h, w, channels, scale)
+    if need > max_bytes:
+        _refuse(need, max_bytes, h, w, f"through bicubic x{scale}",
+                "free memory, raise --max-memory or cut the image into parts")
+
+
+def _refuse(need: float, max_bytes: float, h: int, w: int, how: str, hint: str) -> None:
     raise AmmsError(f"{w}x{h} input needs about {need / GB:.1f} GB {how}, over the "
                     f"{max_bytes / GB:.1f} GB memory budget; {hint}")
 

@@ -8,21 +8,27 @@
   recursive). Grey stays grey; an alpha channel is upscaled with MATLAB bicubic
   (``amms_lib.resize``) beside the network's colour and kept. 16-bit and float
   images are refused with a message (convert them to 8-bit first).
-- Outputs go to the folder OUT (created), written atomically (temp file + rename);
-  an output that would replace an input, or another output of the same run, is
-  refused. ``--format same`` keeps each input's format.
+- Outputs go to the folder OUT (created, and checked writable before any work),
+  written atomically (temp file + rename); temp files a killed run left there are
+  removed. An output that would replace an input, or another output of the same run,
+  is refused. ``--format same`` keeps each input's format. Only the first frame of an
+  animated file is used (a ``warning:`` line says so).
 - Memory: each image's peak is estimated first (``amms_lib.inference``); one over
   ``--max-memory`` (default: 80% of available RAM, 90% of free GPU memory) fails
-  with the ``--tile`` that fits.
+  with the ``--tile`` that fits (bicubic runs on the CPU and cannot be tiled).
 - Exit status: 0 all written; 1 some inputs failed (one ``failed: FILE: why`` line
   each, the others still processed); 2 a setup error (``error: why``), e.g. a
-  checkpoint for another scale, NaN weights, an output folder that cannot be made.
+  checkpoint for another scale, NaN weights, an output folder that cannot be made
+  or written; 130 interrupted (Ctrl-C), after a summary of what was written.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
+import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -32,12 +38,15 @@ from tqdm.auto import tqdm
 from amms_lib.data import IMAGE_SUFFIXES
 from amms_lib.errors import AmmsError
 from amms_lib.images import read_image, write_image
-from amms_lib.inference import OVERLAP, available_memory, check_size, upscale
+from amms_lib.inference import (GB, OVERLAP, available_memory, check_bicubic_memory,
+                                check_size, upscale)
 from amms_lib.resize import imresize
 from amms_lib.runtime import resolve_device
 
 FORMATS = ("png", "same", "jpg", "bmp", "tif")
 NO_ALPHA = (".jpg", ".jpeg")  # fail before the work (BMP fails at writing LA)
+# runtime.atomic_write's temp of one of our outputs: ".<stem>_x<s>.<ext>." + mkstemp's 8
+TEMP = re.compile(r"\..+_x[234]\.[a-z]+\.[a-z0-9_]{8}")
 
 
 def collect(inputs: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
@@ -65,13 +74,19 @@ def out_path(src: Path, out_dir: Path, scale: int, fmt: str) -> Path:
 
 def make_upscaler(args, device: torch.device):
     """uint8 (H, W[, 3]) -> uint8 SR image; setup errors raise AmmsError."""
-    if args.checkpoint is None:
-        return lambda img: imresize(img, args.scale)
+    if args.checkpoint is None:  # NumPy in, so imresize runs on the CPU
+        budget = available_memory("cpu") if args.max_memory is None else args.max_memory * GB
+
+        def bicubic(img):
+            check_bicubic_memory(*img.shape[:2], img.shape[2] if img.ndim == 3 else 1,
+                                 args.scale, budget)
+            return imresize(img, args.scale)
+        return bicubic
     from amms_lib.checkpoint import load_model
 
     net, _ = load_model(args.checkpoint, scale=args.scale, device=device)
     budget = (available_memory(device) if args.max_memory is None
-              else args.max_memory * 1e9)
+              else args.max_memory * GB)
     return lambda img: upscale(net, img, tile=args.tile, overlap=args.overlap,
                                ensemble=args.ensemble, max_bytes=budget)
 
@@ -97,29 +112,67 @@ def upscale_file(src: Path, dst: Path, fn, scale: int) -> None:
         raise AmmsError(f"cannot write {dst}: {exc}") from None
 
 
-def report(name: str, why: str) -> None:
-    """One line per failure, printed as it happens (above the progress bar)."""
+def report(name: str, why: str, kind: str = "failed") -> None:
+    """One line per failure or warning, printed as it happens (above the progress bar)."""
     why = why.removeprefix(f"{name}: ")  # read_image already names the file
-    tqdm.write(f"failed: {name}: {why}", file=sys.stderr)
+    tqdm.write(f"{kind}: {name}: {why}", file=sys.stderr)
+
+
+def prepare_output(out_dir: Path) -> None:
+    """Make OUT, prove it writable before any work, remove temps a killed run left."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise AmmsError(f"cannot create the output folder {out_dir}: "
+                        f"{exc.strerror or exc}") from None
+    try:  # a probe file, as os.access says yes to root on a read-only disk
+        fd, probe = tempfile.mkstemp(prefix=".amms-probe.", dir=out_dir)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise AmmsError(f"cannot write to the output folder {out_dir}: "
+                        f"{exc.strerror or exc}; fix its permissions or choose another -o") \
+            from None
+    stale = [p for p in out_dir.iterdir() if TEMP.fullmatch(p.name) and p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    if stale:
+        print(f"removed {len(stale)} temporary file(s) an interrupted run left in {out_dir}",
+              file=sys.stderr)
 
 
 def run(args) -> int:
     device = resolve_device(args.device)
     fn = make_upscaler(args, device)
     out_dir = Path(args.output)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise AmmsError(f"cannot create the output folder {out_dir}: "
-                        f"{exc.strerror or exc}") from None
+    prepare_output(out_dir)
     files, bad = collect(args.inputs)
     for name, why in bad:
         report(name, why)
     inputs = {p.resolve() for p in files}
     written: dict[Path, Path] = {}  # output -> its input
     quiet = os.environ.get("TQDM_DISABLE", "0") not in ("", "0")  # else: off if no TTY
-    for src in tqdm(files, desc=f"x{args.scale}", unit="img", disable=quiet or None):
-        dst = out_path(src, out_dir, args.scale, args.format)
+    n_failed = len(bad)
+    try:
+        for src in tqdm(files, desc=f"x{args.scale}", unit="img", disable=quiet or None):
+            dst = out_path(src, out_dir, args.scale, args.format)
+            n_failed += not process(src, dst, fn, args.scale, inputs, written)
+    except KeyboardInterrupt:  # the temp file of the image in hand is already removed
+        left = len(bad) + len(files) - len(written) - n_failed
+        print(f"interrupted: {len(written)} written to {out_dir}, {n_failed} failed, "
+              f"{left} not done", file=sys.stderr)
+        return 130
+    print(f"{len(written)} written to {out_dir}, {n_failed} failed", file=sys.stderr)
+    return 1 if n_failed else 0
+
+
+def process(src: Path, dst: Path, fn, scale: int, inputs: set, written: dict) -> bool:
+    """One input: written (True, recorded in ``written``) or one ``failed:`` line; warnings
+    (e.g. only an animation's first frame) become one ``warning:`` line each."""
+    with warnings.catch_warnings():  # restores the filters and showwarning
+        warnings.simplefilter("always")
+        warnings.showwarning = lambda msg, *_, **__: report(
+            str(src), (str(msg).strip() or type(msg).__name__).splitlines()[0], "warning")
         try:
             if dst.resolve() in inputs:
                 raise AmmsError(f"output {dst} would overwrite an input; "
@@ -127,16 +180,19 @@ def run(args) -> int:
             if dst.resolve() in written:
                 raise AmmsError(f"output {dst} would overwrite the output of "
                                 f"{written[dst.resolve()]}")
-            upscale_file(src, dst, fn, args.scale)
+            upscale_file(src, dst, fn, scale)
             written[dst.resolve()] = src
+            return True
         except AmmsError as exc:
             report(str(src), str(exc))
         except (RuntimeError, MemoryError) as exc:  # out of memory, device errors
             msg = (str(exc).strip() or type(exc).__name__).splitlines()[0]
             report(str(src), f"{msg[:200]}; try --tile 128")
-    n_failed = len(bad) + len(files) - len(written)
-    print(f"{len(written)} written to {out_dir}, {n_failed} failed", file=sys.stderr)
-    return 1 if n_failed else 0
+        except Exception as exc:  # a bug or an unforeseen file: say so, go on
+            msg = (str(exc).strip() or "no message").splitlines()[0]
+            report(str(src), f"unexpected {type(exc).__name__}: {msg[:200]}; "
+                             "please report it")
+    return False
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -173,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     except AmmsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # before the first image (the loop reports its own)
+        print("interrupted: nothing written", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

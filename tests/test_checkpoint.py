@@ -123,3 +123,44 @@ def test_registered_checkpoints_are_found_and_checked(ckpt, tmp_path):
     shipped.write_bytes(shipped.read_bytes() + b"x")  # changed after registration
     with pytest.raises(AmmsError, match="sha256"):
         load_registered("amms", 2, folder=folder)
+
+
+def test_garbage_with_any_first_byte_is_one_clear_error(tmp_path):
+    """torch's unpickler raises IndexError, KeyError, ... on garbage: all become AmmsError."""
+    path = tmp_path / "garbage.pt"
+    for b in range(256):
+        path.write_bytes(bytes([b]) + b"hello, I am a text file\nnot a checkpoint\n")
+        with pytest.raises(AmmsError, match="corrupt or not an AMMS-SR checkpoint"):
+            read_checkpoint(path)
+
+
+@pytest.mark.parametrize("change, match", [
+    (lambda c: c.pop("scale"), "no 'scale' field"),
+    (lambda c: c.pop("state_dict"), "no 'state_dict' field"),
+    (lambda c: c.update(model_kwargs="n1=4"), "'model_kwargs' is str 'n1=4', not a dict"),
+    (lambda c: c.update(model=["srcnn"]), "'model' is list"),
+    (lambda c: c.update(scale="2"), "'scale' is str '2', not an integer"),
+    (lambda c: c.update(state_dict={"body.0.weight": 1}), "holds non-tensors"),
+    (lambda c: c.update(model_kwargs={1: 4}), "keys that are not names"),
+    (lambda c: c.update(model_kwargs={"n1": -1}), "do not build a 'srcnn'"),
+    (lambda c: c.update(state_dict={k: v.long() for k, v in c["state_dict"].items()}),
+     "not floating point"),  # load_state_dict would cast them quietly
+])
+def test_hand_made_bad_checkpoints(tmp_path, change, match):
+    net = build_model("srcnn", 2, n1=4, n2=4)
+    ckpt = torch.load(save_checkpoint(tmp_path / "ok.pt", net, name="srcnn", scale=2,
+                                      model_kwargs=dict(n1=4, n2=4)), weights_only=True)
+    change(ckpt)
+    torch.save(ckpt, tmp_path / "bad.pt")
+    with pytest.raises(AmmsError, match=match):
+        load_model(tmp_path / "bad.pt")
+
+
+def test_benchmark_with_a_text_file_as_checkpoint(use_data, tmp_path, capsys):
+    text = tmp_path / "notes.pt"
+    text.write_text("these are my notes, not weights\n")
+    assert benchmark.main(["--model", "srcnn", "--checkpoint", str(text),
+                           "--datasets", "Set5", "--scales", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "corrupt or not an AMMS-SR checkpoint" in err
+    assert len(err.strip().splitlines()) == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from PIL import Image
 from amms_lib.checkpoint import save_checkpoint
 from amms_lib.data import load_pair
 from amms_lib.errors import AmmsError
-from amms_lib.images import read_image
+from amms_lib.images import read_image, write_image
 from amms_lib.inference import estimate_memory, spans, upscale
 from amms_lib.metrics import psnr
 from amms_lib.models import build_model
@@ -296,3 +297,156 @@ def test_two_inputs_with_one_output_name(tmp_path, capsys):
     assert rc == 1 and f"failed: {b}: output" in err and f"output of {a}" in err
     with Image.open(tmp_path / "o" / "a_x2.png") as im:
         np.testing.assert_array_equal(np.asarray(im), imresize(read_image(a), 2))
+
+
+# --- nothing wrong is ever silent (issue 12) -------------------------------------
+
+
+def png_bomb(path, w: int = 20000, h: int = 20000):
+    """A ~100-byte PNG whose header claims w x h grey pixels (over Pillow's limit)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data)))
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)  # 8-bit grey
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+                     + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+    return path
+
+
+def test_decompression_bomb_is_one_failed_line_and_the_rest_go_on(tmp_path, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    bomb = png_bomb(src / "a_bomb.png")
+    save(src / "b_good.png", rand_img(8, 8))
+    with pytest.raises(AmmsError, match="pixel limit"):
+        read_image(bomb)
+    rc, err = cli(capsys, src, "--scale", 2, "--model", "bicubic", "-o", tmp_path / "out")
+    assert rc == 1 and f"failed: {bomb}: refused, over Pillow's pixel limit" in err
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["b_good_x2.png"]
+
+
+def test_an_unforeseen_error_fails_one_file_not_the_batch(tmp_path, capsys, monkeypatch):
+    import amms_lib.upscale as up
+
+    a, b = save(tmp_path / "a.png", rand_img(8, 8)), save(tmp_path / "b.png", rand_img(8, 8))
+    monkeypatch.setattr(up, "read_image", lambda p, **k: 1 / 0 if p == a else read_image(p, **k))
+    rc, err = cli(capsys, a, b, "--scale", 2, "--model", "bicubic", "-o", tmp_path / "out")
+    assert rc == 1 and f"failed: {a}: unexpected ZeroDivisionError: division by zero" in err
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["b_x2.png"]
+
+
+def test_bicubic_memory_is_estimated_and_refused(tmp_path, capsys):
+    from amms_lib.inference import estimate_bicubic_memory
+
+    # measured: a 6000x6000 RGB image took 8.9 GB through bicubic x2
+    assert 8.9e9 <= estimate_bicubic_memory(6000, 6000, 3, 2) < 11e9
+    assert estimate_bicubic_memory(100, 100, 1, 4) < estimate_bicubic_memory(100, 100, 3, 4)
+    img = save(tmp_path / "a.png", rand_img(100, 80))  # ~2 MB by the estimate
+    rc, err = cli(capsys, img, "--scale", 2, "--model", "bicubic", "--max-memory",
+                  "0.001", "-o", tmp_path / "out")
+    assert rc == 1 and f"failed: {img}: 80x100 input needs about" in err
+    assert "through bicubic x2, over the 0.0 GB memory budget" in err
+    rc, err = cli(capsys, img, "--scale", 2, "--model", "bicubic", "--max-memory",
+                  "0.01", "-o", tmp_path / "out")
+    assert rc == 0, err
+
+
+def test_text_file_as_checkpoint_is_one_line(tmp_path):
+    img = save(tmp_path / "a.png", rand_img(8, 8))
+    text = tmp_path / "notes.pt"
+    text.write_text("these are my notes, not weights\n")
+    env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
+    res = subprocess.run([sys.executable, "-m", "amms_lib.upscale", str(img), "--scale",
+                          "2", "--checkpoint", str(text), "-o", str(tmp_path / "out")],
+                         capture_output=True, text=True, env=env)
+    assert res.returncode == 2 and res.stderr.startswith("error: "), res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and "corrupt" in res.stderr
+
+
+def test_unwritable_output_folder_fails_before_any_work(tmp_path, capsys, monkeypatch):
+    import tempfile
+
+    import amms_lib.upscale as up
+
+    out = tmp_path / "out"
+    out.mkdir()
+    img = save(tmp_path / "a.png", rand_img(8, 8))
+    real_mkstemp, reads = tempfile.mkstemp, []
+
+    def read_only(*args, dir=None, **kw):  # root ignores chmod, so deny it here
+        if dir is not None and Path(dir) == out:
+            raise PermissionError(13, "Permission denied")
+        return real_mkstemp(*args, dir=dir, **kw)
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    monkeypatch.setattr(up, "read_image",
+                        lambda *a, **k: reads.append(a) or read_image(*a, **k))
+    rc, err = cli(capsys, img, img, "--scale", 2, "--model", "bicubic", "-o", out)
+    assert rc == 2 and reads == []
+    assert err == f"error: cannot write to the output folder {out}: Permission denied; " \
+                  "fix its permissions or choose another -o\n"
+
+
+def test_ctrl_c_prints_what_was_written_and_exits_130(tmp_path, capsys, monkeypatch):
+    import amms_lib.upscale as up
+    from amms_lib.runtime import atomic_write
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in "abc":
+        save(src / f"{name}.png", rand_img(8, 8))
+    calls = []
+
+    def half_then_ctrl_c(f):
+        f.write(b"half")
+        raise KeyboardInterrupt
+
+    def write_then_ctrl_c(path, img):
+        calls.append(path)
+        if len(calls) == 2:  # Ctrl-C half way through writing the second output
+            atomic_write(path, half_then_ctrl_c)
+        return write_image(path, img)
+
+    monkeypatch.setattr(up, "write_image", write_then_ctrl_c)
+    try:
+        rc, err = cli(capsys, src, "--scale", 2, "--model", "bicubic", "-o", tmp_path / "o")
+    except KeyboardInterrupt:
+        pytest.fail("KeyboardInterrupt escaped the command line (a traceback)")
+    assert rc == 130
+    assert err.strip().splitlines()[-1] == (
+        f"interrupted: 1 written to {tmp_path / 'o'}, 0 failed, 2 not done")
+    assert [p.name for p in (tmp_path / "o").iterdir()] == ["a_x2.png"]  # no temp left
+
+
+def test_temp_files_of_a_killed_run_are_removed(tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    ours = [out / ".a_x2.png.k3_9zq0a", out / ".photo_x4.jpg.abcdefgh"]
+    theirs = [out / ".a_x2.png.short", out / ".hidden", out / "notes.txt",
+              out / ".a.png.abcdefgh"]
+    for p in ours + theirs:
+        p.write_bytes(b"half")
+    img = save(tmp_path / "a.png", rand_img(8, 8))
+    rc, err = cli(capsys, img, "--scale", 2, "--model", "bicubic", "-o", out)
+    assert rc == 0 and "removed 2 temporary file(s)" in err
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [p.name for p in theirs] + ["a_x2.png"])
+
+
+def test_animated_gif_warns_that_only_the_first_frame_is_used(tmp_path, capsys):
+    frames = [Image.fromarray(rand_img(8, 8, seed=s)).convert("P") for s in (1, 2, 3)]
+    gif = tmp_path / "anim.gif"
+    frames[0].save(gif, save_all=True, append_images=frames[1:], duration=100)
+    rc, err = cli(capsys, gif, "--scale", 2, "--model", "bicubic", "-o", tmp_path / "o")
+    assert rc == 0, err
+    warned = [x for x in err.splitlines() if x.startswith("warning: ")]
+    assert warned == [f"warning: {gif}: holds 3 frames (animation or pages); "
+                      "only the first frame is used"]
+    with pytest.warns(UserWarning, match="only the first frame is used"):
+        first = read_image(gif)
+    with Image.open(tmp_path / "o" / "anim_x2.png") as im:
+        np.testing.assert_array_equal(np.asarray(im), imresize(first, 2))
