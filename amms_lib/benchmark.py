@@ -7,14 +7,18 @@ prints a table (set x scale, mean PSNR/SSIM on Y) and optionally writes
 ``{"results": [{"model", "dataset", "scale", "psnr", "ssim", "n_images",
 "lr_source"}, ...]}``. A set without published LR at a scale gets LR made by
 ``amms_lib.resize`` (clamp borders, as the published files were made), and the
-output says so.
+output says so. An incomplete set (``data.incomplete``: images or LR files missing)
+would give a mean unlike the published one: it is refused unless ``--allow-partial``,
+and then its rows say ``"partial"`` (what is missing) and the table marks them.
 """
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -81,13 +85,23 @@ def evaluate_set(upscale: Upscaler, dataset: str, scale: int) -> dict:
 
 def run(model: str, datasets: list[str], scales: list[int],
         checkpoint: str | None = None, device: str = "auto", log=print,
-        tile: int | None = None, tile_sets: tuple = ()) -> list[dict]:
-    """Evaluate ``model`` on every (dataset, scale); one result dict each."""
+        tile: int | None = None, tile_sets: tuple = (),
+        allow_partial: bool = False) -> list[dict]:
+    """Evaluate ``model`` on every (dataset, scale); one result dict each. An incomplete
+    set is refused before any work unless ``allow_partial``."""
     for s in scales:
         data.check_scale(s)
-    for d in datasets:
-        if d != data.BUILTIN:
-            data.set_dir(d)  # fail before any work if a set is missing
+    partial = {}  # (dataset, scale) -> what is missing
+    for d in datasets:  # fail before any work if a set is missing or incomplete
+        for s in scales:
+            if problems := data.incomplete(d, [s]):
+                partial[data.canonical(d), s] = "; ".join(problems)
+    if partial and not allow_partial:
+        (d, s), what = next(iter(partial.items()))
+        more = f" (and {len(partial) - 1} more set/scale)" if len(partial) > 1 else ""
+        raise AmmsError(f"{d} x{s} is incomplete: {what}{more}; its mean would not be "
+                        "comparable: re-fetch the set (python -m amms_lib.data fetch "
+                        "--dest DIR), or pass --allow-partial to score what is there")
     if tile is not None and (model == "bicubic" or tile < 1):
         raise AmmsError(f"--tile needs a network and a size of at least 1, got {model} "
                         f"and {tile}")
@@ -104,6 +118,10 @@ def run(model: str, datasets: list[str], scales: list[int],
             if use_tile:
                 res["tile"] = tile
             res["seconds"] = round(time.perf_counter() - t0, 2)
+            if (res["dataset"], s) in partial:
+                res["partial"] = partial[res["dataset"], s]
+                log(f"note: {res['dataset']} x{s} is partial ({res['partial']}): "
+                    f"a mean over {res['n_images']} images, not the published set")
             results.append(res)
             if res["lr_source"] != "published":
                 log(f"note: {res['dataset']} x{s} has no published LR; "
@@ -123,13 +141,36 @@ def format_table(results: list[dict]) -> str:
         for s in scales:
             r = cell.get((d, s))
             row += f"{r['psnr']:>10.2f}/{r['ssim']:.4f}" if r else f"{'-':>17}"
+            row += "*" if r and "partial" in r else ""
         lines.append(row)
+    if any("partial" in r for r in results):
+        lines.append("* partial set: not comparable with published numbers")
     return "\n".join(lines)
 
 
 def write_json(path: str | os.PathLike, payload: dict) -> None:
     """Write JSON atomically (temp file, then rename)."""
-    atomic_write(path, lambda f: json.dump(payload, f, indent=2), mode="w")
+    try:
+        atomic_write(path, lambda f: json.dump(payload, f, indent=2), mode="w")
+    except OSError as e:
+        raise AmmsError(f"--json {path}: cannot write it ({e.strerror or e})") from None
+
+
+def check_writable(path: str | os.PathLike) -> None:
+    """Fail now, not after the whole benchmark, if ``path`` cannot be written: make
+    its folder and a probe file there (``os.access`` says yes to root on any disk)."""
+    path = Path(path)
+    try:
+        if path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, "it is a folder")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        where = f": {e.filename}" if e.filename else ""
+        raise AmmsError(f"--json {path}: cannot write there ({e.strerror or e}"
+                        f"{where}); choose another path") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -141,11 +182,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--datasets", nargs="+", help="default: Set5 Set14 BSD100 Urban100")
     ap.add_argument("--scales", nargs="+", type=int, default=list(data.SCALES))
     ap.add_argument("--json", help="also write the results to this JSON file")
+    ap.add_argument("--allow-partial", action="store_true",
+                    help="score a set with missing images or LR files (rows marked *)")
     ap.add_argument("--tile", type=int, help="networks: LR tiles of this side (overlap 16)")
     ap.add_argument("--tile-sets", nargs="+", default=[],
                     help="tile only these sets (default: every set when --tile is given)")
     args = ap.parse_args(argv)
     try:
+        if args.json:
+            check_writable(args.json)
         datasets = args.datasets
         if datasets is None:
             if data.data_root() is None:
@@ -155,8 +200,10 @@ def main(argv: list[str] | None = None) -> int:
                 datasets = [data.BUILTIN]
             else:
                 datasets = list(data.STANDARD_SETS)
+        tile_sets = tuple(data.canonical(d) for d in args.tile_sets)
         results = run(args.model, datasets, args.scales, args.checkpoint, args.device,
-                      tile=args.tile, tile_sets=tuple(data.canonical(d) for d in args.tile_sets))
+                      tile=args.tile, tile_sets=tile_sets,
+                      allow_partial=args.allow_partial)
         print(format_table(results))
         if args.json:
             write_json(args.json, {"results": results})

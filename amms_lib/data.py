@@ -11,7 +11,7 @@ With no data folder at all, a few images shipped in ``skimage.data`` form the
 built-in set ``skimage``, so that everything still runs (numbers are then not
 comparable with published tables).
 
-Command line: ``python -m amms_lib.data list`` and
+Command line: ``python -m amms_lib.data list`` (exit 1 when a set is incomplete) and
 ``python -m amms_lib.data fetch --dest DIR`` (downloads the standard archive).
 """
 from __future__ import annotations
@@ -31,6 +31,7 @@ from amms_lib.runtime import repo_root
 ENV_VAR = "AMMS_DATA"
 SCALES = (2, 3, 4)
 STANDARD_SETS = ("Set5", "Set14", "BSD100", "Urban100")
+EXPECTED_IMAGES = {"Set5": 5, "Set14": 14, "BSD100": 100, "Urban100": 100}
 ALIASES = {"B100": "BSD100"}  # folder name -> canonical name
 BUILTIN = "skimage"
 BUILTIN_IMAGES = ("astronaut", "camera", "chelsea", "coffee")
@@ -185,6 +186,37 @@ def load_pair(name: str, image: str, scale: int, root: Path | None = None) -> Pa
     return Pair(image, lr, hr, "published")
 
 
+def incomplete(name: str, scales=SCALES, root: Path | None = None) -> list[str]:
+    """What is missing from a set, so that its mean would not be the published one:
+    fewer HR images than the standard set has, LR files whose HR image is gone, or
+    images without the LR file at a scale that has published LR. Empty when complete."""
+    if name == BUILTIN:
+        return []
+    folder, images = set_dir(name, root), set(list_images(name, root))
+    want = EXPECTED_IMAGES.get(canonical(name))
+    short = want and len(images) < want
+    problems = [f"{len(images)} of {want} HR images"] if short else []
+    orphans = set()
+    for s in scales:
+        lr_dir = folder / "LR_bicubic" / f"X{s}"
+        if not lr_dir.is_dir():
+            continue  # no published LR at all: it is made from the HR, as documented
+        stems = {p.stem[: -len(f"x{s}")] for p in lr_dir.iterdir()
+                 if p.suffix.lower() in IMAGE_SUFFIXES and p.stem.endswith(f"x{s}")}
+        orphans |= stems - images
+        if images - stems:
+            problems.append(f"x{s} LR missing for {_few(images - stems)}")
+    if orphans:
+        problems.append(f"HR missing for {_few(orphans)} (LR files are there)")
+    return problems
+
+
+def _few(names: set) -> str:
+    """``2 image(s): a, b`` (at most three names shown)."""
+    shown = ", ".join(sorted(names)[:3]) + (", ..." if len(names) > 3 else "")
+    return f"{len(names)} image(s): {shown}"
+
+
 def iter_pairs(name: str, scale: int, root: Path | None = None) -> Iterator[Pair]:
     """Every (LR, HR) pair of a set at one scale, in name order."""
     for image in list_images(name, root):
@@ -211,10 +243,19 @@ def _list_main() -> int:
               f"{BUILTIN!r} with {len(BUILTIN_IMAGES)} images from skimage.data")
         return 0
     print(f"data folder: {root}")
+    bad = []
     for name in list_sets():
         lr = [f"x{s}" for s in SCALES if (set_dir(name) / "LR_bicubic" / f"X{s}").is_dir()]
         print(f"  {name:10s} {len(list_images(name)):4d} images, "
               f"published LR: {' '.join(lr) or 'none'}")
+        if problems := incomplete(name):
+            bad.append(name)
+            print(f"  {'':10s} INCOMPLETE: {'; '.join(problems)}")
+    if bad:
+        print(f"warning: incomplete set(s) {', '.join(bad)}: their means are not the "
+              "published ones; re-fetch them (python -m amms_lib.data fetch --dest "
+              "DIR)", file=sys.stderr)
+        return 1
     return 0
 
 

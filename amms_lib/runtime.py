@@ -103,3 +103,26 @@ def atomic_write(path, write, mode: str = "wb") -> Path:
 def atomic_save(obj, path) -> Path:
     """``torch.save`` through ``atomic_write``: all or nothing."""
     return atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def as_list(value, item=str, name: str = "value") -> list:
+    """A notebook parameter naming one or more values, as a list of ``item``:
+    ``4``, ``"Set5"``, ``"2,3,4"`` and ``[2, 3]`` all work (papermill's
+    ``-p scales 4`` gives an int, ``-p scales 2,3`` a string). Blank items are
+    dropped; a bad one is an AmmsError."""
+    parts = value.split(",") if isinstance(value, str) else (
+        list(value) if isinstance(value, (list, tuple)) else [value])
+    out = []
+    for part in parts:
+        part = part.strip() if isinstance(part, str) else part
+        if part == "":
+            continue
+        try:
+            got = item(part)
+        except (TypeError, ValueError):
+            got = None
+        if got is None or (item is int and not isinstance(part, str) and got != part):
+            raise AmmsError(f"{name}: {part!r} is not a valid {item.__name__}; give "
+                            "one value, a list or a comma-separated string")
+        out.append(got)
+    return out

@@ -41,10 +41,12 @@ from amms_lib.checkpoint import check_compatible, load_weights, read_checkpoint,
 from amms_lib.errors import AmmsError
 from amms_lib.inference import upscale
 from amms_lib.metrics import evaluate
-from amms_lib.models import build_model
+from amms_lib.models import MODELS, build_model
 from amms_lib.patches import (BUILTIN, TRAIN_SETS, PatchDataset, StepBatchSampler, load_pairs,
                               train_files)
-from amms_lib.runtime import resolve_device, seed_everything
+from amms_lib.runtime import atomic_write, resolve_device, seed_everything
+
+OUT_FILES = ("last.pt", "best.pt", "config.json", "metrics.jsonl")  # what a run writes
 
 
 @dataclass
@@ -87,7 +89,11 @@ class TrainConfig:
         return self.epochs * self.iters_per_epoch
 
     def check(self) -> None:
-        """One clear error for a setting that cannot train."""
+        """One clear error for a setting that cannot train (before any data loads)."""
+        if self.model not in MODELS:
+            raise AmmsError(f"unknown model {self.model!r}; available: "
+                            f"{', '.join(MODELS)}")
+        data.check_scale(self.scale)
         positive = ("epochs", "iters_per_epoch", "batch_size", "patch_size", "scale",
                     "lr_step_epochs")
         for name in positive:
@@ -178,18 +184,47 @@ def _log(path: Path, record: dict) -> None:
         f.write(json.dumps(record) + "\n")
 
 
+def _read_log(path: Path) -> list[dict]:
+    """The records of a metrics log. A partial last line (the run was cut off while
+    writing it: disk full, power loss) is skipped with one warning; a bad line before
+    the end means the file is damaged."""
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    for i, line in enumerate(lines):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i < len(lines) - 1:
+                raise AmmsError(f"{path}: record {i + 1} is not JSON; the log is "
+                                "damaged: move it away (a new run starts a fresh one)"
+                                ) from None
+            print(f"warning: {path}: skipped a partial last line (the run was cut off "
+                  "while writing it)", file=sys.stderr)
+    return records
+
+
 def _truncate_log(path: Path, step: int) -> None:
     """On resume, drop log lines past the checkpoint so the log reads as one run."""
     if path.is_file():
-        keep = [line for line in path.read_text().splitlines()
-                if line.strip() and json.loads(line)["step"] <= step]
-        path.write_text("".join(line + "\n" for line in keep))
+        keep = [r for r in _read_log(path) if r["step"] <= step]
+        lines = "".join(json.dumps(r) + "\n" for r in keep)
+        atomic_write(path, lambda f: f.write(lines), "w")
+
+
+def _remove_temp_files(out: Path) -> None:
+    """Delete the hidden temp files (``.last.pt.*``, ...) of atomic writes that a killed
+    run left behind: each can be as large as a checkpoint."""
+    left = [p for name in OUT_FILES for p in out.glob(f".{name}.*") if p.is_file()]
+    for p in left:
+        p.unlink(missing_ok=True)
+    if left:
+        print(f"removed {len(left)} temp file(s) left in {out} by an interrupted run",
+              file=sys.stderr)
 
 
 def read_metrics(out_dir) -> list[dict]:
     """The records of ``metrics.jsonl``."""
-    path = Path(out_dir) / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return _read_log(Path(out_dir) / "metrics.jsonl")
 
 
 def train(cfg: TrainConfig, stop_after: int | None = None) -> dict:
@@ -209,6 +244,8 @@ def train(cfg: TrainConfig, stop_after: int | None = None) -> dict:
         torch.cuda.set_device(device)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if main_proc:
+        _remove_temp_files(out)
     seed_everything(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -235,7 +272,8 @@ def train(cfg: TrainConfig, stop_after: int | None = None) -> dict:
         if main_proc:
             print(f"started from {cfg.init_from}: {kept}", file=sys.stderr)
     if main_proc:
-        (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+        config = json.dumps(asdict(cfg), indent=2)
+        atomic_write(out / "config.json", lambda f: f.write(config), "w")
         if step == 0:
             (out / "metrics.jsonl").unlink(missing_ok=True)
         _truncate_log(out / "metrics.jsonl", step)

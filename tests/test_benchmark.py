@@ -98,3 +98,41 @@ def test_tiled_rows_are_marked_and_tiling_needs_a_network(use_data, tmp_path, ca
         assert benchmark.main(["--datasets", "Set5", "--scales", "4", *argv]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("error:") and "--tile" in err and "\n" not in err
+
+
+def _set5_without_bird(data_dir, tmp_path, monkeypatch):
+    import shutil
+
+    shutil.copytree(data_dir / "benchmark/Set5", tmp_path / "benchmark/Set5")
+    (tmp_path / "benchmark/Set5/HR/bird.png").unlink()
+    monkeypatch.setenv("AMMS_DATA", str(tmp_path))
+
+
+def test_incomplete_set_is_refused_unless_partial_is_allowed(data_dir, tmp_path,
+                                                            monkeypatch, capsys):
+    _set5_without_bird(data_dir, tmp_path, monkeypatch)
+    out = tmp_path / "r.json"
+    argv = ["--datasets", "Set5", "--scales", "2", "--json", str(out)]
+    assert benchmark.main(argv) == 2  # 32.8 dB instead of 33.66: never silently
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: Set5 x2 is incomplete: 4 of 5 HR images")
+    assert "--allow-partial" in err and "\n" not in err and not out.exists()
+    assert benchmark.main([*argv, "--allow-partial"]) == 0
+    text = capsys.readouterr().out
+    assert "Set5 x2 is partial" in text and "0.9197*" in text
+    (row,) = json.loads(out.read_text())["results"]
+    assert row["n_images"] == 4 and "bird" in row["partial"]
+
+
+def test_unwritable_json_fails_before_any_work(tmp_path, monkeypatch, capsys):
+    def no_work(*args, **kwargs):
+        raise AssertionError("the benchmark ran")
+
+    monkeypatch.setattr(benchmark, "evaluate_set", no_work)
+    (tmp_path / "file").write_text("")
+    for target in (tmp_path / "file" / "r.json", tmp_path):
+        assert benchmark.main(["--datasets", "skimage", "--scales", "2",
+                               "--json", str(target)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"error: --json {target}: cannot write there")
+        assert "\n" not in err

@@ -194,3 +194,27 @@ def test_written_files_follow_the_umask(tmp_path):
     finally:
         os.umask(old)
     assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_incomplete_sets_are_named_and_flagged_by_list(data_dir, tmp_path, monkeypatch,
+                                                       capsys):
+    monkeypatch.setenv("AMMS_DATA", str(tmp_path))
+    shutil.copytree(data_dir / "benchmark/Set5", tmp_path / "benchmark/Set5")
+    assert data.incomplete("Set5") == []
+    assert data.main(["list"]) == 0
+    capsys.readouterr()
+    (tmp_path / "benchmark/Set5/HR/bird.png").unlink()
+    (tmp_path / "benchmark/Set5/LR_bicubic/X3/babyx3.png").unlink()
+    assert data.incomplete("Set5") == [
+        "4 of 5 HR images", "x3 LR missing for 1 image(s): baby",
+        "HR missing for 1 image(s): bird (LR files are there)"]
+    assert data.incomplete("Set5", [2]) == [
+        "4 of 5 HR images", "HR missing for 1 image(s): bird (LR files are there)"]
+    assert data.main(["list"]) == 1
+    out, err = capsys.readouterr()
+    assert "INCOMPLETE: 4 of 5 HR images" in out
+    assert err.startswith("warning: incomplete set(s) Set5") and err.count("\n") == 1
+
+
+def test_standard_sets_are_complete(use_data):
+    assert all(data.incomplete(name) == [] for name in data.STANDARD_SETS)

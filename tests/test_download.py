@@ -357,3 +357,17 @@ def test_validate_orphan_lr_missing_set_and_alias(bench_copy):
 
 def test_default_url():
     assert download.DEFAULT_URL == "https://cv.snu.ac.kr/research/EDSR/benchmark.tar"
+
+
+def test_truncated_image_in_the_archive_is_not_installed(server, set5, tmp_path):
+    # its PNG header is intact, so reading only headers would call the benchmark ready
+    files = _set_files(set5)
+    cut = tmp_path / "bird.png"
+    raw = (set5 / "HR" / "bird.png").read_bytes()
+    cut.write_bytes(raw[: len(raw) // 2])
+    files["Set5/HR/bird.png"] = cut
+    server.files["/benchmark.tar"] = _tar(files)
+    dest = tmp_path / "dest"
+    with pytest.raises(AmmsError, match=r"HR/bird\.png cannot be read"):
+        fetch(dest, url=server.url("benchmark.tar"), sets=["Set5"], progress=False)
+    _assert_clean(dest)

@@ -16,6 +16,53 @@ def _stdout(nb_path: Path) -> str:
                    for o in c.get("outputs", []) if o.get("name") == "stdout")
 
 
+def test_list_parameters_take_one_value_a_list_or_a_comma_string():
+    from amms_lib.errors import AmmsError
+    from amms_lib.runtime import as_list
+
+    assert as_list(4, int) == as_list("4", int) == [4]
+    assert as_list("2, 3,4", int) == as_list([2, 3, 4], int) == [2, 3, 4]
+    assert as_list((2, "3"), int) == [2, 3]
+    assert as_list("Set5") == as_list(["Set5"]) == ["Set5"] and as_list("") == []
+    for bad in ("2,x", 2.5, None):
+        with pytest.raises(AmmsError, match="scales: .* is not a valid int"):
+            as_list(bad, int, "scales")
+
+
+def _run(name: str, tmp_path, **parameters) -> Path:
+    out = tmp_path / name
+    papermill.execute_notebook(str(NOTEBOOKS / name), str(out), kernel_name="python3",
+                               parameters=parameters, progress_bar=False,
+                               cwd=str(tmp_path))
+    return out
+
+
+def test_benchmark_notebook_takes_a_single_scale(use_data, tmp_path, monkeypatch):
+    monkeypatch.setenv("AMMS_MODE", "quick")
+    monkeypatch.setenv("AMMS_FIGURES", str(tmp_path / "figures"))  # not figures/
+    # `-p scales 4` arrives as an int; a list and a one-name string work as well
+    out = _run("07_benchmark.ipynb", tmp_path, scales=4, datasets=["Set5"],
+               methods="bicubic", run_name=str(tmp_path / "run"))  # absolute: not runs/
+    text = _stdout(out)
+    assert "scales: [4]" in text and "datasets: ['Set5']" in text
+    rows = json.loads((tmp_path / "run" / "table.json").read_text())["results"]
+    assert [(r["dataset"], r["scale"], r["n_images"]) for r in rows] == [("Set5", 4, 5)]
+
+
+def test_train_notebook_checks_its_parameters_before_loading_data(tmp_path,
+                                                                   monkeypatch):
+    monkeypatch.setenv("AMMS_MODE", "quick")
+    with pytest.raises(papermill.PapermillExecutionError) as err:
+        _run("05_train.ipynb", tmp_path, scale=5, out_dir=str(tmp_path / "run"))
+    assert err.value.ename == "AmmsError"
+    assert "scale 5 is not supported" in err.value.evalue
+    cells = json.loads((tmp_path / "05_train.ipynb").read_text())["cells"]
+    failed = next(i for i, c in enumerate(cells)
+                  if any(o.get("output_type") == "error" for o in c.get("outputs", [])))
+    assert "".join(cells[failed]["source"]).startswith("mode = runtime.resolve_mode")
+    assert not any(c.get("execution_count") for c in cells[failed + 1:])
+
+
 @pytest.mark.parametrize("scale", [3, 4])
 def test_network_notebook_at_other_scales(tmp_path, scale, monkeypatch):
     monkeypatch.setenv("AMMS_MODE", "quick")

@@ -311,3 +311,40 @@ def test_cpu_script_trains_the_small_config_resumably():
         capture_output=True, text=True, cwd=root, check=True,
         env={**os.environ, "PY": sys.executable}).stdout
     assert json.loads(kwargs) == AMMSConfig.small_kwargs()
+
+
+def test_partial_last_log_line_is_skipped_on_resume_with_one_warning(use_data, tmp_path,
+                                                                     capsys):
+    cfg = _cfg(tmp_path, iters_per_epoch=4, val_every=2)
+    train(cfg, stop_after=3)  # killed at step 3: last.pt is from step 2
+    log = tmp_path / "run" / "metrics.jsonl"
+    with open(log, "a") as f:
+        f.write('{"step": 3, "lo')  # power lost while writing the next record
+    capsys.readouterr()
+    train(replace(cfg, resume=True))
+    warnings = [l for l in capsys.readouterr().err.splitlines() if "warning" in l]
+    assert len(warnings) == 1 and "partial last line" in warnings[0]
+    assert [s for s, _ in _losses(cfg.out_dir)] == [1, 2, 3, 4]
+    log.write_text(log.read_text() + "garbage\n" + '{"step": 9}\n')
+    with pytest.raises(AmmsError, match="damaged"):  # not the last line: not a cut-off
+        read_metrics(cfg.out_dir)
+
+
+def test_temp_files_of_a_killed_save_are_removed_by_the_next_run(use_data, tmp_path,
+                                                                 capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    left = [".last.pt.k2j4x8aa", ".best.pt.q9w0e1rr", ".config.json.zz00yy11"]
+    for name in left:  # atomic_write's mkstemp names, as a kill leaves them
+        (run / name).write_bytes(b"x" * 1000)
+    (run / ".notes").write_text("mine")
+    train(_cfg(tmp_path, iters_per_epoch=2, val_every=0))
+    assert sorted(p.name for p in run.iterdir() if p.name.startswith(".")) == [".notes"]
+    assert "removed 3 temp file(s)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kw,match", [(dict(scale=5, patch_size=40), "scale 5"),
+                                      (dict(model="srgan"), "unknown model 'srgan'")])
+def test_config_check_refuses_a_bad_scale_or_model(kw, match):
+    with pytest.raises(AmmsError, match=match):
+        TrainConfig(**kw).check()
