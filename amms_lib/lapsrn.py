@@ -4,7 +4,9 @@ Each level has a feature branch (``depth`` 3x3 convs with leaky ReLU, then a
 transposed conv that doubles the resolution and a conv that predicts the residual
 image) and an image branch (a transposed conv that doubles the image); the level's
 output is their sum. Published size: depth 10, 64 channels (x4 = two levels).
-x3 is not a power of two: it uses a single x3 level (documented deviation).
+x3 is not a power of two: it uses a single x3 level (documented deviation). The feature
+branch's transposed convs are 4x4 (5x5 at x3), not the released code's 3x3, so that the
+size doubles exactly: 875k parameters at x4 instead of 812k (tests/test_network.py).
 """
 from __future__ import annotations
 

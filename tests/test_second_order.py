@@ -8,6 +8,7 @@ import textwrap
 import pytest
 import torch
 
+from amms_lib.amms import AMMSNet
 from amms_lib.errors import AmmsError
 from amms_lib.second_order import (
     SecondOrderChannelAttention,
@@ -28,13 +29,53 @@ def spd(c: int, cond: float, scale: float = 3.7, seed: int = 0):
     return ((q * ev) @ q.T)[None], ((q * ev.sqrt()) @ q.T)[None]
 
 
-def eigh_sqrt(a: torch.Tensor) -> torch.Tensor:
-    ev, vec = torch.linalg.eigh(a)
-    return vec @ torch.diag_embed(ev.clamp_min(0).sqrt()) @ vec.transpose(-1, -2)
-
-
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).norm() / b.norm()).item()
+
+
+# SAN's second-order channel attention (Dai et al., CVPR 2019: "Second-order Channel
+# Attention", "Covariance Normalization Acceleration"), written from its equations
+# alone, in float64 and on small maps only (it builds the (M, M) matrix I_bar).
+# What the library does differently, none of it copied here: it centres by
+# subtracting the channel means instead of building I_bar (the same matrix, by
+# algebra); it adds EPS = 1e-8 to the trace (a relative change of about 1e-11 on
+# these inputs, far below the tolerances used); it pools each row of the root where
+# SAN pools each column (equal, since the root is symmetric); and it pools the whole
+# map where SAN's code crops maps larger than 1000x1000 to their centre first.
+
+def san_sqrtm(sigma: torch.Tensor, steps: int = 5) -> torch.Tensor:
+    """Root of one (C, C) covariance: pre-normalise, Newton-Schulz, post-compensate."""
+    eye = torch.eye(sigma.shape[0], dtype=sigma.dtype)
+    tr = torch.trace(sigma)
+    y, z = sigma / tr, eye  # Y_0 = A = Sigma / tr(Sigma), Z_0 = I
+    for _ in range(steps):  # both updates read Y_{k-1} and Z_{k-1}
+        y, z = 0.5 * y @ (3 * eye - z @ y), 0.5 * (3 * eye - z @ y) @ z
+    return tr.sqrt() * y  # post-compensation: sqrt(tr(Sigma)) Y_N
+
+
+def san_soca(x: torch.Tensor, mlp: torch.nn.Module, steps: int = 5):
+    """(z, w, out) for a (B, C, H, W) map; ``mlp`` holds W_D, W_U and their biases."""
+    b, c, h, w = x.shape
+    m = h * w
+    i_bar = (torch.eye(m, dtype=x.dtype) - torch.ones(m, m, dtype=x.dtype) / m) / m
+    zs = []
+    for feats in x.reshape(b, c, m):  # X: (C, M), one column per position
+        sigma = feats @ i_bar @ feats.T  # (C, M) @ (M, M) @ (M, C) -> (C, C)
+        y_hat = san_sqrtm(sigma, steps)
+        zs.append(y_hat.mean(dim=0))  # z_c = (1/C) sum_i y_c(i), y_c the c-th column
+    z = torch.stack(zs)  # (B, C)
+    w_d = mlp[0].weight[:, :, 0, 0]  # (C/r, C)
+    w_u = mlp[2].weight[:, :, 0, 0]  # (C, C/r)
+    gate = torch.sigmoid(torch.relu(z @ w_d.T + mlp[0].bias) @ w_u.T + mlp[2].bias)
+    return z, gate, x * gate[:, :, None, None]
+
+
+def uneven_map(seed: int = 7) -> torch.Tensor:
+    """(2, 8, 4, 5) float64 whose channel spreads range 0.2 to 3: after 5 Newton-Schulz
+    steps its root is still a few percent from the limit, so one step more or less
+    changes the result by far more than the tolerances of the tests below."""
+    spread = torch.linspace(0.2, 3.0, 8, dtype=torch.float64)[:, None, None]
+    return torch.randn(2, 8, 4, 5, generator=gen(seed), dtype=torch.float64) * spread
 
 
 # covariance pooling
@@ -92,8 +133,7 @@ def test_covariance_720p_never_builds_m_by_m():
 
 @pytest.mark.parametrize("cond", [1.0, 1e2, 1e4])
 def test_newton_schulz_converges_to_eigh_root(cond):
-    a, root = spd(8, cond)
-    torch.testing.assert_close(eigh_sqrt(a), root)  # the reference itself
+    a, root = spd(8, cond)  # root built from the eigenvalues, not computed
     torch.testing.assert_close(sqrtm_newton_schulz(a, iters=30), root,
                                rtol=1e-6, atol=1e-9)
 
@@ -115,6 +155,15 @@ def test_newton_schulz_batched_and_scale_invariant():
     a2, r2 = spd(6, 10.0, scale=50.0, seed=2)
     out = sqrtm_newton_schulz(torch.cat([a1, a2]), iters=30)
     torch.testing.assert_close(out, torch.cat([r1, r2]), rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("iters", [1, 2, 5, None])
+def test_newton_schulz_matches_san_recursion(iters):
+    # None: the function's default, which must be SAN's 5
+    cov = covariance_pool(uneven_map())
+    got = sqrtm_newton_schulz(cov) if iters is None else sqrtm_newton_schulz(cov, iters)
+    want = torch.stack([san_sqrtm(c, 5 if iters is None else iters) for c in cov])
+    torch.testing.assert_close(got, want, rtol=1e-8, atol=1e-10)
 
 
 def test_newton_schulz_gradcheck():
@@ -143,8 +192,31 @@ def test_mlp_shapes_and_gate():
     assert z.shape == w.shape == (2, 64) and out.shape == x.shape
     assert ((w > 0) & (w < 1)).all()
     torch.testing.assert_close(out, x * w[:, :, None, None])
-    cov_root = sqrtm_newton_schulz(covariance_pool(x), iters=5)
-    torch.testing.assert_close(z, cov_root.mean(dim=2))
+
+
+@pytest.mark.parametrize("where", ["module", "in_amms"])
+def test_module_matches_san_float64_reference(where):
+    if where == "module":  # the module's own default iteration count
+        soca = SecondOrderChannelAttention(8, reduction=2)
+    else:  # the one AMMS builds, with AMMSConfig's default count
+        net = AMMSNet(scale=2, channels=8, n_amms=1, n_am=1, so_reduction=2)
+        soca = next(m for m in net.modules()
+                    if isinstance(m, SecondOrderChannelAttention))
+    soca = soca.double()
+    g = gen(11)
+    with torch.no_grad():  # large weights, so that the gate follows z closely
+        for p in soca.mlp.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype))
+    x = uneven_map()
+    want = san_soca(x, soca.mlp)
+    got = soca.descriptor(x), soca.weights(x), soca(x)
+    for name, a, b in zip(("z", "w", "out"), got, want):
+        torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-10,
+                                   msg=lambda text, name=name: f"{name}: {text}")
+    # the tolerance above is far tighter than what 4 or 6 steps would change
+    for steps in (4, 6):
+        z, w, out = san_soca(x, soca.mlp, steps)
+        assert rel_err(z, want[0]) > 1e-2 and rel_err(out, want[2]) > 1e-3, steps
 
 
 def test_module_gradcheck():
