@@ -6,8 +6,9 @@ the block). With theta, phi, g 1x1 convolutions and N = H*W positions:
     y_i = 1/C(x) * sum_j exp(theta(x_i)^T phi(x_j)) g(x_j),  C(x) = sum_j exp(...)
     z_i = W y_i + x_i
 
-i.e. softmax attention over all positions, with *no* 1/sqrt(d) scaling. W starts at
-zero, so a new block is the identity and training grows the non-local term from there.
+i.e. softmax attention over all positions, with *no* 1/sqrt(d) scaling. A new block is
+the identity, as in Sec. 3.3; Wang et al. zero the scale of a BN after W, this block (no BN)
+zeroes W itself, and training grows the non-local term from there.
 
 Memory: the explicit N x N weight matrix is quadratic (a 128x128 map has 16,384
 positions: 16,384^2 float32 = 1 GiB). Three ways to compute y:
@@ -95,7 +96,7 @@ class NonLocalBlock(nn.Module):
         self.phi = nn.Conv2d(channels, inner, 1)  # keys
         self.g = nn.Conv2d(channels, inner, 1)  # values
         self.out = nn.Conv2d(inner, channels, 1)  # W
-        nn.init.zeros_(self.out.weight)  # identity at start (Sec. 3.3)
+        nn.init.zeros_(self.out.weight)  # identity at start (Sec. 3.3 zeroes a BN scale instead)
         nn.init.zeros_(self.out.bias)
 
     def extra_repr(self) -> str:
