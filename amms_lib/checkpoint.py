@@ -88,7 +88,9 @@ def check_compatible(ckpt: dict, path, model: str | None = None,
 
 def load_weights(net: nn.Module, state_dict: dict, path) -> None:
     """``load_state_dict`` with a one-line error when the shapes or dtypes do not fit
-    (``load_state_dict`` would quietly cast int64 weights into float parameters)."""
+    (``load_state_dict`` would quietly cast int64 weights into float parameters). Keys of a
+    ``torch.compile``d model (``_orig_mod.`` prefix) load into a plain one."""
+    state_dict = {k.removeprefix("_orig_mod."): v for k, v in state_dict.items()}
     bad = [k for k, v in state_dict.items() if v.is_floating_point()
            and not torch.isfinite(v).all()]
     if bad:

@@ -15,6 +15,9 @@ whose one-off compile time is excluded and printed), e.g.
 
 ``eager`` alone follows the device's training defaults (CUDA: bf16 + channels-last). Peak memory is the CUDA allocator's peak
 on a GPU and, on the CPU, the growth of peak RSS in a fresh process per mode.
+``--rows full:eager naive:cl+bf16 ...`` names rows directly instead of the product of
+modes and variants. Rows print as they finish; a row that fails (out of memory, a
+compile error) is reported and the others still run; ``--json FILE`` keeps them all.
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -61,6 +65,7 @@ def measure(args, row: str, device: torch.device) -> dict:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        return loss
 
     t_warm = time.perf_counter()
     for _ in range(args.warmup):
@@ -72,7 +77,7 @@ def measure(args, row: str, device: torch.device) -> dict:
     rss0 = peak_rss_mb()
     t0 = time.perf_counter()
     for _ in range(args.steps):
-        step()
+        loss = step()
     if device.type == "cuda":
         torch.cuda.synchronize()
     dt = time.perf_counter() - t0
@@ -80,7 +85,11 @@ def measure(args, row: str, device: torch.device) -> dict:
            else peak_rss_mb() - rss0)
     return {"mode": row, "warmup_s": t_warm, "it_s": args.steps / dt,
             "patches_s": args.steps * args.batch_size / dt, "peak_mb": mem,
-            "params": sum(p.numel() for p in net.parameters())}
+            "params": sum(p.numel() for p in net.parameters()),
+            # compile + bf16 + channels-last gave NaN gradients on the CPU
+            "finite": bool(torch.isfinite(loss)) and all(
+                torch.isfinite(p.grad).all() for p in net.parameters()
+                if p.grad is not None)}
 
 
 def main() -> None:
@@ -100,6 +109,8 @@ def main() -> None:
     ap.add_argument("--variants", nargs="+", default=["eager"],
                     help="eager, or any of cl, bf16, compile joined by '+'")
     ap.add_argument("--compile", action="store_true", help="compile every row")
+    ap.add_argument("--rows", nargs="+", help="mode:variant rows, not the product")
+    ap.add_argument("--json", help="also write the header and rows to this JSON file")
     ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one mode, print JSON
     args = ap.parse_args()
     device = resolve_device(args.device)
@@ -107,21 +118,36 @@ def main() -> None:
         print(json.dumps(measure(args, args.one, device)))
         return
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"cpu x{torch.get_num_threads()}"
-    print(f"device {name}, torch {torch.__version__}, batch {args.batch_size} of "
-          f"{args.lr_patch}x{args.lr_patch} LR at x{args.scale}, AMMS {args.channels} channels, "
-          f"{args.n_amms} x AMMS, M={args.n_am}; {args.steps} timed steps after {args.warmup}")
-    rows = []
-    for mode in args.nl_modes:  # a fresh process each: clean peak-memory figures
-        for variant in args.variants:
-            out = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--one",
-                                  f"{mode}:{variant}"],
-                                 capture_output=True, text=True, check=True).stdout
-            rows.append(json.loads(out.strip().splitlines()[-1]))
+    header = (f"device {name}, torch {torch.__version__}, batch {args.batch_size} of "
+              f"{args.lr_patch}x{args.lr_patch} LR at x{args.scale}, AMMS {args.channels} "
+              f"channels, {args.n_amms} x AMMS, M={args.n_am}; {args.steps} timed steps "
+              f"after {args.warmup}")
+    print(header)
     print(f"{'nl_mode:variant':<24}{'params':>10}{'it/s':>8}{'patches/s':>11}{'peak MB':>9}"
-          f"{'warm-up s':>11}{'vs first':>10}")
-    for r in rows:
-        print(f"{r['mode']:<24}{r['params']:>10,}{r['it_s']:>8.2f}{r['patches_s']:>11.1f}"
-              f"{r['peak_mb']:>9.0f}{r['warmup_s']:>11.1f}{r['it_s'] / rows[0]['it_s']:>9.2f}x")
+          f"{'warm-up s':>11}{'vs first':>10}", flush=True)
+    todo = args.rows or [f"{m}:{v}" for m in args.nl_modes for v in args.variants]
+    rows, argv = [], [a for a in sys.argv[1:] if a != "--json"]
+    if args.json:
+        argv.remove(args.json)
+    for row in todo:  # a fresh process each: clean peak memory, failures contained
+        run = subprocess.run([sys.executable, __file__, *argv, "--one", row],
+                             capture_output=True, text=True)
+        if run.returncode:
+            lines = run.stderr.strip().splitlines()
+            why = lines[-1] if lines else f"exit status {run.returncode}"
+            rows.append({"mode": row, "error": why[:300]})
+            print(f"{row:<24}failed: {why[:200]}", flush=True)
+        else:
+            r = json.loads(run.stdout.strip().splitlines()[-1])
+            first = next(x for x in rows + [r] if "it_s" in x)
+            rows.append(r)
+            print(f"{r['mode']:<24}{r['params']:>10,}{r['it_s']:>8.2f}"
+                  f"{r['patches_s']:>11.1f}{r['peak_mb']:>9.0f}{r['warmup_s']:>11.1f}"
+                  f"{r['it_s'] / first['it_s']:>9.2f}x"
+                  + ("" if r["finite"] else "  NaN/Inf loss or gradients"), flush=True)
+        if args.json:  # after every row: a run cut short keeps what it measured
+            Path(args.json).write_text(json.dumps({"header": header, "rows": rows},
+                                                  indent=2))
 
 
 if __name__ == "__main__":

@@ -35,3 +35,47 @@ def use_data(data_dir, monkeypatch) -> Path:
     """Point the library's data setting at the real images for one test."""
     monkeypatch.setenv("AMMS_DATA", str(data_dir))
     return data_dir
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "cuda: needs a CUDA GPU; skipped without one (AMMS_REQUIRE_CUDA=1: "
+        "fails instead, as scripts/gpu_run.py sets it)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip ``cuda`` tests where torch sees no GPU, saying why; on the lent GPU a
+    broken CUDA set-up must not pass as skipped: AMMS_REQUIRE_CUDA=1 stops the run."""
+    marked = [item for item in items if item.get_closest_marker("cuda")]
+    if not marked:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    why = f"no CUDA GPU visible to torch {torch.__version__} (cuda {torch.version.cuda})"
+    if os.environ.get("AMMS_REQUIRE_CUDA") == "1":
+        raise pytest.UsageError(f"AMMS_REQUIRE_CUDA=1 but {why}")
+    for item in marked:
+        item.add_marker(pytest.mark.skip(reason=why))
+
+
+def chromium_path() -> str:
+    """Chromium for tests/test_browser.py (AMMS_CHROMIUM, else chromium on PATH), with
+    Playwright. Without them the whole module skips in one line saying how to enable
+    it, unless AMMS_REQUIRE_BROWSER=1 (set by .ci/run): then it fails."""
+    import importlib.util
+    import shutil
+
+    path = shutil.which(os.environ.get("AMMS_CHROMIUM") or "chromium")
+    missing = [what for what, ok in [("Chromium", path),
+                                     ("playwright", importlib.util.find_spec("playwright"))]
+               if not ok]
+    if missing:
+        msg = (f"browser test needs {' and '.join(missing)}: enable it with "
+               "`apt-get install chromium` (or AMMS_CHROMIUM=PATH) and "
+               "`pip install -e '.[test]'`; .ci/run does both")
+        if os.environ.get("AMMS_REQUIRE_BROWSER") == "1":
+            pytest.fail(msg, pytrace=False)
+        pytest.skip(msg, allow_module_level=True)
+    return path
