@@ -31,6 +31,7 @@ bicubic: $(STAMP)
 
 # JupyterLab on the suite, from the same environment (kernel "python3" = this venv)
 lab: $(STAMP)
+	@echo "JupyterLab on notebooks/ (open the URL with the token printed below; Ctrl-C twice stops it)"
 	MPLBACKEND=module://matplotlib_inline.backend_inline $(PY) -m jupyter lab notebooks
 
 # unit tests, then every notebook through nbval (lax: asserts in cells, no output diffs)

@@ -174,13 +174,43 @@ def png(x, dpi: int = 80) -> bytes:
     return buf.getvalue()
 
 
+def centred_box(shape, cy: float, cx: float, size: int) -> tuple:
+    """Square box (y, x, h, w) of side ``size`` centred at the fractions ``cy``, ``cx``
+    of the image's height and width, shifted inside the image at the borders."""
+    h, w = shape[:2]
+    s = int(max(1, min(size, h, w)))
+    y = int(np.clip(round(cy * h - s / 2), 0, h - s))
+    x = int(np.clip(round(cx * w - s / 2), 0, w - s))
+    return y, x, s, s
+
+
+def box_centre(shape, box) -> tuple[float, float]:
+    """The centre of a box (y, x, h, w) as fractions of the image's height and width."""
+    y, x, bh, bw = box
+    return (y + bh / 2) / shape[0], (x + bw / 2) / shape[1]
+
+
+def _caption(rec: dict, left: str, right: str) -> str:
+    def one(name):
+        if name in rec["scores"]:
+            return "<b>{}</b> {:.2f} dB / {:.4f}".format(html.escape(name),
+                                                       *rec["scores"][name])
+        return "<b>HR</b> (truth)"
+    return f"left: {one(left)} &nbsp;|&nbsp; right: {one(right)}"
+
+
 def explorer(set_name: str | None = None, image: str | None = None, scale: int = 3,
              methods=METHODS, box=(0.3, 0.3, 48), device="cpu", folder=None,
              cache: dict | None = None, nets: dict | None = None, wipe_px: int = 384):
-    """ipywidgets UI: pick set/image/scale/methods, move the zoom box, wipe SR | HR.
+    """ipywidgets UI: pick set/image/scale/methods, move the zoom box, wipe two methods.
 
-    ``cache`` maps (set, image, scale) -> ``reconstruct`` result (pass one to reuse
-    work already done); callbacks are in ``ui.callbacks``, widgets in ``ui.parts``.
+    ``box`` is (top, left, size) as in ``make_box``; the sliders then move its
+    centre (stock ipywidgets images take no clicks, so the box is placed with
+    sliders, not by clicking on the picture). The wipe splices two of the methods
+    that ran, or a method and HR, left and right of a seam. ``cache`` maps
+    (set, image, scale) -> ``reconstruct`` result (pass one to reuse work already
+    done): a view change only crops, indexes and splices; ``reconstruct`` runs once
+    per (set, image, scale). Callbacks are in ``ui.callbacks``, widgets in ``ui.parts``.
     """
     import ipywidgets as W
 
@@ -188,24 +218,26 @@ def explorer(set_name: str | None = None, image: str | None = None, scale: int =
     set_name = set_name if set_name in sets else sets[0]
     images = data.list_images(set_name)
     cache, nets = ({} if cache is None else cache), ({} if nets is None else nets)
-    frac = dict(min=0, max=1, step=0.01, continuous_update=False)
+    frac = dict(min=0, max=1, step=0.01, continuous_update=False, readout_format=".0%")
     p = dict(
         set=W.Dropdown(options=sets, value=set_name, description="set"),
         image=W.Dropdown(options=images, description="image",
                          value=image if image in images else images[0]),
         scale=W.Dropdown(options=list(data.SCALES), value=scale, description="scale"),
         methods=W.SelectMultiple(options=methods, value=tuple(methods),
-                                 rows=len(methods), description="methods"),
-        top=W.FloatSlider(value=box[0], description="box top", **frac),
-        left=W.FloatSlider(value=box[1], description="box left", **frac),
+                                 rows=len(methods), description="panels"),
+        cx=W.FloatSlider(description="box x", **frac),
+        cy=W.FloatSlider(description="box y", **frac),
         size=W.IntSlider(value=box[2], min=8, max=256, step=4, description="box size",
                          continuous_update=False),
-        wipe_method=W.Dropdown(options=[], description="wipe"),
+        left=W.Dropdown(options=[], description="wipe left"),
+        right=W.Dropdown(options=[], description="wipe right"),
         in_box=W.Checkbox(value=False, description="wipe inside the box"),
-        column=W.FloatSlider(value=0.5, description="SR | HR", readout_format=".0%",
-                             **frac),
-        status=W.HTML(), figure=W.Image(format="png"), wipe=W.Image(format="png"),
-        table=W.HTML())
+        column=W.FloatSlider(value=0.5, description="seam", **frac),
+        status=W.HTML(), figure=W.Image(format="png"), table=W.HTML(),
+        caption=W.HTML(), wipe=W.Image(format="png"))
+    for name, widget in p.items():  # stable handles for a browser test: .amms-<name>
+        widget.add_class(f"amms-{name}")
     busy = [False]  # True while options change: ignore the cascade of events
 
     def current():
@@ -215,8 +247,8 @@ def explorer(set_name: str | None = None, image: str | None = None, scale: int =
         return cache[key]
 
     def box_of(rec):
-        return make_box(rec["hr"].shape, p["top"].value, p["left"].value,
-                        p["size"].value)
+        return centred_box(rec["hr"].shape, p["cy"].value, p["cx"].value,
+                           p["size"].value)
 
     def on_set():
         busy[0] = True
@@ -227,10 +259,18 @@ def explorer(set_name: str | None = None, image: str | None = None, scale: int =
 
     def on_data():
         rec, busy[0] = current(), True
-        p["wipe_method"].options = list(rec["sr"])
+        ran = list(rec["sr"])  # the wipe: best method left, bicubic (or HR) right
+        best = max(ran, key=lambda m: rec["scores"][m][0])
+        old = p["left"].value, p["right"].value
+        for name in ("left", "right"):
+            p[name].options = ran + ["HR"]
+        p["left"].value = old[0] if old[0] in ran + ["HR"] else best
+        p["right"].value = (old[1] if old[1] in ran + ["HR"] else
+                            "bicubic" if best != "bicubic" else "HR")
         busy[0] = False
         missing = html.escape(", ".join(rec["missing"]) or "none")
-        p["status"].value = f"no checkpoint, not shown: {missing}"
+        p["status"].value = (f"{html.escape(rec['set'])}/{html.escape(rec['image'])} "
+                             f"x{rec['scale']}; no checkpoint, not shown: {missing}")
         on_view()
 
     def on_view():
@@ -241,24 +281,32 @@ def explorer(set_name: str | None = None, image: str | None = None, scale: int =
 
     def on_wipe():
         rec = current()
-        sr_img, hr_img = rec["sr"].get(p["wipe_method"].value, rec["hr"]), rec["hr"]
+        pick = {**rec["sr"], "HR": rec["hr"]}
+        a, b = pick[p["left"].value], pick[p["right"].value]
         if p["in_box"].value:  # the zoom box, blown up with nearest neighbours
-            crops = zoom_crops({"sr": sr_img, "hr": hr_img}, box_of(rec))
-            k = max(1, wipe_px // max(crops["hr"].shape[:2]))
-            sr_img, hr_img = nearest_up(crops["sr"], k), nearest_up(crops["hr"], k)
-        column = round(p["column"].value * hr_img.shape[1])
-        p["wipe"].value = png(wipe(sr_img, hr_img, column))
+            crops = zoom_crops({"a": a, "b": b}, box_of(rec))
+            k = max(1, wipe_px // max(crops["a"].shape[:2]))
+            a, b = nearest_up(crops["a"], k), nearest_up(crops["b"], k)
+        column = round(p["column"].value * a.shape[1])
+        p["wipe"].value = png(wipe(a, b, column))
+        p["caption"].value = _caption(rec, p["left"].value, p["right"].value)
 
     for names, fn in [("set", on_set), ("image scale", on_data),
-                      ("methods top left size", on_view),
-                      ("wipe_method in_box column", on_wipe)]:
+                      ("methods cx cy size", on_view),
+                      ("left right in_box column", on_wipe)]:
         for name in names.split():
             p[name].observe(lambda change, fn=fn: busy[0] or fn(), names="value")
-    on_data()  # here, in the caller: errors surface, not in a widget log
+    rec, busy[0] = current(), True  # here, in the caller: errors surface
+    p["cy"].value, p["cx"].value = box_centre(
+        rec["hr"].shape, make_box(rec["hr"].shape, *box))
+    busy[0] = False
+    on_data()
     controls = W.HBox([W.VBox([p["set"], p["image"], p["scale"]]), p["methods"],
-                       W.VBox([p["top"], p["left"], p["size"]])])
-    wiper = W.VBox([W.HBox([p["wipe_method"], p["in_box"]]), p["column"], p["wipe"]])
-    ui = W.VBox([controls, p["status"], p["figure"], W.HBox([wiper, p["table"]])])
+                       W.VBox([p["cx"], p["cy"], p["size"]])])
+    wiper = W.VBox([W.HBox([p["left"], p["right"], p["in_box"]]), p["column"],
+                    p["caption"], p["wipe"]])
+    ui = W.VBox([controls, p["status"], W.HBox([p["figure"], p["table"]]), wiper])
+    ui.add_class("amms-explorer")
     ui.parts, ui.cache = p, cache
     ui.callbacks = dict(set=on_set, data=on_data, view=on_view, wipe=on_wipe)
     return ui

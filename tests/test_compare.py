@@ -141,21 +141,71 @@ def decode(png: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
 
 
+def test_centred_box_is_inside_and_round_trips():
+    shape = (40, 60)
+    assert compare.centred_box(shape, 0.5, 0.5, 10) == (15, 25, 10, 10)
+    assert compare.centred_box(shape, 0.0, 1.0, 10) == (0, 50, 10, 10)  # clipped
+    assert compare.centred_box(shape, 0.5, 0.5, 99)[2:] == (40, 40)
+    box = compare.make_box(shape, 0.45, 0.85, 16)
+    assert compare.centred_box(shape, *compare.box_centre(shape, box), 16) == box
+
+
 def test_explorer_builds_and_its_callbacks_update_the_images(folder, sample):
     pytest.importorskip("ipywidgets")
     name, image = sample
-    ui = compare.explorer(name, image, 2, "bicubic,srcnn,vdsr", folder=folder)
+    ui = compare.explorer(name, image, 2, "bicubic,srcnn,vdsr", folder=folder,
+                          box=(0.45, 0.85, 32))
     assert ui.parts["set"].value == name and ui.parts["image"].value == image
     p, rec = ui.parts, ui.cache[name, image, 2]
     assert p["figure"].value and p["wipe"].value and "no checkpoint" in p["table"].value
-    assert list(p["wipe_method"].options) == ["bicubic", "srcnn"]
-    p["wipe_method"].value, p["column"].value = "srcnn", 0.25  # observers fire
+    assert "vdsr" in p["status"].value
+    box = compare.make_box(rec["hr"].shape, 0.45, 0.85, 32)  # the sliders start there
+    assert compare.centred_box(rec["hr"].shape, p["cy"].value, p["cx"].value, 32) == box
+    assert list(p["left"].options) == ["bicubic", "srcnn", "HR"]
+    assert p["left"].value != p["right"].value  # two methods, one either side
+    p["left"].value, p["right"].value, p["column"].value = "srcnn", "bicubic", 0.25
     col = round(0.25 * rec["hr"].shape[1])
-    expect = compare.wipe(rec["sr"]["srcnn"], rec["hr"], col)
+    expect = compare.wipe(rec["sr"]["srcnn"], rec["sr"]["bicubic"], col)
     assert (decode(p["wipe"].value) == expect).all()
+    assert "srcnn" in p["caption"].value and "bicubic" in p["caption"].value
+    p["right"].value = "HR"
+    assert (decode(p["wipe"].value) == compare.wipe(rec["sr"]["srcnn"], rec["hr"],
+                                                    col)).all()
     p["wipe"].value = p["figure"].value = b""
     ui.callbacks["view"]()  # called directly: redraws the figure, table and wipe
-    assert p["figure"].value and (decode(p["wipe"].value) == expect).all()
+    assert p["figure"].value and p["wipe"].value
     p["in_box"].value = True  # the wipe now shows the zoom box, enlarged
     assert decode(p["wipe"].value).shape[0] > p["size"].value
+    before = p["wipe"].value
+    p["cx"].value = 0.1  # the box moves: the enlarged wipe follows it
+    assert p["wipe"].value != before
     assert plt.get_fignums() == []  # rendered figures are closed, not left to display
+
+
+def test_explorer_reconstructs_once_per_image(folder, sample, monkeypatch):
+    """Changing only the view (box, panels, wipe) reuses the cached reconstruction."""
+    pytest.importorskip("ipywidgets")
+    calls = []
+    real = compare.reconstruct
+
+    def counting(*args, **kwargs):
+        calls.append(args[:3])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(compare, "reconstruct", counting)
+    name, image = sample
+    ui = compare.explorer(name, image, 2, "bicubic,srcnn", folder=folder)
+    p = ui.parts
+    assert calls == [(name, image, 2)]
+    figure = p["figure"].value
+    p["cx"].value, p["cy"].value, p["size"].value = 0.2, 0.7, 24
+    p["methods"].value = ("srcnn",)
+    p["left"].value, p["right"].value = "bicubic", "HR"
+    p["column"].value, p["in_box"].value = 0.8, True
+    assert p["figure"].value != figure  # the view did change ...
+    assert calls == [(name, image, 2)]  # ... from the one reconstruction
+    other = next(i for i in p["image"].options if i != image)
+    p["image"].value = other
+    p["image"].value = image  # back to the first image: from the cache
+    assert calls == [(name, image, 2), (name, other, 2)]
+    assert set(ui.cache) == {(name, image, 2), (name, other, 2)}

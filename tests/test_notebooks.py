@@ -99,3 +99,15 @@ def test_compare_notebook_at_x2(tmp_path, monkeypatch):
                                kernel_name="python3", parameters=dict(scale=2),
                                progress_bar=False, cwd=str(tmp_path))
     assert "bicubic" in _stdout(out)
+
+
+def test_ablation_notebook_runs_other_seeds_and_budgets(use_data, tmp_path, monkeypatch):
+    monkeypatch.setenv("AMMS_MODE", "quick")
+    monkeypatch.setenv("AMMS_FIGURES", str(tmp_path / "figures"))  # not figures/
+    run = tmp_path / "run"  # absolute: not runs/
+    _run("06_ablation.ipynb", tmp_path, seeds="3,4", iterations=2, run_name=str(run))
+    saved = json.loads(next(run.rglob("*.json")).read_text()) if run.exists() else None
+    text = _stdout(tmp_path / "06_ablation.ipynb")
+    assert "seeds" in text and "[3, 4]" in text
+    assert (tmp_path / "figures" / "06_ablation.png").is_file()
+    assert saved is None or len(saved.get("runs", [])) == 8  # 4 variants x 2 seeds
