@@ -111,3 +111,11 @@ def test_ablation_notebook_runs_other_seeds_and_budgets(use_data, tmp_path, monk
     assert "seeds" in text and "[3, 4]" in text
     assert (tmp_path / "figures" / "06_ablation.png").is_file()
     assert saved is None or len(saved.get("runs", [])) == 8  # 4 variants x 2 seeds
+
+
+@pytest.mark.parametrize("path", sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")), ids=lambda p: p.name)
+def test_notebook_is_valid_nbformat(path):
+    """Schema-valid (e.g. no cell ids in a 4.4 notebook): editors and nbconvert refuse others."""
+    import nbformat
+
+    nbformat.validate(nbformat.read(path, as_version=4))
