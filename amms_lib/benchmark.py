@@ -18,7 +18,6 @@ import errno
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -30,7 +29,7 @@ from amms_lib.errors import AmmsError
 from amms_lib.metrics import evaluate
 from amms_lib.models import MODELS as NETWORKS
 from amms_lib.resize import imresize
-from amms_lib.runtime import atomic_write, resolve_device
+from amms_lib.runtime import atomic_write, probe_writable, resolve_device
 
 Upscaler = Callable[[np.ndarray], np.ndarray]  # uint8 LR image -> uint8 SR image
 MODELS = ("bicubic", *NETWORKS)
@@ -158,15 +157,12 @@ def write_json(path: str | os.PathLike, payload: dict) -> None:
 
 def check_writable(path: str | os.PathLike) -> None:
     """Fail now, not after the whole benchmark, if ``path`` cannot be written: make
-    its folder and a probe file there (``os.access`` says yes to root on any disk)."""
+    its folder and a probe file there (``runtime.probe_writable``)."""
     path = Path(path)
     try:
         if path.is_dir():
             raise IsADirectoryError(errno.EISDIR, "it is a folder")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        os.close(fd)
-        os.unlink(probe)
+        probe_writable(path.parent)
     except OSError as e:
         where = f": {e.filename}" if e.filename else ""
         raise AmmsError(f"--json {path}: cannot write there ({e.strerror or e}"

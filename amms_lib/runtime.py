@@ -76,6 +76,18 @@ def describe(**settings) -> str:
     return "\n".join(f"{k:>10}: {v}" for k, v in settings.items())
 
 
+def probe_writable(folder) -> None:
+    """Make ``folder`` and write and delete a probe file there; OSError if that fails.
+    A real write, because ``os.access`` says yes to root even on a read-only disk."""
+    import tempfile
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, probe = tempfile.mkstemp(prefix=".amms-probe.", dir=folder)
+    os.close(fd)
+    os.unlink(probe)
+
+
 def atomic_write(path, write, mode: str = "wb") -> Path:
     """Write a file all-or-nothing: ``write(f)`` fills a temp file in the same folder,
     which is flushed, synced and renamed over ``path``; on any error it is removed and

@@ -27,7 +27,6 @@ import argparse
 import os
 import re
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -41,7 +40,7 @@ from amms_lib.images import read_image, write_image
 from amms_lib.inference import (GB, OVERLAP, available_memory, check_bicubic_memory,
                                 check_size, upscale)
 from amms_lib.resize import imresize
-from amms_lib.runtime import resolve_device
+from amms_lib.runtime import probe_writable, resolve_device
 
 FORMATS = ("png", "same", "jpg", "bmp", "tif")
 NO_ALPHA = (".jpg", ".jpeg")  # fail before the work (BMP fails at writing LA)
@@ -125,10 +124,8 @@ def prepare_output(out_dir: Path) -> None:
     except OSError as exc:
         raise AmmsError(f"cannot create the output folder {out_dir}: "
                         f"{exc.strerror or exc}") from None
-    try:  # a probe file, as os.access says yes to root on a read-only disk
-        fd, probe = tempfile.mkstemp(prefix=".amms-probe.", dir=out_dir)
-        os.close(fd)
-        os.unlink(probe)
+    try:
+        probe_writable(out_dir)
     except OSError as exc:
         raise AmmsError(f"cannot write to the output folder {out_dir}: "
                         f"{exc.strerror or exc}; fix its permissions or choose another -o") \
