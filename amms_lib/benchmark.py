@@ -60,9 +60,11 @@ def make_upscaler(model: str, scale: int, checkpoint: str | None = None,
     return lambda lr, tile=None: upscale(net, lr, tile=tile)
 
 
-def evaluate_set(upscale: Upscaler, dataset: str, scale: int) -> dict:
-    """Mean PSNR/SSIM over one set at one scale, plus where the LR images came from."""
-    psnrs, ssims, sources = [], [], set()
+def evaluate_set(upscale: Upscaler, dataset: str, scale: int, per_image: bool = False
+                 ) -> dict:
+    """Mean PSNR/SSIM over one set at one scale, plus where the LR images came from;
+    with ``per_image``, also ``"per_image": {name: [psnr, ssim]}`` (for paired tests)."""
+    psnrs, ssims, sources, names = [], [], set(), []
     for pair in data.iter_pairs(dataset, scale):
         sr = upscale(pair.lr)
         if sr.shape != pair.hr.shape:
@@ -72,14 +74,18 @@ def evaluate_set(upscale: Upscaler, dataset: str, scale: int) -> dict:
         p, s = evaluate(sr, pair.hr, scale)
         psnrs.append(p)
         ssims.append(s)
+        names.append(pair.name)
         sources.add(pair.lr_source)
     if not psnrs:
         raise AmmsError(f"set {dataset!r} has no images")
-    return {
+    result = {
         "dataset": dataset, "scale": scale, "psnr": float(np.mean(psnrs)),
         "ssim": float(np.mean(ssims)), "n_images": len(psnrs),
         "lr_source": "+".join(sorted(sources)),
     }
+    if per_image:
+        result["per_image"] = {n: [float(p), float(s)] for n, p, s in zip(names, psnrs, ssims)}
+    return result
 
 
 def run(model: str, datasets: list[str], scales: list[int],

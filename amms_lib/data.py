@@ -36,6 +36,16 @@ ALIASES = {"B100": "BSD100"}  # folder name -> canonical name
 BUILTIN = "skimage"
 BUILTIN_IMAGES = ("astronaut", "camera", "chelsea", "coffee")
 IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff")
+# The validation split: 15 training images held out of T91 + BSD200 (every 18th of T91's
+# sorted names, the first five; every 20th of BSD200's), never cut into training patches.
+# Validation curves and checkpoint selection use it; Set5, Set14, BSD100 and Urban100 are
+# only ever test sets. Listed by name, so that adding files never moves it.
+HELDOUT = "heldout"
+HELDOUT_IMAGES = {
+    "T91": ("t1", "t26", "t43", "t6", "tt17"),
+    "BSD200": ("100075", "12074", "151087", "176035", "198023", "232038", "268002",
+               "317080", "376020", "65010"),
+}
 
 
 class Pair(NamedTuple):
@@ -113,10 +123,26 @@ def set_dir(name: str, root: Path | None = None) -> Path:
     raise AmmsError(f"set {name!r} not found under {where}; available: {have}")
 
 
+def _heldout_file(image: str, root: Path | None = None) -> Path | None:
+    """The training-set file of one held-out image, or None when it is missing."""
+    root = data_root() if root is None else Path(root)
+    for train_set, names in HELDOUT_IMAGES.items():
+        if image in names and root is not None:
+            return _find(root / "train" / train_set, image)
+    return None
+
+
 def list_images(name: str, root: Path | None = None) -> list[str]:
     """Image names (file stems) of a set, sorted."""
     if name == BUILTIN:
         return list(BUILTIN_IMAGES)
+    if name == HELDOUT:
+        names = [n for names in HELDOUT_IMAGES.values() for n in names]
+        found = sorted(n for n in names if _heldout_file(n, root) is not None)
+        if not found:
+            raise AmmsError(f"the held-out split needs train/T91 and train/BSD200 under "
+                            f"the data folder ({ENV_VAR}); none of its images was found")
+        return found
     hr = set_dir(name, root) / "HR"
     return sorted(p.stem for p in hr.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
@@ -149,6 +175,11 @@ def load_hr(name: str, image: str, root: Path | None = None) -> np.ndarray:
         if image not in BUILTIN_IMAGES:
             raise AmmsError(f"{image!r} is not in the built-in set; use {BUILTIN_IMAGES}")
         return np.ascontiguousarray(getattr(skimage.data, image)())
+    if name == HELDOUT:
+        path = _heldout_file(image, root)
+        if path is None:
+            raise AmmsError(f"{HELDOUT}: no training image named {image!r}")
+        return read_image(path)
     path = _find(set_dir(name, root) / "HR", image)
     if path is None:
         raise AmmsError(f"{name}: no HR image named {image!r}")
@@ -157,7 +188,7 @@ def load_hr(name: str, image: str, root: Path | None = None) -> np.ndarray:
 
 def lr_path(name: str, image: str, scale: int, root: Path | None = None) -> Path | None:
     """The published LR file, or None when the set has none at this scale."""
-    if name == BUILTIN:
+    if name in (BUILTIN, HELDOUT):
         return None
     return _find(set_dir(name, root) / "LR_bicubic" / f"X{scale}", f"{image}x{scale}")
 
@@ -192,6 +223,10 @@ def incomplete(name: str, scales=SCALES, root: Path | None = None) -> list[str]:
     images without the LR file at a scale that has published LR. Empty when complete."""
     if name == BUILTIN:
         return []
+    if name == HELDOUT:
+        names = {n for names in HELDOUT_IMAGES.values() for n in names}
+        missing = names - set(list_images(HELDOUT, root))
+        return [f"{_few(missing)} of the held-out split missing"] if missing else []
     folder, images = set_dir(name, root), set(list_images(name, root))
     want = EXPECTED_IMAGES.get(canonical(name))
     short = want and len(images) < want

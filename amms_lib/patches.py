@@ -35,7 +35,8 @@ CACHE_VERSION = "1"  # bump when the LR recipe changes
 
 
 def train_files(sets=TRAIN_SETS, root: Path | None = None) -> list[Path]:
-    """Image files of the training sets under ``<data>/train/<set>/``."""
+    """Image files of the training sets under ``<data>/train/<set>/``, less the held-out
+    validation split (``data.HELDOUT_IMAGES``): no held-out image is ever a patch."""
     root = data.data_root() if root is None else Path(root)
     if root is None:
         return []
@@ -47,7 +48,9 @@ def train_files(sets=TRAIN_SETS, root: Path | None = None) -> list[Path]:
         if not folder.is_dir():
             raise AmmsError(f"training set {name!r} not found at {folder}; "
                             f"available: {sorted(p.name for p in (root / 'train').glob('*'))}")
-        found = sorted(p for p in folder.iterdir() if p.suffix.lower() in data.IMAGE_SUFFIXES)
+        held = set(data.HELDOUT_IMAGES.get(name, ()))
+        found = sorted(p for p in folder.iterdir()
+                       if p.suffix.lower() in data.IMAGE_SUFFIXES and p.stem not in held)
         if not found:
             raise AmmsError(f"training set {name!r} at {folder} holds no images "
                             f"({', '.join(sorted(data.IMAGE_SUFFIXES))})")

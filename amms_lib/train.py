@@ -65,7 +65,7 @@ class TrainConfig:
     lr_step_epochs: int = 200
     warmup: float = 0.02  # fast recipe: fraction of the run spent warming up
     val_every: int = 1000  # iterations between validations (0: only at the end)
-    val_set: str = "Set5"
+    val_set: str = data.HELDOUT  # held out of the training sets; test sets never select
     val_images: int = 0  # 0: the whole set
     val_max_side: int = 0  # >0: validate on centre crops of at most this many LR pixels
     train_sets: tuple = TRAIN_SETS

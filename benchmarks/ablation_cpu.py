@@ -1,0 +1,281 @@
+"""Table 1 at CPU scale: what each idea is worth, 8 variants x seeds, paired, resumable.
+
+    python benchmarks/ablation_cpu.py [--steps 3000] [--seeds 0 1 2] [--jobs 2]
+        [--stop-minutes 150] [--json benchmarks/results/ablation_cpu.json]
+
+The compact AMMS (``FAIR``: 32 channels, 2 AMMS modules, M = 1) with each idea switched on
+or off (``amms.AMMSConfig``: ``non_local``, ``second_order``, ``multiscale``):
+
+- ``none``: all three off, a plain residual network (the baseline the paper lacks);
+- ``nl``, ``so``, ``ms``: one idea on (the paper's Table 1 rows);
+- ``all``: all three on (the AMMS row);
+- ``all-nl``, ``all-so``, ``all-ms``: all on but one (leave-one-out).
+
+Every variant trains for the same ``--steps`` (the paper's design) with the fast recipe
+(warm-up, cosine to 0) laid over those steps, and ``none@all-minutes`` trains the all-off
+network for as many minutes as ``all`` took with the same seed (the cost a user pays; the
+cosine is laid over that time). A seed fixes the patches and their order, so every
+variant of a seed sees the same data: differences are paired. Nothing is selected: the
+final weights are scored on whole Set5, Set14 and BSD100 (x2, Y, shaved), per image, and
+on the held-out split (``data.HELDOUT``).
+
+Runs go to ``runs/ablation/<variant>_s<seed>/``: a run cut short (``--stop-minutes``, a
+killed process, the end of a session) resumes exactly where it was; one that is done
+(``scores.json``) is skipped. ``--jobs 2`` runs two single-thread trainings side by side
+(see ``--measure-threads``, which times that against one two-thread run). The results
+file is rewritten after every finished run, with the analysis of ``ablation_stats``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from ablation_stats import analyse  # noqa: E402
+from amms_lib import data  # noqa: E402
+from amms_lib.runtime import atomic_write, repo_root  # noqa: E402
+
+# The compact width with each idea given a fair size: the second-order MLP 32 -> 8 -> 32
+# (SAN's reduction 16 would leave 2 hidden units at 32 channels) and the non-local
+# embedding at half the width (16), as Wang et al. (2018) and SAN use.
+FAIR = dict(channels=32, n_amms=2, n_am=1, so_reduction=4, nl_reduction=2)
+IDEAS = ("non_local", "second_order", "multiscale")
+SHORT = {"non_local": "nl", "second_order": "so", "multiscale": "ms"}
+VARIANTS = {  # name -> the ideas switched on
+    "none": (),
+    "nl": ("non_local",), "so": ("second_order",), "ms": ("multiscale",),
+    "all": IDEAS,
+    "all-nl": ("second_order", "multiscale"),
+    "all-so": ("non_local", "multiscale"),
+    "all-ms": ("non_local", "second_order"),
+}
+EQUAL_MINUTES = "none@all-minutes"  # all-off for the minutes all-on took (same seed)
+TEST_SETS = ("Set5", "Set14", "BSD100")
+RUNS = repo_root() / "runs" / "ablation"
+
+
+def model_kwargs(variant: str) -> dict:
+    """The AMMSConfig overrides of one variant (``EQUAL_MINUTES`` is ``none``'s)."""
+    on = VARIANTS["none" if variant == EQUAL_MINUTES else variant]
+    return {**FAIR, **{idea: idea in on for idea in IDEAS}}
+
+
+def run_dir(variant: str, seed: int) -> Path:
+    return RUNS / f"{variant}_s{seed}"
+
+
+def train_command(variant: str, seed: int, args, minutes: float = 0.0) -> list[str]:
+    """The training command of one run: equal steps, or (``minutes``) an equal time."""
+    cmd = [sys.executable, "-m", "amms_lib.train", "--model", "amms", "--scale", "2",
+           "--model-kwargs", json.dumps(model_kwargs(variant)), "--recipe", "fast",
+           "--lr", str(args.lr), "--batch-size", "16", "--patch-size", "64",
+           "--val-every", "0", "--val-set", data.HELDOUT, "--val-images", "1",
+           "--val-max-side", "32", "--workers", "0",
+           "--threads", str(args.threads), "--cpu-amp", "--channels-last",
+           "--seed", str(seed), "--log-every", "50", "--resume",
+           "--out-dir", str(run_dir(variant, seed))]
+    if minutes:
+        return cmd + ["--max-minutes", f"{minutes:.4f}"]
+    return cmd + ["--epochs", "1", "--iters-per-epoch", str(args.steps)]
+
+
+def score(variant: str, seed: int) -> dict:
+    """Whole-image scores of a finished run's final weights (no selection)."""
+    from amms_lib.benchmark import evaluate_set
+    from amms_lib.checkpoint import load_model
+    from amms_lib.inference import upscale
+    from amms_lib.profile import count_parameters, flops_by_part
+    from amms_lib.train import read_metrics
+
+    out = run_dir(variant, seed)
+    net, ckpt = load_model(out / "last.pt", model="amms", scale=2)
+    log = read_metrics(out)
+    t0 = time.perf_counter()
+    sets = {name: evaluate_set(lambda lr: upscale(net, lr), name, 2, per_image=True)
+            for name in (*TEST_SETS, data.HELDOUT)}
+    return {"variant": variant, "seed": seed, "model_kwargs": model_kwargs(variant),
+            "params": count_parameters(net), "steps": ckpt["step"],
+            "gflops_48": flops_by_part(net, (48, 48))["total"] / 1e9,  # one 48x48 LR input
+            "train_minutes": round(ckpt["seconds"] / 60, 3),
+            "it_s": [r["it_s"] for r in log if "it_s" in r][-1],
+            "score_seconds": round(time.perf_counter() - t0, 1),
+            "sets": {k: {"psnr": v["psnr"], "ssim": v["ssim"], "per_image": v["per_image"]}
+                     for k, v in sets.items()}}
+
+
+def run_one(variant: str, seed: int, args, deadline: float) -> dict | None:
+    """Train (or resume) one run, then score it; None when stopped before the end."""
+    out = run_dir(variant, seed)
+    done = out / "scores.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    minutes = 0.0
+    if variant == EQUAL_MINUTES:
+        ref = run_dir("all", seed) / "scores.json"
+        minutes = json.loads(ref.read_text())["train_minutes"]
+    left = (deadline - time.time()) / 60
+    if left < 1:
+        return None
+    cmd = train_command(variant, seed, args, minutes)
+    if left != float("inf"):
+        cmd += ["--stop-minutes", f"{left:.2f}"]
+    out.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": str(args.threads)}
+    with open(out / "train.log", "a") as log:
+        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    if proc.returncode != 0:
+        print(f"{out.name}: training failed (exit {proc.returncode}); see {out}/train.log",
+              flush=True)
+        return None
+    from amms_lib.train import read_metrics
+
+    steps = read_metrics(out)[-1]["step"]
+    if not minutes and steps < args.steps:
+        return None  # stopped by --stop-minutes: resumes next time
+    if minutes:
+        from amms_lib.checkpoint import read_checkpoint
+
+        if read_checkpoint(out / "last.pt")["seconds"] < 60 * minutes - 1:
+            return None
+    import torch
+
+    torch.set_num_threads(args.threads)
+    result = score(variant, seed)
+    atomic_write(done, lambda f: f.write(json.dumps(result, indent=1)), "w")
+    print(f"{out.name}: {result['steps']} steps, {result['train_minutes']:.1f} min, "
+          + ", ".join(f"{k} {v['psnr']:.2f}" for k, v in result["sets"].items()), flush=True)
+    return result
+
+
+_BICUBIC: dict = {}
+
+
+def bicubic_scores() -> dict:
+    """Bicubic on the same images, per image: the line every variant must clear."""
+    from amms_lib.benchmark import bicubic_upscaler, evaluate_set
+
+    if not _BICUBIC:
+        _BICUBIC.update(bicubic_scores_uncached())
+    return _BICUBIC
+
+
+def bicubic_scores_uncached() -> dict:
+    from amms_lib.benchmark import bicubic_upscaler, evaluate_set
+
+    return {name: evaluate_set(bicubic_upscaler(2), name, 2, per_image=True)
+            for name in (*TEST_SETS, data.HELDOUT)}
+
+
+def collect(args) -> dict:
+    """Every finished run, the bicubic baseline and the analysis, as one record."""
+    runs = [json.loads(p.read_text()) for p in sorted(RUNS.glob("*/scores.json"))]
+    record = {"command": "python benchmarks/ablation_cpu.py " + " ".join(sys.argv[1:]),
+              "steps": args.steps, "lr": args.lr, "fair_config": FAIR,
+              "variants": {k: list(v) for k, v in VARIANTS.items()},
+              "equal_minutes_variant": EQUAL_MINUTES,
+              "recipe": "fast (2% warm-up, cosine to 0), batch 16, 64x64 HR patches, "
+                        "bf16 autocast + channels-last, x2",
+              "bicubic": {k: {"psnr": v["psnr"], "ssim": v["ssim"],
+                              "per_image": v["per_image"]}
+                          for k, v in bicubic_scores().items()},
+              "runs": runs}
+    if args.threads_record:
+        record["threads"] = args.threads_record
+    record["analysis"] = analyse(record)
+    return record
+
+
+def measure_threads(steps: int = 60) -> dict:
+    """Steps/s of the all-on variant: one 2-thread run against two 1-thread runs at once."""
+    import tempfile
+
+    def cmd(out, threads):
+        return [sys.executable, "-m", "amms_lib.train", "--model", "amms", "--scale", "2",
+                "--model-kwargs", json.dumps(model_kwargs("all")), "--batch-size", "16",
+                "--patch-size", "64", "--epochs", "1", "--iters-per-epoch", str(steps),
+                "--val-every", "0", "--val-set", data.BUILTIN, "--workers", "0",
+                "--threads", str(threads), "--cpu-amp", "--channels-last",
+                "--out-dir", out]
+
+    def rate(out):
+        from amms_lib.train import read_metrics
+        return [r["it_s"] for r in read_metrics(out) if "it_s" in r][-1]
+
+    env = {**os.environ, "TQDM_DISABLE": "1"}
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(cmd(f"{tmp}/two", 2), env=env, check=True, capture_output=True)
+        procs = [subprocess.Popen(cmd(f"{tmp}/one{i}", 1), env=env, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL) for i in range(2)]
+        for p in procs:
+            p.wait()
+        two, ones = rate(f"{tmp}/two"), [rate(f"{tmp}/one{i}") for i in range(2)]
+    return {"steps": steps, "one_run_2_threads_it_s": two,
+            "two_runs_1_thread_it_s": ones, "ratio_side_by_side": sum(ones) / two}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--variants", nargs="+", default=[*VARIANTS, EQUAL_MINUTES],
+                    choices=[*VARIANTS, EQUAL_MINUTES])
+    ap.add_argument("--jobs", type=int, default=2, help="runs side by side")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    ap.add_argument("--stop-minutes", type=float, default=0,
+                    help="stop (resumable) after so many minutes; 0: run to the end")
+    ap.add_argument("--measure-threads", action="store_true",
+                    help="first time 2 single-thread runs against one 2-thread run")
+    ap.add_argument("--json", default="benchmarks/results/ablation_cpu.json")
+    args = ap.parse_args()
+    results = Path(args.json)
+    old = json.loads(results.read_text()) if results.is_file() else {}
+    args.threads_record = old.get("threads")
+    if args.measure_threads:
+        args.threads_record = measure_threads()
+        print(f"threads: {args.threads_record}", flush=True)
+    deadline = time.time() + 60 * args.stop_minutes if args.stop_minutes else float("inf")
+    # seed-major, all-on first within a seed: partial results stay balanced and the
+    # equal-minutes run (which needs all-on's minutes) can follow soon after
+    order = sorted(args.variants, key=lambda v: (v == EQUAL_MINUTES, v != "all"))
+    jobs = [(v, s) for s in args.seeds for v in order]
+
+    def work(job):
+        variant, seed = job
+        if variant == EQUAL_MINUTES:  # wait for all-on of this seed
+            while not (run_dir("all", seed) / "scores.json").is_file():
+                if time.time() > deadline or ("all", seed) not in running:
+                    return None
+                time.sleep(20)
+        result = run_one(variant, seed, args, deadline)
+        if result is not None:
+            record = collect(args)
+            atomic_write(results, lambda f: f.write(json.dumps(record, indent=1)), "w")
+        return result
+
+    running = set()  # jobs in progress
+
+    def tracked(job):
+        running.add(job)
+        try:
+            return work(job)
+        finally:
+            running.discard(job)
+
+    with ThreadPoolExecutor(args.jobs) as pool:
+        list(pool.map(tracked, jobs))
+    record = collect(args)
+    atomic_write(results, lambda f: f.write(json.dumps(record, indent=1)), "w")
+    print(json.dumps(record["analysis"]["summary"], indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""The analysis of ``ablation_cpu.py``'s runs: per variant mean and spread, per idea the
+paired effect with a 95% interval, and which effects are resolved.
+
+The unit of noise is the training run: an effect is the per-seed difference of two
+variants trained on the same patches in the same order (paired), its interval a Student
+t interval over seeds (df = seeds - 1). "Resolved" means the interval excludes 0. The
+share of images that the idea improves (pooled over seeds) is descriptive only.
+"""
+from __future__ import annotations
+
+import math
+from statistics import mean, stdev
+
+# two-sided 95% Student t quantiles by degrees of freedom (scipy is not a dependency)
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
+       9: 2.262, 10: 2.228}
+SETS = ("Set5", "Set14", "BSD100", "heldout")
+# idea -> (variant with it, variant without it), at both ends of the design
+EFFECTS = {
+    "non_local": {"added to all-off": ("nl", "none"), "removed from all-on": ("all", "all-nl")},
+    "second_order": {"added to all-off": ("so", "none"),
+                     "removed from all-on": ("all", "all-so")},
+    "multiscale": {"added to all-off": ("ms", "none"), "removed from all-on": ("all", "all-ms")},
+    "all three": {"equal steps": ("all", "none"), "equal minutes": ("all", "none@all-minutes")},
+}
+
+
+def interval(diffs: list[float]) -> dict:
+    """Mean, standard deviation and 95% t interval of paired differences."""
+    n = len(diffs)
+    m = mean(diffs)
+    if n < 2:
+        return {"n": n, "mean": m, "sd": None, "ci95": None, "resolved": False}
+    sd = stdev(diffs)
+    half = T95.get(n - 1, 1.96) * sd / math.sqrt(n)
+    lo, hi = m - half, m + half
+    return {"n": n, "mean": m, "sd": sd, "ci95": [lo, hi], "resolved": lo > 0 or hi < 0}
+
+
+def _by_seed(runs: list[dict], variant: str) -> dict[int, dict]:
+    return {r["seed"]: r for r in runs if r["variant"] == variant}
+
+
+def variant_table(record: dict) -> dict:
+    """variant -> {params, seeds, minutes, set: {mean, sd, margin over bicubic}}."""
+    table = {}
+    for variant in sorted({r["variant"] for r in record["runs"]}):
+        runs = list(_by_seed(record["runs"], variant).values())
+        row = {"params": runs[0]["params"], "seeds": sorted(r["seed"] for r in runs),
+               "steps": mean(r["steps"] for r in runs),
+               "train_minutes": mean(r["train_minutes"] for r in runs)}
+        if "gflops_48" in runs[0]:
+            row["gflops_48"] = runs[0]["gflops_48"]
+        for name in SETS:
+            vals = [r["sets"][name]["psnr"] for r in runs if name in r["sets"]]
+            if vals:
+                row[name] = {"psnr": mean(vals), "sd": stdev(vals) if len(vals) > 1 else None,
+                             "ssim": mean(r["sets"][name]["ssim"] for r in runs),
+                             "over_bicubic": mean(vals) - record["bicubic"][name]["psnr"]}
+        table[variant] = row
+    return table
+
+
+def effect(record: dict, with_v: str, without_v: str, name: str) -> dict | None:
+    """The paired effect on one set: per seed, mean PSNR with minus without."""
+    a, b = _by_seed(record["runs"], with_v), _by_seed(record["runs"], without_v)
+    seeds = sorted(set(a) & set(b))
+    if not seeds:
+        return None
+    diffs = [a[s]["sets"][name]["psnr"] - b[s]["sets"][name]["psnr"] for s in seeds]
+    per_image = [a[s]["sets"][name]["per_image"][k][0] - b[s]["sets"][name]["per_image"][k][0]
+                 for s in seeds for k in a[s]["sets"][name]["per_image"]]
+    return {**interval(diffs), "seeds": seeds, "per_seed": diffs,
+            "images_improved": sum(d > 0 for d in per_image) / len(per_image)}
+
+
+def analyse(record: dict) -> dict:
+    """The variant table, every effect on every set, and a one-line summary of each."""
+    effects, summary = {}, {}
+    for idea, ends in EFFECTS.items():
+        effects[idea] = {}
+        for end, (with_v, without_v) in ends.items():
+            per_set = {name: effect(record, with_v, without_v, name) for name in SETS}
+            effects[idea][end] = {k: v for k, v in per_set.items() if v is not None}
+            if effects[idea][end]:
+                parts = []
+                for name, e in effects[idea][end].items():
+                    ci = (f" [{e['ci95'][0]:+.3f}, {e['ci95'][1]:+.3f}]" if e["ci95"]
+                          else "")
+                    flag = " resolved" if e["resolved"] else ""
+                    parts.append(f"{name} {e['mean']:+.3f}{ci}{flag}")
+                summary[f"{idea}, {end} ({with_v} - {without_v}, n={e['n']})"] = "; ".join(parts)
+    return {"variants": variant_table(record), "effects": effects, "summary": summary}
