@@ -17,6 +17,7 @@ resumed run draw the same patch for the same index, which makes resuming exact.
 from __future__ import annotations
 
 import hashlib
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -69,8 +70,12 @@ def load_pairs(files: list[Path], scale: int, cache_dir: Path | None = None
     key = hashlib.sha1(f"{CACHE_VERSION}|x{scale}|{stamp}".encode()).hexdigest()[:16]
     cache = (cache_dir or repo_root() / "runs" / "cache") / f"train_x{scale}_{key}.pt"
     if cache.is_file():
-        blob = torch.load(cache, weights_only=True)
-        return [t.numpy() for t in blob["hr"]], [t.numpy() for t in blob["lr"]], key
+        try:
+            blob = torch.load(cache, weights_only=True)
+            return [t.numpy() for t in blob["hr"]], [t.numpy() for t in blob["lr"]], key
+        except Exception as exc:  # noqa: BLE001  any failure means a damaged cache file
+            print(f"warning: {cache}: damaged LR cache ({type(exc).__name__}); rebuilding it",
+                  file=sys.stderr)
     if files:
         hrs = [as_rgb(data.modcrop(read_image(f), scale)) for f in files]
     else:

@@ -5,9 +5,12 @@ Notebooks and scripts share these so that a notebook started by nbval (in
 """
 from __future__ import annotations
 
+import argparse
 import os
 import random
+import sys
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -46,6 +49,12 @@ def resolve_device(device: str = "auto") -> torch.device:
         raise AmmsError(f"unknown device {device!r}; use auto, cpu, cuda or mps") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise AmmsError("device 'cuda' asked for, but torch sees no CUDA GPU; use auto")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None)
+                                  and torch.backends.mps.is_available()):
+        raise AmmsError("device 'mps' asked for, but this machine has no Apple GPU; use "
+                        "auto")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise AmmsError(f"device {device!r} is not supported; use auto, cpu, cuda or mps")
     return dev
 
 
@@ -138,3 +147,69 @@ def as_list(value, item=str, name: str = "value") -> list:
                             "one value, a list or a comma-separated string")
         out.append(got)
     return out
+
+
+class FolderLock:
+    """One writer per folder: an exclusive ``fcntl.flock`` on ``<folder>/.lock``.
+
+    A second process that asks for the same folder gets one clear error naming the
+    holder. The kernel drops the lock when its holder exits, killed or not, so a lock
+    file left behind never blocks anyone. (POSIX only, like the rest of the tools.)
+    """
+
+    NAME = ".lock"
+
+    def __init__(self, folder, what: str = "process"):
+        import fcntl
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = folder / self.NAME
+        self._file = open(self.path, "a+")
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._file.seek(0)
+            holder = self._file.read().strip() or "another process"
+            self._file.close()
+            raise AmmsError(f"{folder} is in use by another {what} ({holder}); wait for "
+                            "it to finish, or choose another folder") from None
+        self._file.seek(0)
+        self._file.truncate()
+        self._file.write(f"{what}, pid {os.getpid()}")
+        self._file.flush()
+
+    def release(self) -> None:
+        if not self._file.closed:
+            self._file.close()  # closing the file drops the flock
+
+    def __enter__(self) -> "FolderLock":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose bad-argument message is one line (no usage dump), exit 2."""
+
+    def error(self, message: str):
+        print(f"error: {message} (--help lists the options)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def cli(run: Callable[[], int], interrupted: str = "interrupted") -> int:
+    """Run a command-line entry point the suite's way: an ``AmmsError`` is one
+    ``error: ...`` line and exit 2, Ctrl-C one line (``interrupted``) and exit 130, as
+    a shell reports SIGINT; never a traceback for either. argparse's exit (bad
+    arguments, ``--help``) becomes the return code."""
+    try:
+        return run()
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 2
+    except AmmsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(interrupted, file=sys.stderr)
+        return 130

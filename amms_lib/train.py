@@ -14,9 +14,13 @@ the budget ends, whatever the machine's speed. The budget counts training time
     torchrun --nproc_per_node 2 -m amms_lib.train ...   # DistributedDataParallel
 
 ``out_dir`` receives ``last.pt`` and ``best.pt`` (atomic), ``config.json`` and
-``metrics.jsonl`` (one JSON object per logged step or validation). ``--resume``
-continues from ``last.pt`` exactly: weights, optimizer, scheduler, step and the data
-position (patches are a function of (seed, sample index)).
+``metrics.jsonl`` (one JSON object per logged step or validation). Validation, and so
+``best.pt``, uses the held-out split of the training images (``data.HELDOUT``) by default.
+``--resume`` continues from ``last.pt`` exactly: weights, optimizer, scheduler, step and
+the data position (patches are a function of (seed, sample index)); it refuses settings
+that would change the run (seed, batch, lr, recipe, ...). A folder that holds an earlier
+run is never overwritten unless ``--overwrite`` says so, and one process at a time
+writes to it (a lock file, ``.lock``).
 """
 from __future__ import annotations
 
@@ -44,9 +48,14 @@ from amms_lib.metrics import evaluate
 from amms_lib.models import MODELS, build_model
 from amms_lib.patches import (BUILTIN, TRAIN_SETS, PatchDataset, StepBatchSampler, load_pairs,
                               train_files)
-from amms_lib.runtime import atomic_write, resolve_device, seed_everything
+from amms_lib.runtime import (ArgumentParser, FolderLock, atomic_write, cli, resolve_device,
+                              seed_everything)
 
 OUT_FILES = ("last.pt", "best.pt", "config.json", "metrics.jsonl")  # what a run writes
+# what a resumed run must share with the run it continues, or it would not continue it
+RESUME_FIXED = ("seed", "batch_size", "patch_size", "lr", "recipe", "warmup",
+                "lr_step_epochs", "train_sets")
+SSIM_WINDOW = 11  # metrics.ssim's Gaussian window: a validation crop must hold it
 
 
 @dataclass
@@ -80,6 +89,7 @@ class TrainConfig:
     seed: int = 0
     out_dir: str = "runs/train/default"
     resume: bool = False
+    overwrite: bool = False  # a new run may replace an earlier run's files in out_dir
     log_every: int = 10
     max_minutes: float = 0.0  # >0: the time budget (all resumes together) the schedule spans
     stop_minutes: float = 0.0  # >0: save and stop this process after so many minutes
@@ -99,11 +109,14 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise AmmsError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise AmmsError(f"lr must be a positive number, got {self.lr}")
+        if not (math.isfinite(self.lr) and 0 < self.lr <= 1):
+            raise AmmsError(f"lr must be a number in (0, 1], got {self.lr}")
         for name in ("workers", "threads", "val_every", "val_images", "val_max_side", "log_every"):
             if getattr(self, name) < 0:
                 raise AmmsError(f"{name} must be 0 or more, got {getattr(self, name)}")
+        if self.threads > (os.cpu_count() or 1):
+            raise AmmsError(f"threads {self.threads}: this machine has {os.cpu_count()} "
+                            "cores; use at most that many (0: torch's default)")
         for name in ("max_minutes", "stop_minutes", "warmup"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
@@ -115,6 +128,42 @@ class TrainConfig:
             raise AmmsError(f"warmup is a fraction of the run, below 1; got {self.warmup}")
         if self.recipe not in ("paper", "fast"):
             raise AmmsError(f"recipe must be 'paper' or 'fast', got {self.recipe!r}")
+        if self.resume and self.overwrite:
+            raise AmmsError("--resume continues a run and --overwrite replaces it: "
+                            "choose one")
+        self._check_model_kwargs()
+        self._check_validation()
+
+    def _check_model_kwargs(self) -> None:
+        """The options build this model (a bad width fails now, not after data loads)."""
+        if not isinstance(self.model_kwargs, dict):
+            raise AmmsError(f"model_kwargs must be a JSON object such as "
+                            f"'{{\"channels\": 32}}', got {self.model_kwargs!r}")
+        if "scale" in self.model_kwargs:
+            raise AmmsError("model_kwargs must not set 'scale': use --scale")
+        try:
+            build_model(self.model, self.scale, **self.model_kwargs)
+        except AmmsError as exc:
+            raise AmmsError(f"model_kwargs {self.model_kwargs}: {exc}") from None
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise AmmsError(f"model_kwargs {self.model_kwargs} do not build a "
+                            f"{self.model!r} ({str(exc).splitlines()[0][:120]})") from None
+
+    def _check_validation(self) -> None:
+        """The validation set exists and its crops hold the SSIM window after shaving."""
+        least = 2 + math.ceil(SSIM_WINDOW / self.scale)  # (m - 2) * s >= 11 HR pixels
+        if self.val_max_side and self.val_max_side < least:
+            raise AmmsError(f"val_max_side {self.val_max_side} is too small for SSIM at "
+                            f"x{self.scale}: use at least {least} LR pixels (or 0: whole "
+                            "images)")
+        if data.data_root() is None:
+            return  # the built-in images stand in (validation_pairs)
+        if self.val_set != data.HELDOUT and data.canonical(self.val_set) not in data.list_sets():
+            raise AmmsError(f"val_set {self.val_set!r} not found; use {data.HELDOUT!r} "
+                            f"(held out of the training images) or one of "
+                            f"{', '.join(data.list_sets())}")
+        if self.val_set == data.HELDOUT:
+            data.list_images(data.HELDOUT)  # one clear error if the split is missing
 
 
 def lr_factor(cfg: TrainConfig, step: int, progress: float | None = None) -> float:
@@ -131,6 +180,22 @@ def lr_factor(cfg: TrainConfig, step: int, progress: float | None = None) -> flo
     if p < cfg.warmup:
         return max(p / cfg.warmup, 0.01)
     return 0.5 * (1 + math.cos(math.pi * (p - cfg.warmup) / (1 - cfg.warmup)))
+
+
+def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, lr_b: torch.Tensor,
+               hr_b: torch.Tensor, amp: bool = False) -> float:
+    """One optimisation step of section 4.2; returns the batch's L1 loss.
+
+    lr_b (B, 3, p/s, p/s) -> model -> (B, 3, p, p), L1 against hr_b (the mean of |SR - HR|
+    over every value), backward, Adam. ``amp``: the forward in bf16 autocast, the loss
+    in float32.
+    """
+    with torch.autocast(lr_b.device.type, dtype=torch.bfloat16, enabled=amp):
+        loss = F.l1_loss(model(lr_b).float(), hr_b)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss.item()
 
 
 def validation_pairs(cfg: TrainConfig) -> tuple[str, list[tuple[np.ndarray, np.ndarray]]]:
@@ -177,8 +242,8 @@ def init_from(net: torch.nn.Module, cfg: TrainConfig) -> str:
             if k in own and own[k].shape == v.shape}
     load_weights(net, {**own, **take}, cfg.init_from)
     fresh = sorted({k.rsplit(".", 2)[0] for k in own if k not in take})
-    return (f"{len(take)} of {len(own)} tensors (x{ckpt['scale']}, step {ckpt['step']}); "
-            f"new: {', '.join(fresh) or 'none'}")
+    return (f"{len(take)} of {len(own)} tensors (x{ckpt['scale']}, step "
+            f"{ckpt.get('step', 'not recorded')}); new: {', '.join(fresh) or 'none'}")
 
 
 def _dist_info() -> tuple[int, int]:
@@ -186,6 +251,15 @@ def _dist_info() -> tuple[int, int]:
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     return (dist.get_rank(), world) if world > 1 else (0, 1)
+
+
+def _any_rank(flag: bool, world: int, device: torch.device) -> bool:
+    """True on every rank when ``flag`` is true on any (so that all ranks stop together)."""
+    if world == 1:
+        return flag
+    t = torch.tensor([float(flag)], device=device if device.type == "cuda" else "cpu")
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
 
 
 def _log(path: Path, record: dict) -> None:
@@ -197,16 +271,23 @@ def _read_log(path: Path) -> list[dict]:
     """The records of a metrics log. A partial last line (the run was cut off while
     writing it: disk full, power loss) is skipped with one warning; a bad line before
     the end means the file is damaged."""
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    try:
+        lines = [line for line in path.read_text().splitlines() if line.strip()]
+    except UnicodeDecodeError:
+        raise AmmsError(f"{path}: not a text file; the log is damaged: move it away "
+                        "(a new run starts a fresh one)") from None
     records = []
     for i, line in enumerate(lines):
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
+            record = json.loads(line)
+            if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+                raise ValueError("not a record with a step")
+            records.append(record)
+        except ValueError:  # json.JSONDecodeError included
             if i < len(lines) - 1:
-                raise AmmsError(f"{path}: record {i + 1} is not JSON; the log is "
-                                "damaged: move it away (a new run starts a fresh one)"
-                                ) from None
+                raise AmmsError(f"{path}: record {i + 1} is not a JSON object with a "
+                                "step; the log is damaged: move it away (a new run "
+                                "starts a fresh one)") from None
             print(f"warning: {path}: skipped a partial last line (the run was cut off "
                   "while writing it)", file=sys.stderr)
     return records
@@ -222,7 +303,8 @@ def _truncate_log(path: Path, step: int) -> None:
 
 def _remove_temp_files(out: Path) -> None:
     """Delete the hidden temp files (``.last.pt.*``, ...) of atomic writes that a killed
-    run left behind: each can be as large as a checkpoint."""
+    run left behind: each can be as large as a checkpoint. Called only while holding the
+    folder's lock, so no live process owns them."""
     left = [p for name in OUT_FILES for p in out.glob(f".{name}.*") if p.is_file()]
     for p in left:
         p.unlink(missing_ok=True)
@@ -236,15 +318,105 @@ def read_metrics(out_dir) -> list[dict]:
     return _read_log(Path(out_dir) / "metrics.jsonl")
 
 
+def _run_dir_problem(cfg: TrainConfig, out: Path) -> str | None:
+    """Why this run may not use ``out`` (an earlier run's results would be lost), or
+    None. Read-only: every rank checks it before any rank writes."""
+    if out.exists() and not out.is_dir():
+        return f"--out-dir {out} is a file, not a folder; choose a folder"
+    earlier = [n for n in OUT_FILES if (out / n).exists()]
+    if cfg.resume and not (out / "last.pt").is_file() and earlier:
+        return (f"{out}: --resume, but there is no last.pt to continue from (it holds "
+                f"{', '.join(earlier)} of an earlier run); start over with --overwrite, "
+                "or choose another --out-dir")
+    if not cfg.resume and earlier and not cfg.overwrite:
+        return (f"{out} holds an earlier run ({', '.join(earlier)}); continue it with "
+                "--resume, start over with --overwrite (deletes those files), or choose "
+                "another --out-dir")
+    return None
+
+
+def _open_run_dir(cfg: TrainConfig, out: Path, main_proc: bool, world: int,
+                  device: torch.device) -> FolderLock | None:
+    """Refuse a folder holding results this run would destroy, lock it against a
+    second writer, and (``overwrite``) clear the earlier run. The lock is rank 0's."""
+    problem = _run_dir_problem(cfg, out)
+    lock = None
+    if problem is None and main_proc:
+        out.mkdir(parents=True, exist_ok=True)
+        try:
+            lock = FolderLock(out, "training")
+        except AmmsError as exc:
+            problem = str(exc)
+    if _any_rank(problem is not None, world, device):
+        if lock:
+            lock.release()
+        raise AmmsError(problem or "another rank refused the run folder (see its message)")
+    if main_proc:
+        _remove_temp_files(out)
+        if cfg.resume and not (out / "last.pt").is_file():
+            print(f"--resume: {out} holds no run yet; starting a new one", file=sys.stderr)
+        if cfg.overwrite:
+            for name in OUT_FILES:
+                (out / name).unlink(missing_ok=True)
+    return lock
+
+
+def _resume(cfg: TrainConfig, net, opt, last: Path) -> tuple[int, float, float]:
+    """Load ``last.pt`` into ``net`` and ``opt``: (step, best PSNR, seconds spent)."""
+    ckpt = read_checkpoint(last)
+    check_compatible(ckpt, last, cfg.model, cfg.scale)
+    if ckpt["model_kwargs"] != cfg.model_kwargs:
+        raise AmmsError(f"{last}: trained with model options {ckpt['model_kwargs']}, "
+                        f"not {cfg.model_kwargs}; use another out_dir")
+    missing = [k for k in ("optimizer", "step", "rng") if k not in ckpt]
+    if missing:
+        raise AmmsError(f"{last}: holds weights only (no {', '.join(missing)}), so it cannot "
+                        "be resumed; start from it with --init-from in a new --out-dir")
+    old = ckpt.get("config") or {}
+    for key in RESUME_FIXED:
+        was, now = old.get(key), getattr(cfg, key)
+        if key in old and (tuple(was) if isinstance(was, list) else was) != now:
+            raise AmmsError(f"{last}: the run was trained with {key}={was!r}, not {now!r}; "
+                            "a resumed run continues exactly only with the same settings: "
+                            "pass the same value, or start over with --overwrite")
+    load_weights(net, ckpt["state_dict"], last)
+    opt.load_state_dict(ckpt["optimizer"])
+    torch.set_rng_state(ckpt["rng"])
+    return ckpt["step"], ckpt.get("best_psnr", -math.inf), float(ckpt.get("seconds", 0.0))
+
+
+def _save(out: Path, net, opt, cfg: TrainConfig, step: int, best: float, spent: float,
+          metrics: dict) -> None:
+    """``last.pt``, and ``best.pt`` when this validation is the best so far (atomic)."""
+    last = out / "last.pt"
+    if not all(torch.isfinite(p).all() for p in net.parameters()):
+        kept = f"{last} is from before it" if last.is_file() else "nothing was saved"
+        raise AmmsError(f"the weights became NaN or Inf by step {step}: training "
+                        f"diverged; {kept}. Lower --lr")
+    state = dict(name=cfg.model, scale=cfg.scale, model_kwargs=cfg.model_kwargs,
+                 step=step, best_psnr=best, metrics=metrics, config=asdict(cfg),
+                 optimizer=opt.state_dict(), seconds=spent, rng=torch.get_rng_state())
+    try:
+        save_checkpoint(last, net, **state)
+        if "psnr" in metrics and metrics["psnr"] >= best:
+            save_checkpoint(out / "best.pt", net, **state)
+    except OSError as exc:
+        raise AmmsError(f"could not write a checkpoint to {out} ({exc.strerror or exc}); "
+                        "the files already there are as they were: free space and "
+                        "--resume") from None
+
+
 def train(cfg: TrainConfig, stop_after: int | None = None) -> dict:
     """Run (or resume) training; returns the final metrics. ``stop_after`` ends this call
-    after that many steps without saving, as if the process had been killed."""
-    cfg.check()
+    after that many steps without saving, as if the process had been killed. The loop is
+    longer than most functions here because DDP needs every rank to agree, each step, on
+    the time spent and on when to stop; the step itself is ``train_step``."""
     if tuple(cfg.train_sets) != (BUILTIN,) and data.data_root() is None:
         raise AmmsError("no training data: set AMMS_DATA to a folder with train/T91 and "
                         "train/BSD200 (see the README), or pass --train-sets builtin to "
                         "train on the four built-in skimage images (a demo, not comparable)")
     files = train_files(cfg.train_sets)  # before any work: a missing set fails now
+    cfg.check()
     rank, world = _dist_info()
     main_proc = rank == 0
     device = resolve_device(cfg.device)
@@ -252,30 +424,29 @@ def train(cfg: TrainConfig, stop_after: int | None = None) -> dict:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
         torch.cuda.set_device(device)
     out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    if main_proc:
-        _remove_temp_files(out)
+    lock = _open_run_dir(cfg, out, main_proc, world, device)
+    try:
+        return _train_locked(cfg, files, out, rank, world, device, stop_after)
+    finally:
+        if lock:
+            lock.release()
+        if world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _prepare(cfg: TrainConfig, out: Path, main_proc: bool, world: int, device):
+    """The network (and its DDP/compiled wrapper), Adam, and where the run stands:
+    (net, model, opt, step, best PSNR, seconds spent), resumed or started anew."""
     seed_everything(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     net = build_model(cfg.model, cfg.scale, **cfg.model_kwargs).to(device)
-    channels_last = device.type == "cuda" or cfg.channels_last
-    if channels_last:
+    if device.type == "cuda" or cfg.channels_last:
         net = net.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8)
     step, best, spent = 0, -math.inf, 0.0  # spent: seconds of the time budget used
-    last = out / "last.pt"
-    if cfg.resume and last.is_file():
-        ckpt = read_checkpoint(last)
-        check_compatible(ckpt, last, cfg.model, cfg.scale)
-        if ckpt["model_kwargs"] != cfg.model_kwargs:
-            raise AmmsError(f"{last}: trained with model options {ckpt['model_kwargs']}, "
-                            f"not {cfg.model_kwargs}; use another out_dir")
-        load_weights(net, ckpt["state_dict"], last)
-        opt.load_state_dict(ckpt["optimizer"])
-        step, best = ckpt["step"], ckpt["best_psnr"]
-        spent = float(ckpt.get("seconds", 0.0))
-        torch.set_rng_state(ckpt["rng"])
+    if cfg.resume and (out / "last.pt").is_file():
+        step, best, spent = _resume(cfg, net, opt, out / "last.pt")
     elif cfg.init_from:
         kept = init_from(net, cfg)
         if main_proc:
@@ -292,113 +463,98 @@ def train(cfg: TrainConfig, stop_after: int | None = None) -> dict:
             net, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.compile:
         model = torch.compile(model)
+    return net, model, opt, step, best, spent
 
+
+def _loader(cfg: TrainConfig, files, step: int, stop: int, spent: float, rank: int,
+            world: int, device) -> DataLoader:
+    """Batches of steps ``step .. stop-1`` of this rank, saying what feeds them."""
     hrs, lrs, _ = load_pairs(files, cfg.scale)
     dataset = PatchDataset(hrs, lrs, cfg.scale, cfg.patch_size, cfg.seed)
-    last_step = 2**62 if cfg.max_minutes else cfg.total_steps  # a budget ends by time alone
-    stop = last_step if stop_after is None else min(last_step, step + stop_after)
-    if main_proc:
+    if rank == 0:
         sets = "+".join(cfg.train_sets) if files else "built-in skimage images"
         budget = (f"a {cfg.max_minutes:g}-minute budget ({spent / 60:.1f} spent)"
                   if cfg.max_minutes else f"steps {step}..{stop}")
         print(f"training data: {sets}: {dataset.describe()}; {cfg.batch_size * world} "
               f"patches per step, {budget}", file=sys.stderr)
-    loader = DataLoader(dataset, batch_sampler=StepBatchSampler(step, stop, cfg.batch_size,
-                                                                rank, world),
-                        num_workers=cfg.workers, pin_memory=device.type == "cuda",
-                        persistent_workers=False)
-    amp = cfg.amp and (device.type == "cuda" or cfg.cpu_amp)
+    sampler = StepBatchSampler(step, stop, cfg.batch_size, rank, world)
+    return DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.workers,
+                      pin_memory=device.type == "cuda", persistent_workers=False)
 
-    def save(metrics: dict) -> None:
-        if not all(torch.isfinite(p).all() for p in net.parameters()):
-            raise AmmsError(f"the weights became NaN or Inf by step {step}: training "
-                            f"diverged; {last} is from before it. Lower --lr")
-        state = dict(name=cfg.model, scale=cfg.scale, model_kwargs=cfg.model_kwargs,
-                     step=step, best_psnr=best, metrics=metrics, config=asdict(cfg),
-                     optimizer=opt.state_dict(), seconds=spent, rng=torch.get_rng_state())
-        save_checkpoint(last, net, **state)
-        if "psnr" in metrics and metrics["psnr"] >= best:
-            save_checkpoint(out / "best.pt", net, **state)
 
-    metrics: dict = {}
+def _train_locked(cfg, files, out: Path, rank: int, world: int, device, stop_after):
+    """The loop of ``train``, once the run folder is ours. About 60 lines: each step sets
+    the lr, runs ``train_step``, agrees with the other ranks on time and divergence, logs,
+    and validates and saves on schedule; split further, those would share eight locals."""
+    main_proc = rank == 0
+    net, model, opt, step, best, spent = _prepare(cfg, out, main_proc, world, device)
+    log = out / "metrics.jsonl"
+    channels_last = device.type == "cuda" or cfg.channels_last
+    last_step = 2**62 if cfg.max_minutes else cfg.total_steps  # a budget ends by time alone
+    stop = last_step if stop_after is None else min(last_step, step + stop_after)
     if cfg.max_minutes and spent >= 60 * cfg.max_minutes:
         if main_proc:
-            print(f"{last}: its {cfg.max_minutes:g}-minute budget is spent (step {step}); "
-                  "raise --max-minutes to train on", file=sys.stderr)
-        if world > 1:
-            dist.destroy_process_group()
+            print(f"{out / 'last.pt'}: its {cfg.max_minutes:g}-minute budget is spent (step "
+                  f"{step}); raise --max-minutes to train on", file=sys.stderr)
         return {"step": step, "best_psnr": best, "seconds": round(spent, 1)}
+    loader = _loader(cfg, files, step, stop, spent, rank, world, device)
+    amp = cfg.amp and (device.type == "cuda" or cfg.cpu_amp)
     bar = tqdm(total=None if cfg.max_minutes else stop - step, desc=f"{cfg.model} x{cfg.scale}",
                **({} if main_proc else {"disable": True}))  # TQDM_DISABLE=1 works too
     t0, seen, val_seconds = time.perf_counter(), 0, 0.0  # validation is not training time
-    spent0 = spent
-
-    def set_lr() -> None:
+    spent0, metrics = spent, {}
+    for lr_b, hr_b in loader:
         progress = spent / (60 * cfg.max_minutes) if cfg.max_minutes else None
         for group in opt.param_groups:
             group["lr"] = cfg.lr * lr_factor(cfg, step, progress)
-
-    for lr_b, hr_b in loader:
-        set_lr()
         lr_b = lr_b.to(device, non_blocking=True)
         hr_b = hr_b.to(device, non_blocking=True)
         if channels_last:
             lr_b = lr_b.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            loss = F.l1_loss(model(lr_b).float(), hr_b)
-        loss_value = loss.item()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        step += 1
-        seen += 1
+        loss = train_step(model, opt, lr_b, hr_b, amp)
+        step, seen = step + 1, seen + 1
         bar.update()
         # every rank must agree on the time spent (it sets the lr) and on when to stop
         wall = time.perf_counter() - t0
-        bad = float(not math.isfinite(loss_value))
-        now = torch.tensor([wall - val_seconds, wall, bad], dtype=torch.float64,
-                           device=device if world > 1 else "cpu")  # nccl: on GPU
+        now = torch.tensor([wall - val_seconds, wall, float(not math.isfinite(loss))],
+                           dtype=torch.float64, device=device if world > 1 else "cpu")
         if world > 1:
             dist.all_reduce(now, op=dist.ReduceOp.MAX)
         trained, wall = float(now[0]), float(now[1])
         if now[2]:  # every rank stops together; nothing diverged is ever saved
-            raise AmmsError(f"the loss became {loss_value} at step {step}: training "
-                            f"diverged; {last} is from before it. Lower --lr, or drop "
-                            "--compile (with bf16 and channels-last on the CPU it gave NaN "
-                            "gradients in torch 2.13)")
+            kept = (f"{out / 'last.pt'} is from before it" if (out / "last.pt").is_file()
+                    else "nothing was saved")
+            raise AmmsError(f"the loss became {loss} at step {step}: training diverged; "
+                            f"{kept}. Lower --lr, or drop --compile (with bf16 and "
+                            "channels-last on the CPU it gave NaN gradients in torch 2.13)")
         spent = spent0 + trained
         end = (step == last_step
                or (cfg.max_minutes and spent >= 60 * cfg.max_minutes)
                or (cfg.stop_minutes and wall >= 60 * cfg.stop_minutes))
         if main_proc and ((cfg.log_every and step % cfg.log_every == 0) or end):
-            rate = seen / trained
-            _log(out / "metrics.jsonl", {"step": step, "loss": loss_value,
-                                         "lr": opt.param_groups[0]["lr"], "it_s": rate,
-                                         "seconds": round(spent, 2)})
-            bar.set_postfix(loss=f"{loss_value:.4f}")
+            _log(log, {"step": step, "loss": loss, "lr": opt.param_groups[0]["lr"],
+                       "it_s": seen / trained, "seconds": round(spent, 2)})
+            bar.set_postfix(loss=f"{loss:.4f}")
         if (cfg.val_every and step % cfg.val_every == 0) or end:
             tv = time.perf_counter()
             if main_proc:
                 metrics = validate(net, cfg)
                 best = max(best, metrics["psnr"])
-                _log(out / "metrics.jsonl", {"step": step, "seconds": round(spent, 2),
-                                             **metrics})
-                bar.set_postfix(loss=f"{loss_value:.4f}", psnr=f"{metrics['psnr']:.2f}")
-                save(metrics)  # checkpoints go with validations (and the end)
+                _log(log, {"step": step, "seconds": round(spent, 2), **metrics})
+                bar.set_postfix(loss=f"{loss:.4f}", psnr=f"{metrics['psnr']:.2f}")
+                _save(out, net, opt, cfg, step, best, spent, metrics)  # with validations
             if world > 1:
                 dist.barrier()
             val_seconds += time.perf_counter() - tv
         if end:
             break
     bar.close()
-    if world > 1:
-        dist.destroy_process_group()
     return {"step": step, "best_psnr": best, "seconds": round(spent, 1), **metrics}
 
 
 def _parse(argv) -> TrainConfig:
-    ap = argparse.ArgumentParser(prog="python -m amms_lib.train", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser(prog="python -m amms_lib.train", description=__doc__,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     defaults = TrainConfig()
     for f in fields(TrainConfig):
         name = "--" + f.name.replace("_", "-")
@@ -406,7 +562,7 @@ def _parse(argv) -> TrainConfig:
         if isinstance(value, bool):
             ap.add_argument(name, action=argparse.BooleanOptionalAction, default=value)
         elif isinstance(value, dict):
-            ap.add_argument(name, type=json.loads, default=value,
+            ap.add_argument(name, type=_json_object, default=value,
                             help='JSON, e.g. \'{"channels": 32}\'')
         elif isinstance(value, tuple):
             ap.add_argument(name, nargs="+", default=list(value))
@@ -418,14 +574,24 @@ def _parse(argv) -> TrainConfig:
     return TrainConfig(**args)
 
 
+def _json_object(text: str) -> dict:
+    """--model-kwargs: a JSON object (argparse turns the ValueError into one line)."""
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        raise ValueError(f"not a JSON object: {text}")
+    return value
+
+
+_json_object.__name__ = "JSON object"  # argparse names the type in its message
+
+
 def main(argv=None) -> int:
-    try:
-        result = train(_parse(argv))
-    except AmmsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps(result))
-    return 0
+    def run() -> int:
+        print(json.dumps(train(_parse(argv))))
+        return 0
+
+    return cli(run, interrupted="training interrupted: last.pt holds the last checkpoint "
+                                "(saved with each validation); --resume continues from it")
 
 
 if __name__ == "__main__":

@@ -55,7 +55,7 @@ def test_checkpoints_metrics_and_config(use_data, tmp_path):
     assert json.loads((run / "config.json").read_text())["batch_size"] == 2
     vals = [r for r in read_metrics(run) if "psnr" in r]
     assert [r["step"] for r in vals] == [3, 6] and all(5 < r["psnr"] < 50 for r in vals)
-    assert not [p for p in run.iterdir() if p.name.startswith(".")]  # no temp files
+    assert [p.name for p in run.iterdir() if p.name.startswith(".")] == [".lock"]  # no temp
 
 
 def test_resume_refuses_other_options_and_corrupt_checkpoints(use_data, tmp_path):
@@ -339,7 +339,7 @@ def test_temp_files_of_a_killed_save_are_removed_by_the_next_run(use_data, tmp_p
         (run / name).write_bytes(b"x" * 1000)
     (run / ".notes").write_text("mine")
     train(_cfg(tmp_path, iters_per_epoch=2, val_every=0))
-    assert sorted(p.name for p in run.iterdir() if p.name.startswith(".")) == [".notes"]
+    assert sorted(p.name for p in run.iterdir() if p.name.startswith(".")) == [".lock", ".notes"]
     assert "removed 3 temp file(s)" in capsys.readouterr().err
 
 
@@ -348,3 +348,177 @@ def test_temp_files_of_a_killed_save_are_removed_by_the_next_run(use_data, tmp_p
 def test_config_check_refuses_a_bad_scale_or_model(kw, match):
     with pytest.raises(AmmsError, match=match):
         TrainConfig(**kw).check()
+
+
+# -- nothing a user already has is lost: run folders, locks, resume, bad input ---------------
+
+def test_a_new_run_never_replaces_an_earlier_runs_results(use_data, tmp_path):
+    cfg = _cfg(tmp_path, iters_per_epoch=3)
+    train(cfg)
+    run = tmp_path / "run"
+    before = {n: (run / n).read_bytes() for n in ("best.pt", "last.pt", "metrics.jsonl")}
+    with pytest.raises(AmmsError, match="holds an earlier run.*--resume.*--overwrite"):
+        train(cfg)
+    assert {n: (run / n).read_bytes() for n in before} == before
+    (run / "last.pt").unlink()  # --resume with nothing to resume from: says so
+    with pytest.raises(AmmsError, match="no last.pt to continue from"):
+        train(replace(cfg, resume=True))
+    assert (run / "best.pt").read_bytes() == before["best.pt"]
+    assert train(replace(cfg, overwrite=True))["step"] == 3  # asked for: starts over
+    fresh = tmp_path / "fresh"  # an empty folder: --resume starts a new run, saying so
+    assert train(replace(cfg, resume=True, out_dir=str(fresh)))["step"] == 3
+
+
+@pytest.mark.parametrize("change", [dict(seed=1), dict(batch_size=3), dict(lr=2e-4),
+                                    dict(recipe="fast"), dict(patch_size=24)])
+def test_resume_refuses_settings_that_change_the_run(use_data, tmp_path, change):
+    cfg = _cfg(tmp_path, iters_per_epoch=2, val_every=0)
+    train(cfg)
+    key = next(iter(change))
+    with pytest.raises(AmmsError, match=f"trained with {key}="):
+        train(replace(cfg, resume=True, iters_per_epoch=4, **change))
+    assert read_checkpoint(tmp_path / "run" / "last.pt")["step"] == 2
+
+
+def test_a_second_writer_is_refused_while_the_first_holds_the_folder(use_data, tmp_path):
+    from amms_lib.runtime import FolderLock
+
+    cfg = _cfg(tmp_path, iters_per_epoch=2, val_every=0)
+    with FolderLock(tmp_path / "run", "training"):  # another process's run, in effect
+        with pytest.raises(AmmsError, match="in use by another training"):
+            train(cfg)
+        assert not (tmp_path / "run" / "metrics.jsonl").exists()
+    assert train(cfg)["step"] == 2  # released: the next run goes ahead
+    code = ("import fcntl, sys, time; f = open(sys.argv[1], 'a+'); "
+            "fcntl.flock(f, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "run" / ".lock")],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(AmmsError, match="in use"):
+            train(replace(cfg, resume=True, iters_per_epoch=4))
+    finally:
+        holder.kill()
+        holder.wait()
+    assert train(replace(cfg, resume=True, iters_per_epoch=4))["step"] == 4  # lock died
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(val_set="Set6"), "val_set 'Set6' not found"),
+    (dict(val_max_side=4), "too small for SSIM"),
+    (dict(model_kwargs={"channels": 4.5}), "do not build"),
+    (dict(model_kwargs={"scale": 3}), "use --scale"),
+    (dict(model_kwargs=[1, 2]), "JSON object"),
+    (dict(lr=1e300), "lr must be"),
+    (dict(threads=100000), "cores"),
+    (dict(resume=True, overwrite=True), "choose one"),
+])
+def test_settings_that_cannot_train_fail_before_any_step(use_data, tmp_path, kw, match):
+    cfg = _cfg(tmp_path, **kw)
+    with pytest.raises(AmmsError, match=match):
+        train(cfg)
+    assert not (tmp_path / "run").exists()
+
+
+def test_cli_gives_one_line_for_bad_input_and_130_for_ctrl_c(use_data, tmp_path, capsys,
+                                                            monkeypatch):
+    from amms_lib.train import main
+
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    base = ["--train-sets", "T91", "--epochs", "1", "--iters-per-epoch", "1",
+            "--batch-size", "2", "--patch-size", "16", "--workers", "0",
+            "--model-kwargs", json.dumps(TINY)]
+    for bad in (["--out-dir", str(afile)], ["--device", "mps"], ["--device", "tpu"],
+                ["--model-kwargs", "[1,2]"], ["--threads", "100000"]):
+        code = main(base + ["--out-dir", str(tmp_path / "o")] + bad)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) <= 2 and "Traceback" not in "".join(err), (bad, err)
+        assert err[-1].startswith(("error: ", "usage: ")) or "error:" in err[-1], (bad, err)
+
+    def interrupted(cfg):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("amms_lib.train.train", interrupted)
+    assert main(base + ["--out-dir", str(tmp_path / "o")]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "interrupted" in err[0] and "--resume" in err[0]
+
+
+def test_resume_and_init_from_weights_only_checkpoints_say_what_is_missing(use_data,
+                                                                          tmp_path):
+    from amms_lib.checkpoint import save_checkpoint
+    from amms_lib.models import build_model
+
+    weights = tmp_path / "w.pt"
+    save_checkpoint(weights, build_model("amms", 2, **TINY), name="amms", scale=2,
+                    model_kwargs=TINY)  # no step, optimizer or rng: as shipped weights
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "last.pt").write_bytes(weights.read_bytes())
+    with pytest.raises(AmmsError, match="weights only.*--init-from"):
+        train(_cfg(tmp_path, resume=True))
+    cfg = _cfg(tmp_path, out_dir=str(tmp_path / "new"), init_from=str(weights),
+               iters_per_epoch=1, val_every=0)
+    assert train(cfg)["step"] == 1
+
+
+def test_a_damaged_log_or_lr_cache_is_one_clear_line(use_data, tmp_path, capsys):
+    cfg = _cfg(tmp_path, iters_per_epoch=2, val_every=0)
+    train(cfg)
+    log = tmp_path / "run" / "metrics.jsonl"
+    good = log.read_text()
+    for bad in ("[1, 2]\n", '{"loss": 1}\n'):
+        log.write_text(bad + good)
+        with pytest.raises(AmmsError, match="not a JSON object with a step"):
+            read_metrics(cfg.out_dir)
+    log.write_bytes(b"\xff\xfe\x00garbage\n" + good.encode())
+    with pytest.raises(AmmsError, match="not a text file"):
+        read_metrics(cfg.out_dir)
+    cache = tmp_path / "cache"
+    files = sorted((use_data / "train" / "T91").glob("*.png"))[:2]
+    hrs, _, key = load_pairs(files, 2, cache_dir=cache)
+    (cache / f"train_x2_{key}.pt").write_bytes(b"not a torch file")
+    capsys.readouterr()
+    again, _, _ = load_pairs(files, 2, cache_dir=cache)
+    assert "damaged LR cache" in capsys.readouterr().err
+    assert all(np.array_equal(a, b) for a, b in zip(hrs, again))
+    assert load_pairs(files, 2, cache_dir=cache)[2] == key  # rebuilt: it loads again
+
+
+def test_a_full_disk_during_a_save_is_one_error_and_keeps_the_last_checkpoint(
+        use_data, tmp_path, monkeypatch):
+    import errno
+
+    import amms_lib.train as tr
+
+    cfg = _cfg(tmp_path, iters_per_epoch=2, val_every=0)
+    train(cfg)
+    last = tmp_path / "run" / "last.pt"
+    before = last.read_bytes()
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tr, "save_checkpoint", full)
+    with pytest.raises(AmmsError, match="No space left.*--resume"):
+        train(replace(cfg, resume=True, iters_per_epoch=4))
+    assert last.read_bytes() == before
+
+
+def test_held_out_images_never_reach_a_training_patch(use_data):
+    from amms_lib import data
+    from amms_lib.patches import train_files
+
+    held = data.list_images(data.HELDOUT)
+    assert len(held) == 15 and not data.incomplete(data.HELDOUT)
+    files = train_files()
+    assert not {f.stem for f in files} & set(held)
+    assert len(files) == 91 + 200 - 15
+    # by content, not only by name: no training image is a held-out one
+    from amms_lib.images import as_rgb
+
+    held_hr = {as_rgb(data.modcrop(data.load_hr(data.HELDOUT, n), 2)).tobytes() for n in held}
+    hrs, _, _ = load_pairs(files, 2)
+    assert len(hrs) == len(files) and not any(h.tobytes() in held_hr for h in hrs)
+    assert TrainConfig().val_set == data.HELDOUT  # the default selects on it
