@@ -13,8 +13,11 @@ or off (``amms.AMMSConfig``: ``non_local``, ``second_order``, ``multiscale``):
 
 Every variant trains for the same ``--steps`` (the paper's design) with the fast recipe
 (warm-up, cosine to 0) laid over those steps, and ``none@all-minutes`` trains the all-off
-network for as many minutes as ``all`` took with the same seed (the cost a user pays; the
-cosine is laid over that time). A seed fixes the patches and their order, so every
+network for as many minutes as ``all`` needs (the cost a user pays), as steps: ``--steps``
+times the ratio of their seconds per step, measured once in one process, alternating the
+two networks so that both see the same load (``measure_cost_ratio``; wall-clock minutes
+of runs sharing two cores with other jobs would not be comparable). Its cosine is laid over
+its own steps, so it is a finished run, not a midpoint of a longer one. A seed fixes the patches and their order, so every
 variant of a seed sees the same data: differences are paired. Nothing is selected: the
 final weights are scored on whole Set5, Set14 and BSD100 (x2, Y, shaved), per image, and
 on the held-out split (``data.HELDOUT``).
@@ -71,19 +74,17 @@ def run_dir(variant: str, seed: int) -> Path:
     return RUNS / f"{variant}_s{seed}"
 
 
-def train_command(variant: str, seed: int, args, minutes: float = 0.0) -> list[str]:
-    """The training command of one run: equal steps, or (``minutes``) an equal time."""
+def train_command(variant: str, seed: int, args, steps: int) -> list[str]:
+    """The training command of one run of ``steps`` (cosine over them, no selection)."""
     cmd = [sys.executable, "-m", "amms_lib.train", "--model", "amms", "--scale", "2",
            "--model-kwargs", json.dumps(model_kwargs(variant)), "--recipe", "fast",
            "--lr", str(args.lr), "--batch-size", "16", "--patch-size", "64",
-           "--val-every", "0", "--val-set", data.HELDOUT, "--val-images", "1",
+           "--val-set", data.HELDOUT, "--val-images", "1",
            "--val-max-side", "32", "--workers", "0",
            "--threads", str(args.threads), "--cpu-amp", "--channels-last",
-           "--seed", str(seed), "--log-every", "50", "--resume",
+           "--seed", str(seed), "--log-every", "50", "--resume", "--val-every", "1000",
            "--out-dir", str(run_dir(variant, seed))]
-    if minutes:
-        return cmd + ["--max-minutes", f"{minutes:.4f}"]
-    return cmd + ["--epochs", "1", "--iters-per-epoch", str(args.steps)]
+    return cmd + ["--epochs", "1", "--iters-per-epoch", str(steps)]
 
 
 def score(variant: str, seed: int) -> dict:
@@ -116,14 +117,11 @@ def run_one(variant: str, seed: int, args, deadline: float) -> dict | None:
     done = out / "scores.json"
     if done.is_file():
         return json.loads(done.read_text())
-    minutes = 0.0
-    if variant == EQUAL_MINUTES:
-        ref = run_dir("all", seed) / "scores.json"
-        minutes = json.loads(ref.read_text())["train_minutes"]
+    steps = args.equal_steps if variant == EQUAL_MINUTES else args.steps
     left = (deadline - time.time()) / 60
     if left < 1:
         return None
-    cmd = train_command(variant, seed, args, minutes)
+    cmd = train_command(variant, seed, args, steps)
     if left != float("inf"):
         cmd += ["--stop-minutes", f"{left:.2f}"]
     out.mkdir(parents=True, exist_ok=True)
@@ -136,14 +134,8 @@ def run_one(variant: str, seed: int, args, deadline: float) -> dict | None:
         return None
     from amms_lib.train import read_metrics
 
-    steps = read_metrics(out)[-1]["step"]
-    if not minutes and steps < args.steps:
+    if read_metrics(out)[-1]["step"] < steps:
         return None  # stopped by --stop-minutes: resumes next time
-    if minutes:
-        from amms_lib.checkpoint import read_checkpoint
-
-        if read_checkpoint(out / "last.pt")["seconds"] < 60 * minutes - 1:
-            return None
     import torch
 
     torch.set_num_threads(args.threads)
@@ -188,8 +180,44 @@ def collect(args) -> dict:
               "runs": runs}
     if args.threads_record:
         record["threads"] = args.threads_record
+    record["equal_minutes"] = {**args.cost, "steps": args.equal_steps}
     record["analysis"] = analyse(record)
     return record
+
+
+def measure_cost_ratio(rounds: int = 3, steps: int = 20) -> dict:
+    """Seconds per training step of ``all`` over ``none``, each step as the runs take it
+    (16 patches cut from the training images, bf16 autocast, channels-last, one thread).
+    The two networks alternate in one process, so that both see the same load; the
+    median round of each."""
+    import torch
+
+    from amms_lib.models import build_model
+    from amms_lib.patches import PatchDataset, load_pairs, train_files
+    from amms_lib.train import train_step
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    hrs, lrs, _ = load_pairs(train_files(), 2)
+    patches = PatchDataset(hrs, lrs, 2, 64, seed=0)
+    times = {"all": [], "none": []}
+    nets = {v: build_model("amms", 2, **model_kwargs(v)).to(memory_format=torch.channels_last)
+            for v in times}
+    opts = {v: torch.optim.Adam(n.parameters(), lr=1e-4) for v, n in nets.items()}
+    for r in range(rounds + 1):  # round 0 warms up
+        for v in times:
+            t0 = time.perf_counter()
+            for t in range(steps):
+                batch = [patches[i] for i in range(16 * t, 16 * t + 16)]
+                lr_b = torch.stack([b[0] for b in batch]).contiguous(
+                    memory_format=torch.channels_last)  # (16, 3, 32, 32)
+                train_step(nets[v], opts[v], lr_b, torch.stack([b[1] for b in batch]), True)
+            if r:
+                times[v].append((time.perf_counter() - t0) / steps)
+    med = {v: sorted(t)[len(t) // 2] for v, t in times.items()}
+    return {"seconds_per_step": med, "ratio": med["all"] / med["none"],
+            "how": f"{rounds} alternating rounds of {steps} steps (data included) in one "
+                   "process, 1 thread"}
 
 
 def measure_threads(steps: int = 60) -> dict:
@@ -239,39 +267,29 @@ def main() -> None:
     results = Path(args.json)
     old = json.loads(results.read_text()) if results.is_file() else {}
     args.threads_record = old.get("threads")
+    # the equal-minutes budget is measured once and kept, so that every seed shares it
+    args.cost = old.get("equal_minutes") or measure_cost_ratio()
+    args.equal_steps = round(args.steps * args.cost["ratio"])
+    print(f"equal minutes: all-on costs {args.cost['ratio']:.2f}x all-off per step, so "
+          f"{EQUAL_MINUTES} trains {args.equal_steps} steps", flush=True)
     if args.measure_threads:
         args.threads_record = measure_threads()
         print(f"threads: {args.threads_record}", flush=True)
     deadline = time.time() + 60 * args.stop_minutes if args.stop_minutes else float("inf")
-    # seed-major, all-on first within a seed: partial results stay balanced and the
-    # equal-minutes run (which needs all-on's minutes) can follow soon after
-    order = sorted(args.variants, key=lambda v: (v == EQUAL_MINUTES, v != "all"))
+    # seed-major, all-on and all-off first within a seed: partial results stay balanced
+    order = sorted(args.variants, key=lambda v: (v not in ("all", "none"), v == EQUAL_MINUTES))
     jobs = [(v, s) for s in args.seeds for v in order]
 
     def work(job):
         variant, seed = job
-        if variant == EQUAL_MINUTES:  # wait for all-on of this seed
-            while not (run_dir("all", seed) / "scores.json").is_file():
-                if time.time() > deadline or ("all", seed) not in running:
-                    return None
-                time.sleep(20)
         result = run_one(variant, seed, args, deadline)
         if result is not None:
             record = collect(args)
             atomic_write(results, lambda f: f.write(json.dumps(record, indent=1)), "w")
         return result
 
-    running = set()  # jobs in progress
-
-    def tracked(job):
-        running.add(job)
-        try:
-            return work(job)
-        finally:
-            running.discard(job)
-
     with ThreadPoolExecutor(args.jobs) as pool:
-        list(pool.map(tracked, jobs))
+        list(pool.map(work, jobs))
     record = collect(args)
     atomic_write(results, lambda f: f.write(json.dumps(record, indent=1)), "w")
     print(json.dumps(record["analysis"]["summary"], indent=1))
