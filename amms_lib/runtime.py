@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import re
 import sys
 from pathlib import Path
 from typing import Callable
@@ -97,6 +98,34 @@ def probe_writable(folder) -> None:
     os.unlink(probe)
 
 
+TEMP_TAG = "amms-tmp-"  # atomic_write's temp: .<name>.amms-tmp-<pid>.<mkstemp's 8>
+_TEMP = re.compile(r"\.(?P<name>.+)\." + TEMP_TAG + r"(?P<pid>\d+)\.[A-Za-z0-9_]{8}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def stale_temp_files(folder, names=None) -> list[Path]:
+    """Temp files of ``atomic_write`` in ``folder`` whose writing process is gone (a
+    killed run left them), optionally only those of targets whose name ``names(name)``
+    accepts. A file merely named like one (``.photo_x2.png.original``) is never one:
+    the name carries the writer's pid, and a live writer's temps are left alone."""
+    found = []
+    for p in Path(folder).iterdir():
+        m = _TEMP.fullmatch(p.name)
+        if (m and p.is_file() and int(m["pid"]) != os.getpid() and not _alive(int(m["pid"]))
+                and (names is None or names(m["name"]))):
+            found.append(p)
+    return found
+
+
 def atomic_write(path, write, mode: str = "wb") -> Path:
     """Write a file all-or-nothing: ``write(f)`` fills a temp file in the same folder,
     which is flushed, synced and renamed over ``path``; on any error it is removed and
@@ -105,7 +134,8 @@ def atomic_write(path, write, mode: str = "wb") -> Path:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{TEMP_TAG}{os.getpid()}.",
+                               dir=path.parent)
     try:
         with os.fdopen(fd, mode) as f:
             write(f)
@@ -150,38 +180,31 @@ def as_list(value, item=str, name: str = "value") -> list:
 
 
 class FolderLock:
-    """One writer per folder: an exclusive ``fcntl.flock`` on ``<folder>/.lock``.
+    """One writer per folder: an exclusive ``fcntl.flock`` on the folder itself.
 
-    A second process that asks for the same folder gets one clear error naming the
-    holder. The kernel drops the lock when its holder exits, killed or not, so a lock
-    file left behind never blocks anyone. (POSIX only, like the rest of the tools.)
+    A second process that asks for the same folder gets one clear error. The kernel drops
+    the lock when its holder exits, killed or not, and it lives on the folder's file
+    descriptor, so nothing is left behind in the folder. (POSIX only, like the tools.)
     """
-
-    NAME = ".lock"
 
     def __init__(self, folder, what: str = "process"):
         import fcntl
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        self.path = folder / self.NAME
-        self._file = open(self.path, "a+")
+        self._fd = os.open(folder, os.O_RDONLY)
         try:
-            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            self._file.seek(0)
-            holder = self._file.read().strip() or "another process"
-            self._file.close()
-            raise AmmsError(f"{folder} is in use by another {what} ({holder}); wait for "
-                            "it to finish, or choose another folder") from None
-        self._file.seek(0)
-        self._file.truncate()
-        self._file.write(f"{what}, pid {os.getpid()}")
-        self._file.flush()
+            os.close(self._fd)
+            self._fd = None
+            raise AmmsError(f"{folder} is in use by another {what}; wait for it to "
+                            "finish, or choose another folder") from None
 
     def release(self) -> None:
-        if not self._file.closed:
-            self._file.close()  # closing the file drops the flock
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = None
 
     def __enter__(self) -> "FolderLock":
         return self

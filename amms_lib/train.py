@@ -20,7 +20,7 @@ the budget ends, whatever the machine's speed. The budget counts training time
 the data position (patches are a function of (seed, sample index)); it refuses settings
 that would change the run (seed, batch, lr, recipe, ...). A folder that holds an earlier
 run is never overwritten unless ``--overwrite`` says so, and one process at a time
-writes to it (a lock file, ``.lock``).
+writes to it (``runtime.FolderLock``: a ``flock`` on the folder).
 """
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ from amms_lib.models import MODELS, build_model
 from amms_lib.patches import (BUILTIN, TRAIN_SETS, PatchDataset, StepBatchSampler, load_pairs,
                               train_files)
 from amms_lib.runtime import (ArgumentParser, FolderLock, atomic_write, cli, resolve_device,
-                              seed_everything)
+                              seed_everything, stale_temp_files)
 
 OUT_FILES = ("last.pt", "best.pt", "config.json", "metrics.jsonl")  # what a run writes
 # what a resumed run must share with the run it continues, or it would not continue it
@@ -302,10 +302,10 @@ def _truncate_log(path: Path, step: int) -> None:
 
 
 def _remove_temp_files(out: Path) -> None:
-    """Delete the hidden temp files (``.last.pt.*``, ...) of atomic writes that a killed
-    run left behind: each can be as large as a checkpoint. Called only while holding the
-    folder's lock, so no live process owns them."""
-    left = [p for name in OUT_FILES for p in out.glob(f".{name}.*") if p.is_file()]
+    """Delete the temp files (``.last.pt.amms-tmp-<pid>.*``, ...) of atomic writes that a
+    killed run left behind (each can be as large as a checkpoint): only those of this
+    tool's files whose writer is gone (``runtime.stale_temp_files``)."""
+    left = stale_temp_files(out, lambda name: name in OUT_FILES)
     for p in left:
         p.unlink(missing_ok=True)
     if left:

@@ -40,12 +40,11 @@ from amms_lib.images import read_image, write_image
 from amms_lib.inference import (GB, OVERLAP, available_memory, check_bicubic_memory,
                                 check_size, upscale)
 from amms_lib.resize import imresize
-from amms_lib.runtime import probe_writable, resolve_device
+from amms_lib.runtime import FolderLock, probe_writable, resolve_device, stale_temp_files
 
 FORMATS = ("png", "same", "jpg", "bmp", "tif")
 NO_ALPHA = (".jpg", ".jpeg")  # fail before the work (BMP fails at writing LA)
-# runtime.atomic_write's temp of one of our outputs: ".<stem>_x<s>.<ext>." + mkstemp's 8
-TEMP = re.compile(r"\..+_x[234]\.[a-z]+\.[a-z0-9_]{8}")
+OUTPUT_NAME = re.compile(r".+_x[234]\.(png|jpe?g|bmp|tiff?)")  # what out_path makes
 
 
 def collect(inputs: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
@@ -117,8 +116,9 @@ def report(name: str, why: str, kind: str = "failed") -> None:
     tqdm.write(f"{kind}: {name}: {why}", file=sys.stderr)
 
 
-def prepare_output(out_dir: Path) -> None:
-    """Make OUT, prove it writable before any work, remove temps a killed run left."""
+def prepare_output(out_dir: Path) -> FolderLock:
+    """Make OUT, prove it writable and lock it before any work (one upscaler per
+    folder), and remove the temp files of our outputs whose writer was killed."""
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -130,19 +130,25 @@ def prepare_output(out_dir: Path) -> None:
         raise AmmsError(f"cannot write to the output folder {out_dir}: "
                         f"{exc.strerror or exc}; fix its permissions or choose another -o") \
             from None
-    stale = [p for p in out_dir.iterdir() if TEMP.fullmatch(p.name) and p.is_file()]
+    lock = FolderLock(out_dir, "upscale")
+    stale = stale_temp_files(out_dir, OUTPUT_NAME.fullmatch)
     for p in stale:
         p.unlink(missing_ok=True)
     if stale:
         print(f"removed {len(stale)} temporary file(s) an interrupted run left in {out_dir}",
               file=sys.stderr)
+    return lock
 
 
 def run(args) -> int:
     device = resolve_device(args.device)
     fn = make_upscaler(args, device)
     out_dir = Path(args.output)
-    prepare_output(out_dir)
+    with prepare_output(out_dir):
+        return _run_locked(args, fn, out_dir)
+
+
+def _run_locked(args, fn, out_dir: Path) -> int:
     files, bad = collect(args.inputs)
     for name, why in bad:
         report(name, why)

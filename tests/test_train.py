@@ -55,7 +55,7 @@ def test_checkpoints_metrics_and_config(use_data, tmp_path):
     assert json.loads((run / "config.json").read_text())["batch_size"] == 2
     vals = [r for r in read_metrics(run) if "psnr" in r]
     assert [r["step"] for r in vals] == [3, 6] and all(5 < r["psnr"] < 50 for r in vals)
-    assert [p.name for p in run.iterdir() if p.name.startswith(".")] == [".lock"]  # no temp
+    assert not [p for p in run.iterdir() if p.name.startswith(".")]  # no temp files
 
 
 def test_resume_refuses_other_options_and_corrupt_checkpoints(use_data, tmp_path):
@@ -330,16 +330,30 @@ def test_partial_last_log_line_is_skipped_on_resume_with_one_warning(use_data, t
         read_metrics(cfg.out_dir)
 
 
+def dead_pid() -> int:
+    """The pid of a process that has exited (what a killed run leaves in its temp names)."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
 def test_temp_files_of_a_killed_save_are_removed_by_the_next_run(use_data, tmp_path,
                                                                  capsys):
     run = tmp_path / "run"
     run.mkdir()
-    left = [".last.pt.k2j4x8aa", ".best.pt.q9w0e1rr", ".config.json.zz00yy11"]
-    for name in left:  # atomic_write's mkstemp names, as a kill leaves them
+    dead = dead_pid()
+    left = [f".last.pt.amms-tmp-{dead}.k2j4x8aa", f".best.pt.amms-tmp-{dead}.q9w0e1rr",
+            f".config.json.amms-tmp-{dead}.zz00yy11"]
+    for name in left:  # atomic_write's temp names, as a kill leaves them
         (run / name).write_bytes(b"x" * 1000)
-    (run / ".notes").write_text("mine")
+    kept = [".notes", ".last.pt.k2j4x8aa",  # not ours: no pid tag
+            f".last.pt.amms-tmp-{os.getppid()}.abcdefgh",  # a live writer's
+            f".notes.txt.amms-tmp-{dead}.abcdefgh"]  # not one of a run's files
+    for name in kept:
+        (run / name).write_text("mine")
     train(_cfg(tmp_path, iters_per_epoch=2, val_every=0))
-    assert sorted(p.name for p in run.iterdir() if p.name.startswith(".")) == [".lock", ".notes"]
+    assert sorted(p.name for p in run.iterdir() if p.name.startswith(".")) == sorted(
+        kept)
     assert "removed 3 temp file(s)" in capsys.readouterr().err
 
 
@@ -389,9 +403,9 @@ def test_a_second_writer_is_refused_while_the_first_holds_the_folder(use_data, t
             train(cfg)
         assert not (tmp_path / "run" / "metrics.jsonl").exists()
     assert train(cfg)["step"] == 2  # released: the next run goes ahead
-    code = ("import fcntl, sys, time; f = open(sys.argv[1], 'a+'); "
-            "fcntl.flock(f, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(60)")
-    holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "run" / ".lock")],
+    code = ("import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDONLY); "
+            "fcntl.flock(fd, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "run")],
                               stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"

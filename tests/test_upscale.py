@@ -425,9 +425,16 @@ def test_ctrl_c_prints_what_was_written_and_exits_130(tmp_path, capsys, monkeypa
 def test_temp_files_of_a_killed_run_are_removed(tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()
-    ours = [out / ".a_x2.png.k3_9zq0a", out / ".photo_x4.jpg.abcdefgh"]
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()  # a writer that is gone, as a killed run is
+    dead, alive = proc.pid, os.getppid()
+    ours = [out / f".a_x2.png.amms-tmp-{dead}.k3_9zq0a",
+            out / f".photo_x4.jpg.amms-tmp-{dead}.abcdefgh"]
     theirs = [out / ".a_x2.png.short", out / ".hidden", out / "notes.txt",
-              out / ".a.png.abcdefgh"]
+              out / ".a.png.abcdefgh", out / ".holiday_x2.png.original",
+              out / ".notes_x3.txt.20240101", out / ".a_x2.png.k3_9zq0a",
+              out / f".notes_x3.txt.amms-tmp-{dead}.abcdefgh",  # not a name we write
+              out / f".b_x2.png.amms-tmp-{alive}.abcdefgh"]  # its writer still runs
     for p in ours + theirs:
         p.write_bytes(b"half")
     img = save(tmp_path / "a.png", rand_img(8, 8))
@@ -450,3 +457,17 @@ def test_animated_gif_warns_that_only_the_first_frame_is_used(tmp_path, capsys):
         first = read_image(gif)
     with Image.open(tmp_path / "o" / "anim_x2.png") as im:
         np.testing.assert_array_equal(np.asarray(im), imresize(first, 2))
+
+
+def test_a_second_upscaler_into_the_same_folder_is_refused(tmp_path, capsys):
+    from amms_lib.runtime import FolderLock
+
+    img = save(tmp_path / "a.png", rand_img(8, 8))
+    with FolderLock(tmp_path / "o", "upscale"):  # another upscaler writing there
+        rc, err = cli(capsys, img, "--scale", 2, "--model", "bicubic", "-o", tmp_path / "o")
+    assert rc == 2 and err.strip().splitlines() == [
+        f"error: {tmp_path / 'o'} is in use by another upscale; "
+        "wait for it to finish, or choose another folder"]
+    assert not (tmp_path / "o" / "a_x2.png").exists()
+    rc, _ = cli(capsys, img, "--scale", 2, "--model", "bicubic", "-o", tmp_path / "o")
+    assert rc == 0 and (tmp_path / "o" / "a_x2.png").is_file()
