@@ -104,7 +104,7 @@ def run(model: str, datasets: list[str], scales: list[int],
     if partial and not allow_partial:
         (d, s), what = next(iter(partial.items()))
         more = f" (and {len(partial) - 1} more set/scale)" if len(partial) > 1 else ""
-        raise AmmsError(f"{d} x{s} is incomplete: {what}{more}; its mean would not be "
+        raise AmmsError(f"{d} x{s} is not the standard set: {what}{more}; its mean would not be "
                         "comparable: re-fetch the set (python -m amms_lib.data fetch "
                         "--dest DIR), or pass --allow-partial to score what is there")
     if tile is not None and (model == "bicubic" or tile < 1):

@@ -143,8 +143,13 @@ def list_images(name: str, root: Path | None = None) -> list[str]:
             raise AmmsError(f"the held-out split needs train/T91 and train/BSD200 under "
                             f"the data folder ({ENV_VAR}); none of its images was found")
         return found
+    return sorted(set(_hr_files(name, root)))  # an image twice (a.png, a.jpg) counts once
+
+
+def _hr_files(name: str, root: Path | None = None) -> list[str]:
+    """The stem of every HR image file of a set, repeated where two files share one."""
     hr = set_dir(name, root) / "HR"
-    return sorted(p.stem for p in hr.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    return [p.stem for p in hr.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
 
 
 def check_scale(scale: int) -> int:
@@ -162,8 +167,9 @@ def modcrop(img: np.ndarray, scale: int) -> np.ndarray:
 
 def _find(folder: Path, stem: str) -> Path | None:
     for suffix in IMAGE_SUFFIXES:
-        if (folder / (stem + suffix)).is_file():
-            return folder / (stem + suffix)
+        for case in (suffix, suffix.upper()):  # a.PNG is a PNG too
+            if (folder / (stem + case)).is_file():
+                return folder / (stem + case)
     return None
 
 
@@ -218,9 +224,10 @@ def load_pair(name: str, image: str, scale: int, root: Path | None = None) -> Pa
 
 
 def incomplete(name: str, scales=SCALES, root: Path | None = None) -> list[str]:
-    """What is missing from a set, so that its mean would not be the published one:
-    fewer HR images than the standard set has, LR files whose HR image is gone, or
-    images without the LR file at a scale that has published LR. Empty when complete."""
+    """What makes a set's mean differ from the published one: fewer or more HR images
+    than the standard set has, two HR files for one image (``baby.png`` and
+    ``baby.jpg``), LR files whose HR image is gone, or images without the LR file at a
+    scale that has published LR. Empty when the set is exactly the standard one."""
     if name == BUILTIN:
         return []
     if name == HELDOUT:
@@ -229,8 +236,14 @@ def incomplete(name: str, scales=SCALES, root: Path | None = None) -> list[str]:
         return [f"{_few(missing)} of the held-out split missing"] if missing else []
     folder, images = set_dir(name, root), set(list_images(name, root))
     want = EXPECTED_IMAGES.get(canonical(name))
-    short = want and len(images) < want
-    problems = [f"{len(images)} of {want} HR images"] if short else []
+    problems = []
+    if want and len(images) < want:
+        problems.append(f"{len(images)} of {want} HR images")
+    elif want and len(images) > want:
+        problems.append(f"{len(images)} HR images, the standard set has {want}")
+    stems = _hr_files(name, root)
+    if twice := {s for s in stems if stems.count(s) > 1}:
+        problems.append(f"two HR files for {_few(twice)} (keep one of each)")
     orphans = set()
     for s in scales:
         lr_dir = folder / "LR_bicubic" / f"X{s}"
@@ -278,6 +291,10 @@ def _list_main() -> int:
               f"{BUILTIN!r} with {len(BUILTIN_IMAGES)} images from skimage.data")
         return 0
     print(f"data folder: {root}")
+    if not list_sets():
+        print(f"warning: no benchmark sets under {root} (expected benchmark/<Set>/HR/); "
+              "fetch them: python -m amms_lib.data fetch --dest DIR", file=sys.stderr)
+        return 1
     bad = []
     for name in list_sets():
         lr = [f"x{s}" for s in SCALES if (set_dir(name) / "LR_bicubic" / f"X{s}").is_dir()]
@@ -285,9 +302,9 @@ def _list_main() -> int:
               f"published LR: {' '.join(lr) or 'none'}")
         if problems := incomplete(name):
             bad.append(name)
-            print(f"  {'':10s} INCOMPLETE: {'; '.join(problems)}")
+            print(f"  {'':10s} NOT STANDARD: {'; '.join(problems)}")
     if bad:
-        print(f"warning: incomplete set(s) {', '.join(bad)}: their means are not the "
+        print(f"warning: non-standard set(s) {', '.join(bad)}: their means are not the "
               "published ones; re-fetch them (python -m amms_lib.data fetch --dest "
               "DIR)", file=sys.stderr)
         return 1

@@ -115,7 +115,7 @@ def test_incomplete_set_is_refused_unless_partial_is_allowed(data_dir, tmp_path,
     argv = ["--datasets", "Set5", "--scales", "2", "--json", str(out)]
     assert benchmark.main(argv) == 2  # 32.8 dB instead of 33.66: never silently
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: Set5 x2 is incomplete: 4 of 5 HR images")
+    assert err.startswith("error: Set5 x2 is not the standard set: 4 of 5 HR images")
     assert "--allow-partial" in err and "\n" not in err and not out.exists()
     assert benchmark.main([*argv, "--allow-partial"]) == 0
     text = capsys.readouterr().out
@@ -136,3 +136,33 @@ def test_unwritable_json_fails_before_any_work(tmp_path, monkeypatch, capsys):
         err = capsys.readouterr().err.strip()
         assert err.startswith(f"error: --json {target}: cannot write there")
         assert "\n" not in err
+
+
+def test_a_repeated_or_extra_image_is_refused_unless_partial_is_allowed(data_dir, tmp_path,
+                                                                       monkeypatch, capsys):
+    import shutil
+
+    from PIL import Image
+
+    shutil.copytree(data_dir / "benchmark/Set5", tmp_path / "benchmark/Set5")
+    monkeypatch.setenv("AMMS_DATA", str(tmp_path))
+    hr = tmp_path / "benchmark/Set5/HR"
+    Image.open(hr / "baby.png").save(hr / "baby.jpg", quality=95)  # baby twice
+    argv = ["--datasets", "Set5", "--scales", "2"]
+    assert benchmark.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "two HR files for 1 image(s): baby" in err and "\n" not in err
+    assert benchmark.main([*argv, "--allow-partial"]) == 0  # scored once, and marked
+    out = capsys.readouterr().out
+    assert "Set5 x2 is partial" in out and "33.6" in out  # 34.24 when baby counted twice
+    (hr / "baby.jpg").unlink()
+    shutil.copy(hr / "bird.png", hr / "bird2.png")  # a sixth image
+    for s in (2, 3, 4):
+        lr = tmp_path / f"benchmark/Set5/LR_bicubic/X{s}"
+        shutil.copy(lr / f"birdx{s}.png", lr / f"bird2x{s}.png")
+    assert benchmark.main(argv) == 2
+    assert "6 HR images, the standard set has 5" in capsys.readouterr().err
+    from amms_lib import data
+
+    assert data.main(["list"]) == 1
+    assert "NOT STANDARD: 6 HR images" in capsys.readouterr().out

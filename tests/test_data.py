@@ -212,9 +212,21 @@ def test_incomplete_sets_are_named_and_flagged_by_list(data_dir, tmp_path, monke
         "4 of 5 HR images", "HR missing for 1 image(s): bird (LR files are there)"]
     assert data.main(["list"]) == 1
     out, err = capsys.readouterr()
-    assert "INCOMPLETE: 4 of 5 HR images" in out
-    assert err.startswith("warning: incomplete set(s) Set5") and err.count("\n") == 1
+    assert "NOT STANDARD: 4 of 5 HR images" in out
+    assert err.startswith("warning: non-standard set(s) Set5") and err.count("\n") == 1
 
 
 def test_standard_sets_are_complete(use_data):
     assert all(data.incomplete(name) == [] for name in data.STANDARD_SETS)
+
+
+def test_upper_case_suffixes_load_and_an_empty_data_folder_is_flagged(data_dir, tmp_path,
+                                                                     monkeypatch, capsys):
+    monkeypatch.setenv("AMMS_DATA", str(tmp_path))
+    assert data.main(["list"]) == 1  # nothing there: say so, exit 1
+    assert "no benchmark sets" in capsys.readouterr().err
+    shutil.copytree(data_dir / "benchmark/Set5", tmp_path / "benchmark/Set5")
+    hr = tmp_path / "benchmark/Set5/HR"
+    (hr / "baby.png").rename(hr / "baby.PNG")
+    assert "baby" in data.list_images("Set5")
+    assert data.load_hr("Set5", "baby").shape == (512, 512, 3)
