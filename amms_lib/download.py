@@ -8,6 +8,8 @@ image decoded (a truncated PNG has a good header), HR counts and LR sizes.
 from __future__ import annotations
 
 import argparse
+import errno
+import hashlib
 import os
 import re
 import shutil
@@ -25,6 +27,7 @@ from urllib.parse import urlsplit
 from amms_lib.data import EXPECTED_IMAGES as EXPECTED_COUNTS
 from amms_lib.errors import AmmsError
 from amms_lib.images import read_image
+from amms_lib.runtime import FolderLock, cli
 
 DEFAULT_URL = "https://cv.snu.ac.kr/research/EDSR/benchmark.tar"
 ALIASES = {"BSD100": ("BSD100", "B100")}  # accepted folder names per set
@@ -116,10 +119,10 @@ def _download(url: str, archive: Path, progress: bool) -> None:
     """Download ``url`` to ``archive`` via ``<archive>.part``, resuming if possible."""
     part = archive.with_name(archive.name + ".part")
     have = part.stat().st_size if part.exists() else 0
-    req = urllib.request.Request(url, headers={"User-Agent": "amms_lib"})
-    if have:
-        req.add_header("Range", f"bytes={have}-")
     try:
+        req = urllib.request.Request(url, headers={"User-Agent": "amms_lib"})
+        if have:
+            req.add_header("Range", f"bytes={have}-")
         resp = urllib.request.urlopen(req, timeout=60)
     except urllib.error.HTTPError as e:
         if e.code == 416 and have:  # nothing left to send: complete, or stale
@@ -159,7 +162,12 @@ def _download(url: str, archive: Path, progress: bool) -> None:
                         shown = pct
                         print(f"\r  {archive.name}: {pct}{'%' if total else ' MiB'}",
                               end="", file=sys.stderr, flush=True)
-            except (OSError, HTTPException):
+            except OSError as exc:
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # not a network cut
+                    raise AmmsError(f"the disk is full after {done} bytes of {archive.name} "
+                                    f"({part}); free space, then run the same command "
+                                    "again to resume") from None
+            except HTTPException:
                 pass  # the length check below reports it
         if progress and shown >= 0:
             print(file=sys.stderr, flush=True)
@@ -222,6 +230,14 @@ def _find_benchmark(root: Path) -> Path:
                     "(or AMMS_BENCHMARK_URL)")
 
 
+def archive_name(url: str) -> str:
+    """The download's file name: the URL's base name, tagged by a hash of the whole URL,
+    so that a corrected URL with the same base name never reuses a bad archive."""
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", PurePosixPath(urlsplit(url).path).name)
+    tag = hashlib.sha1(url.encode()).hexdigest()[:8]
+    return f"{tag}-{name.lstrip('.') or 'benchmark.tar'}"
+
+
 def fetch(dest, url=None, sets=None, progress=True) -> Path:
     """Download, check and install the benchmark as ``dest/benchmark``; return it."""
     dest = Path(dest)
@@ -241,10 +257,25 @@ def fetch(dest, url=None, sets=None, progress=True) -> Path:
     except OSError as e:
         raise AmmsError(f"cannot create {downloads} ({e.strerror}); "
                         "choose another --dest") from None
-    name = re.sub(r"[^A-Za-z0-9._-]", "_", PurePosixPath(urlsplit(url).path).name)
-    archive = downloads / (name.lstrip(".") or "benchmark.tar")
-    if not archive.exists():
-        _download(url, archive, progress)
+    with FolderLock(dest, "fetch"):  # one fetch per folder: a second one is refused
+        for left in dest.glob(".extract-*"):  # a killed fetch's half-extracted copy
+            shutil.rmtree(left, ignore_errors=True)
+        return _install(url, dest, downloads, names, target, progress)
+
+
+def _install(url: str, dest: Path, downloads: Path, names, target: Path,
+             progress: bool) -> Path:
+    """Download (or take a local archive), extract to a temp folder, check, install."""
+    local = Path(url).expanduser() if "://" not in url else None
+    if local is not None and not local.is_file():
+        raise AmmsError(f"--url {url}: no such archive file (a URL needs a scheme, e.g. "
+                        "https://)")
+    if local is not None:
+        archive = local  # the user's own file: read, never moved or deleted
+    else:
+        archive = downloads / archive_name(url)
+        if not archive.exists():
+            _download(url, archive, progress)
     tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=dest))
     try:
         _say(f"extracting {archive.name}", progress)
@@ -259,7 +290,8 @@ def fetch(dest, url=None, sets=None, progress=True) -> Path:
             raise AmmsError(f"{target} appeared while extracting; "
                             "remove it and run fetch again")
         found.rename(target)
-        archive.unlink()  # installed and checked: no need to keep a second copy
+        if local is None:
+            archive.unlink()  # installed and checked: no need to keep a second copy
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
@@ -276,19 +308,20 @@ def main(argv=None) -> int:
     p.add_argument("--sets", nargs="+", metavar="SET", help=" ".join(EXPECTED_COUNTS))
     p.add_argument("--no-progress", action="store_true", help="print no progress")
     args = parser.parse_args(argv)
-    try:
+
+    def run() -> int:
         existed = (args.dest / "benchmark").is_dir()
         path = fetch(args.dest, url=args.url, sets=args.sets,
                      progress=not args.no_progress)
         counts = {n: len(list((_set_dir(path, n) / "HR").glob("*.png")))
                   for n in _sets(args.sets)}  # fetch checked them all
-    except AmmsError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    summary = ", ".join(f"{k} {v}" for k, v in counts.items())
-    state = "already in place" if existed else "ready"
-    print(f"benchmark {state} at {path} ({summary} images)")
-    return 0
+        summary = ", ".join(f"{k} {v}" for k, v in counts.items())
+        state = "already in place" if existed else "ready"
+        print(f"benchmark {state} at {path} ({summary} images)")
+        return 0
+
+    return cli(run, interrupted="fetch interrupted: nothing was installed; run the same "
+                                "command again to resume the download")
 
 
 if __name__ == "__main__":

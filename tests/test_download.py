@@ -126,7 +126,7 @@ def test_fetch_end_to_end_and_idempotent(server, set5, set5_tar, tmp_path, capsy
     assert out == dest / "benchmark"
     _assert_same_hr(dest, set5)
     assert validate(out, sets=["Set5"]) == {"Set5": 5}
-    assert not (dest / ".downloads" / "benchmark.tar").exists()  # removed once installed
+    assert not (dest / ".downloads" / download.archive_name(server.url("benchmark.tar"))).exists()  # removed once installed
     assert not list(dest.glob(".extract-*"))
     assert "100%" in capsys.readouterr().err
     n = len(server.seen)
@@ -183,7 +183,7 @@ def test_cut_download_resumes(server, set5, set5_tar, tmp_path):
         fetch(dest, url=server.url("benchmark.tar"), sets=["Set5"], progress=False)
     assert f"{half} of {len(set5_tar)} bytes" in str(err.value)
     _assert_clean(dest)
-    part = dest / ".downloads" / "benchmark.tar.part"
+    part = dest / ".downloads" / (download.archive_name(server.url("benchmark.tar")) + ".part")
     assert part.stat().st_size == half
     assert "Range" not in server.seen[0][1]
 
@@ -199,7 +199,7 @@ def test_server_ignoring_range_starts_over(server, set5, set5_tar, tmp_path):
     server.ignore_range = True
     dest = tmp_path / "dest"
     (dest / ".downloads").mkdir(parents=True)
-    (dest / ".downloads" / "benchmark.tar.part").write_bytes(b"junk" * 100)
+    (dest / ".downloads" / (download.archive_name(server.url("benchmark.tar")) + ".part")).write_bytes(b"junk" * 100)
     fetch(dest, url=server.url("benchmark.tar"), sets=["Set5"], progress=False)
     assert server.seen[0][1].get("Range") == "bytes=400-"
     _assert_same_hr(dest, set5)  # the junk prefix was discarded, not kept
@@ -209,7 +209,7 @@ def test_complete_part_file_is_used(server, set5, set5_tar, tmp_path):
     server.files["/benchmark.tar"] = set5_tar
     dest = tmp_path / "dest"
     (dest / ".downloads").mkdir(parents=True)
-    (dest / ".downloads" / "benchmark.tar.part").write_bytes(set5_tar)
+    (dest / ".downloads" / (download.archive_name(server.url("benchmark.tar")) + ".part")).write_bytes(set5_tar)
     fetch(dest, url=server.url("benchmark.tar"), sets=["Set5"], progress=False)
     assert len(server.seen) == 1  # answered 416, nothing re-sent
     _assert_same_hr(dest, set5)
@@ -263,7 +263,7 @@ def test_malicious_archive_refused(kind, server, set5, tmp_path):
     _assert_clean(dest)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dest"]
     assert sorted(p.name for p in dest.iterdir()) == [".downloads"]
-    assert [p.name for p in (dest / ".downloads").iterdir()] == ["benchmark.tar"]
+    assert [p.name for p in (dest / ".downloads").iterdir()] == [download.archive_name(server.url("benchmark.tar"))]
     assert not any(p.is_symlink() for p in tmp_path.rglob("*"))
 
 
@@ -371,3 +371,73 @@ def test_truncated_image_in_the_archive_is_not_installed(server, set5, tmp_path)
     with pytest.raises(AmmsError, match=r"HR/bird\.png cannot be read"):
         fetch(dest, url=server.url("benchmark.tar"), sets=["Set5"], progress=False)
     _assert_clean(dest)
+
+
+def test_a_local_archive_path_is_installed_and_kept(set5_tar, tmp_path, capsys):
+    archive = tmp_path / "benchmark.tar"
+    archive.write_bytes(set5_tar)
+    dest = tmp_path / "data"
+    assert main(["fetch", "--dest", str(dest), "--url", str(archive), "--sets", "Set5",
+                 "--no-progress"]) == 0
+    assert (dest / "benchmark" / "Set5" / "HR" / "baby.png").is_file() and archive.is_file()
+    assert main(["fetch", "--dest", str(tmp_path / "d2"), "--url", str(tmp_path / "nope.tar"),
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --url") and "no such archive" in err[0]
+
+
+def test_a_killed_extraction_is_cleared_and_a_second_fetch_is_refused(server, set5_tar,
+                                                                      tmp_path, capsys):
+    from amms_lib.runtime import FolderLock
+
+    server.files["/benchmark.tar"] = set5_tar
+    dest = tmp_path / "data"
+    left = dest / ".extract-k1ll3d00" / "content" / "benchmark"
+    left.mkdir(parents=True)  # what a fetch killed while extracting leaves
+    (left / "half.png").write_bytes(b"x" * 100)
+    argv = ["fetch", "--dest", str(dest), "--url", server.url("benchmark.tar"), "--sets",
+            "Set5", "--no-progress"]
+    with FolderLock(dest, "fetch"):  # another fetch into the same --dest
+        assert main(argv) == 2
+    assert "in use by another fetch" in capsys.readouterr().err
+    assert main(argv) == 0
+    assert not list(dest.glob(".extract-*"))  # nothing partial left behind
+
+
+def test_ctrl_c_during_fetch_is_one_line_and_130(monkeypatch, tmp_path, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(download, "fetch", interrupted)
+    assert main(["fetch", "--dest", str(tmp_path), "--no-progress"]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "interrupted" in err[0]
+
+
+def test_a_full_disk_during_download_says_so(server, set5_tar, tmp_path, monkeypatch):
+    import builtins
+    import errno
+
+    server.files["/benchmark.tar"] = set5_tar
+    real_open = builtins.open
+
+    class Full:
+        def __init__(self, f):
+            self.f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            self.f.close()
+
+        def write(self, chunk):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    def fake_open(path, mode="r", *a, **k):
+        f = real_open(path, mode, *a, **k)
+        return Full(f) if str(path).endswith(".part") else f
+
+    monkeypatch.setattr(builtins, "open", fake_open)
+    with pytest.raises(AmmsError, match="disk is full.*free space"):
+        fetch(tmp_path / "d", url=server.url("benchmark.tar"), sets=["Set5"], progress=False)
