@@ -146,42 +146,68 @@ def _sha256(path: Path) -> str:
 
 
 def read_metadata(folder: Path | None = None) -> dict:
-    """``{file name: {model, scale, command, commit, data, iterations, metrics, sha256}}``."""
+    """``{file name: {model, scale, command, commit, data, iterations, metrics, sha256}}``;
+    one clear error when the file is not that (bad bytes, a list, a null entry)."""
     path = Path(folder or checkpoints_dir()) / "metadata.json"
     if not path.is_file():
         return {}
     import json
 
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise AmmsError(f"{path}: not valid JSON ({exc}); restore it from git") from None
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise AmmsError(f"{path}: not valid JSON ({str(exc)[:80]}); restore it from git") \
+            from None
+    if not isinstance(meta, dict) or not all(isinstance(v, dict) for v in meta.values()):
+        raise AmmsError(f"{path}: not an object of one record per checkpoint; restore it "
+                        "from git")
+    return meta
 
 
 def register(src, *, command: str, data: str, folder: Path | None = None,
-             commit: str = "", notes: str = "", **extra) -> Path:
+             commit: str = "", notes: str = "", score=None, force: bool = False,
+             **extra) -> Path:
     """Copy a training checkpoint into ``checkpoints/`` (weights only) and record it;
-    ``extra`` (e.g. ``cpu_hours``, ``device``, ``init_from``) goes into the metadata as is."""
+    ``extra`` (e.g. ``cpu_hours``, ``device``, ``init_from``) goes into the metadata as is.
+
+    Nothing registered is replaced by worse weights: with ``score`` (path -> PSNR on one
+    validation set), a checkpoint already registered under the same name is scored too,
+    and a lower new score is refused unless ``force``. The metadata is read and checked
+    before anything is written, and the new weights are renamed into place only after the
+    metadata holding their hash is written: a failure leaves both as they were.
+    """
     import json
+    import os
     import subprocess
 
     folder = Path(folder or checkpoints_dir())
     ckpt = read_checkpoint(src)
     name = f"{ckpt['model']}_x{ckpt['scale']}.pt"
+    meta = read_metadata(folder)  # a damaged record fails here, before any write
+    if score is not None and not force and (folder / name).is_file() and name in meta:
+        old, new = score(folder / name), score(Path(src))
+        if new < old:
+            raise AmmsError(f"{src} scores {new:.2f} dB on the validation set, below the "
+                            f"registered {name} ({old:.2f} dB): nothing replaced; pass "
+                            "--force to replace it anyway")
     keep = {k: ckpt[k] for k in ("format", "model", "scale", "model_kwargs", "state_dict",
                                  "torch", "saved_at", "step", "metrics", "config")
             if k in ckpt}  # no optimizer state: shipped checkpoints stay small
-    atomic_save(keep, folder / name)
     if not commit:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                                 text=True, cwd=folder.parent).stdout.strip()
-    meta = read_metadata(folder)
-    meta[name] = {"model": ckpt["model"], "scale": ckpt["scale"], "command": command,
-                  "commit": commit, "data": data, "iterations": ckpt.get("step"),
-                  "metrics": ckpt.get("metrics", {}), "model_kwargs": ckpt["model_kwargs"],
-                  "notes": notes, **extra, "sha256": _sha256(folder / name)}
-    text = json.dumps(meta, indent=2, sort_keys=True) + "\n"
-    atomic_write(folder / "metadata.json", lambda f: f.write(text), mode="w")
+    staged = folder / f".{name}.staged-{os.getpid()}"
+    try:
+        atomic_save(keep, staged)
+        meta[name] = {"model": ckpt["model"], "scale": ckpt["scale"], "command": command,
+                      "commit": commit, "data": data, "iterations": ckpt.get("step"),
+                      "metrics": ckpt.get("metrics", {}), "model_kwargs": ckpt["model_kwargs"],
+                      "notes": notes, **extra, "sha256": _sha256(staged)}
+        text = json.dumps(meta, indent=2, sort_keys=True) + "\n"
+        atomic_write(folder / "metadata.json", lambda f: f.write(text), mode="w")
+        os.replace(staged, folder / name)
+    finally:
+        staged.unlink(missing_ok=True)
     return folder / name
 
 

@@ -156,7 +156,7 @@ class TrainConfig:
             raise AmmsError(f"val_max_side {self.val_max_side} is too small for SSIM at "
                             f"x{self.scale}: use at least {least} LR pixels (or 0: whole "
                             "images)")
-        if data.data_root() is None:
+        if val_set_name(self) == data.BUILTIN:
             return  # the built-in images stand in (validation_pairs)
         if self.val_set != data.HELDOUT and data.canonical(self.val_set) not in data.list_sets():
             raise AmmsError(f"val_set {self.val_set!r} not found; use {data.HELDOUT!r} "
@@ -198,12 +198,24 @@ def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, lr_b: torch.T
     return loss.item()
 
 
+def val_set_name(cfg: TrainConfig) -> str:
+    """The set validation scores: ``cfg.val_set``, or the built-in images when there is no
+    data folder, or for a built-in demo run whose data folder lacks the training sets
+    (so no held-out split)."""
+    if data.data_root() is None:
+        return data.BUILTIN
+    if (cfg.val_set == data.HELDOUT and tuple(cfg.train_sets) == (BUILTIN,)
+            and not (data.data_root() / "train").is_dir()):
+        return data.BUILTIN
+    return cfg.val_set
+
+
 def validation_pairs(cfg: TrainConfig) -> tuple[str, list[tuple[np.ndarray, np.ndarray]]]:
     """(set name, [(LR, HR), ...]): exactly the pixels ``validate`` scores, so that a
     baseline (bicubic) can be scored on the same ones: the first ``val_images`` of the
     set (the built-in images without a data folder), as centre crops of at most
     ``val_max_side`` LR pixels when that is set."""
-    name = cfg.val_set if data.data_root() is not None else data.BUILTIN
+    name = val_set_name(cfg)
     pairs = []
     for image in data.list_images(name)[: cfg.val_images or None]:
         pair = data.load_pair(name, image, cfg.scale)

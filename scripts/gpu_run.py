@@ -40,19 +40,6 @@ TINY = {"channels": 8, "n_amms": 1, "n_am": 1, "so_reduction": 4}
 AFTER_TRAIN_S = 75  # kept back for benchmark + register + packing
 TRAIN_OVERHEAD_S = 60  # start-up, LR of 291 images, validations: not training time
 
-# register_run.py writes into checkpoints/ and asks git for the commit; here the record
-# goes to OUT and the commit comes from the caller (the lent machine has no .git)
-REGISTER = """
-import functools, runpy, sys
-from pathlib import Path
-import amms_lib.checkpoint as c
-folder, commit = Path(sys.argv[1]), sys.argv[2]
-c.checkpoints_dir = lambda: folder
-c.register = functools.partial(c.register, commit=commit)
-sys.argv = ["scripts/register_run.py", *sys.argv[3:]]
-runpy.run_path("scripts/register_run.py", run_name="__main__")
-"""
-
 ENV_INFO = """
 import json, os, platform, torch
 cuda = torch.cuda.is_available()
@@ -241,11 +228,12 @@ def main(argv=None) -> int:
                         if run.summary["stages"][0]["status"] == "ok" else '{}')
     command = (f"scripts/gpu_run.sh ({args.budget_s:g} s budget): " + shlex.join(
         ["python", *train_cmd[1:]]).replace(str(train_dir), "runs/gpu_run/train"))
-    run.stage("register", [py, "-c", REGISTER, str(run.out), run.summary["commit"],
-                           str(train_dir), "--command", command,
+    run.stage("register", [py, "scripts/register_run.py", str(train_dir),
+                           "--folder", str(run.out), "--commit", run.summary["commit"],
+                           "--command", command,
                            "--device", device.get("device", "unknown"),
                            "--data", "builtin (dry run)" if dry else "T91+BSD200",
-                           "--notes", "the first GPU run (issue 15)"], 60)
+                           "--notes", "the first GPU run"], 60)
     return report_summary(run, device)
 
 

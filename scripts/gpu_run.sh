@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# The first GPU run (issue 15): tests, speed, a timed x2 training, its benchmark, packed.
-# On the lent machine (system python with torch + CUDA; nothing can be fetched there):
+# The first GPU run: tests, speed, a timed x2 training, its benchmark, packed.
+# On a GPU machine with a copy of the checkout (system python with torch + CUDA; nothing
+# needs to be fetched there):
 #   1. here:  scripts/stage_gpu_data.sh          # train/ + Set5/Set14 (HR, X2) -> gpu_data/,
 #                                                # ~31 MiB, excluded via .git/info/exclude
-#   2. run(command="AMMS_COMMIT=$(git rev-parse --short HEAD) bash scripts/gpu_run.sh $OUT",
-#          carry=["gpu_data"], timeout_s=600)   # write the commit literally: no .git there
+#   2. there, with gpu_data/ copied beside the checkout:
+#         AMMS_COMMIT=<sha> bash scripts/gpu_run.sh OUT   # the sha literally: no .git there
 #      AMMS_DATA defaults to gpu_data/; the run keeps to 540 s (--budget-s), training gets
 #      what the checks leave, at most 6 minutes (--train-minutes).
 #   3. back under files_at: summary.json, gpu_run.tar.gz (logs, JSON, tests.xml),

@@ -1,14 +1,19 @@
 """Register a training run's best checkpoint in checkpoints/, with its record.
 
     python scripts/register_run.py runs/train/amms_small_x2 --command "SCALE=2 ... train_cpu.sh" \
-        [--data "T91+BSD200"] [--notes "..."]
+        [--data "T91+BSD200"] [--notes "..."] [--selection "..."] [--last] [--force] \
+        [--folder checkpoints] [--commit SHA]
 
-Copies ``OUT/best.pt`` (weights only) to ``checkpoints/<model>_x<scale>.pt`` and records in
-``checkpoints/metadata.json``: the command, commit, data, iterations, best Set5 PSNR, the
-validation curve ``[[training minutes, PSNR], ...]``, the training minutes the registered
-checkpoint took (validation excluded), the device, and on a CPU the torch threads and CPU-hours
-(hours of a 2-core machine: minutes / 60 * threads / 2); for a run started from another
-checkpoint, which one and how many minutes that one had trained.
+Copies ``OUT/best.pt`` (``--last``: ``OUT/last.pt``, the final weights, for a schedule that
+needs no selection) as weights only to ``<folder>/<model>_x<scale>.pt`` and records in
+``<folder>/metadata.json``: the command, commit, data, iterations, the validation score and
+set, how the weights were selected, the validation curve ``[[training minutes, PSNR], ...]``,
+the training minutes the registered checkpoint took (validation excluded), the device, and on
+a CPU the torch threads and CPU-hours (hours of a 2-core machine: minutes / 60 * threads / 2);
+for a run started from another checkpoint, which one and how many minutes that one had trained.
+
+A checkpoint already registered under that name is scored on this run's validation set first,
+and weights that score lower are refused unless ``--force``.
 """
 from __future__ import annotations
 
@@ -17,50 +22,77 @@ import json
 import sys
 from pathlib import Path
 
-from amms_lib.checkpoint import read_checkpoint, read_metadata, register
+from amms_lib.checkpoint import load_model, read_checkpoint, read_metadata, register
 from amms_lib.errors import AmmsError
-from amms_lib.train import read_metrics
+from amms_lib.runtime import cli
+from amms_lib.train import TrainConfig, read_metrics, validate
 
 
-def main() -> int:
+def record(out: Path, args) -> tuple[Path, dict, dict]:
+    """(the checkpoint to register, its run's config, the metadata fields of the run)."""
+    src = out / ("last.pt" if args.last else "best.pt")
+    ckpt = read_checkpoint(src)
+    try:
+        cfg = json.loads((out / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise AmmsError(f"{out}/config.json: {exc}") from None
+    curve = [[round(r["seconds"] / 60, 2), round(r["psnr"], 4)]
+             for r in read_metrics(out) if "psnr" in r and "seconds" in r]
+    if "seconds" not in ckpt or not curve:
+        raise AmmsError(f"{out} has no training times (trained before they were logged); "
+                        "register it with amms_lib.checkpoint.register")
+    minutes = ckpt["seconds"] / 60
+    how = (f"final weights after {ckpt['step']} steps (no selection)" if args.last else
+           f"best of {len(curve)} validations on {cfg.get('val_set')}")
+    extra = {"curve": curve, "train_minutes": round(minutes, 1), "device": args.device,
+             "selection": args.selection or how, "val_set": cfg.get("val_set")}
+    if args.device == "cpu":
+        threads = cfg.get("threads") or 2
+        extra.update(threads=threads, cpu_hours=round(minutes / 60 * threads / 2, 3))
+    if cfg.get("init_from"):
+        init = read_checkpoint(cfg["init_from"])
+        meta = read_metadata().get(Path(cfg["init_from"]).name, {})
+        extra.update(init_from=cfg["init_from"], init_step=init.get("step"),
+                     init_minutes=meta.get("train_minutes"))
+    return src, cfg, extra
+
+
+def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out_dir")
     ap.add_argument("--command", required=True, help="the command that trained it")
     ap.add_argument("--data", default="T91+BSD200")
     ap.add_argument("--notes", default="")
+    ap.add_argument("--selection", default="", help="how the weights were chosen")
+    ap.add_argument("--last", action="store_true", help="register last.pt, not best.pt")
     ap.add_argument("--device", default="cpu", help="what trained it: cpu, or e.g. 'H100'")
-    args = ap.parse_args()
-    out = Path(args.out_dir)
-    try:
-        best = read_checkpoint(out / "best.pt")
-        cfg = json.loads((out / "config.json").read_text())
-        log = read_metrics(out)
-    except (AmmsError, OSError, json.JSONDecodeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    curve = [[round(r["seconds"] / 60, 2), round(r["psnr"], 4)]
-             for r in log if "psnr" in r and "seconds" in r]
-    if "seconds" not in best or not curve:
-        print(f"error: {out} has no training times (trained before they were logged); "
-              "register it with amms_lib.checkpoint.register", file=sys.stderr)
-        return 2
-    minutes = best["seconds"] / 60
-    extra = {"curve": curve, "train_minutes": round(minutes, 1), "device": args.device}
-    if args.device == "cpu":
-        threads = cfg.get("threads") or 2
-        extra.update(threads=threads, cpu_hours=round(minutes / 60 * threads / 2, 3))
-    if cfg.get("init_from"):
-        src = read_checkpoint(cfg["init_from"])
-        meta = read_metadata().get(Path(cfg["init_from"]).name, {})
-        extra.update(init_from=cfg["init_from"], init_step=src.get("step"),
-                     init_minutes=meta.get("train_minutes"))
-    path = register(out / "best.pt", command=args.command, data=args.data, notes=args.notes,
-                    **extra)
-    print(f"registered {path} (step {best['step']}, Set5 {best['metrics']['psnr']:.2f} dB, "
-          f"{minutes:.1f} training minutes)")
-    return 0
+    ap.add_argument("--force", action="store_true",
+                    help="replace a registered checkpoint that scores higher")
+    ap.add_argument("--folder", type=Path, help="where to register (default checkpoints/)")
+    ap.add_argument("--commit", default="", help="the commit that trained it (default: HEAD)")
+    args = ap.parse_args(argv)
+
+    def run() -> int:
+        src, cfg, extra = record(Path(args.out_dir), args)
+        fields = TrainConfig.__dataclass_fields__
+        val = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v
+                             for k, v in cfg.items() if k in fields})
+
+        def score(path: Path) -> float:  # both on this run's validation pixels
+            return validate(load_model(path)[0], val)["psnr"]
+
+        path = register(src, command=args.command, data=args.data, notes=args.notes,
+                        folder=args.folder, commit=args.commit, score=score,
+                        force=args.force, **extra)
+        ckpt = read_checkpoint(src)
+        print(f"registered {path} (step {ckpt['step']}, {cfg.get('val_set')} "
+              f"{ckpt['metrics']['psnr']:.2f} dB, {extra['train_minutes']:.1f} training "
+              f"minutes; {extra['selection']})")
+        return 0
+
+    return cli(run)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

@@ -164,3 +164,34 @@ def test_benchmark_with_a_text_file_as_checkpoint(use_data, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "corrupt or not an AMMS-SR checkpoint" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_registration_never_replaces_better_weights_and_fails_whole(ckpt, tmp_path):
+    from amms_lib.checkpoint import read_metadata, register
+
+    path, _ = ckpt
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    scores = {}
+    score = lambda p: scores[p.name]  # noqa: E731
+    shipped = register(path, command="good", data="d", folder=folder, commit="a")
+    before = shipped.read_bytes(), (folder / "metadata.json").read_text()
+    worse = tmp_path / "worse.pt"
+    worse.write_bytes(path.read_bytes())
+    scores.update({"amms_x2.pt": 30.0, "worse.pt": 6.8})
+    with pytest.raises(AmmsError, match="below the registered amms_x2.pt.*--force"):
+        register(worse, command="bad", data="d", folder=folder, commit="b", score=score)
+    assert (shipped.read_bytes(), (folder / "metadata.json").read_text()) == before
+    register(worse, command="bad", data="d", folder=folder, commit="b", score=score,
+             force=True)  # asked for: replaced
+    assert read_metadata(folder)["amms_x2.pt"]["command"] == "bad"
+    for bad in ("{not json", "[1, 2]", '{"amms_x2.pt": null}'):
+        (folder / "metadata.json").write_text(bad)
+        weights = shipped.read_bytes()
+        with pytest.raises(AmmsError, match="metadata.json"):
+            register(path, command="x", data="d", folder=folder, commit="c")
+        assert shipped.read_bytes() == weights and (folder / "metadata.json").read_text() == bad
+    (folder / "metadata.json").write_bytes(b"\xff\xfe")
+    with pytest.raises(AmmsError, match="not valid JSON"):
+        read_metadata(folder)
+    assert sorted(p.name for p in folder.iterdir()) == ["amms_x2.pt", "metadata.json"]
