@@ -185,39 +185,28 @@ def collect(args) -> dict:
     return record
 
 
-def measure_cost_ratio(rounds: int = 3, steps: int = 20) -> dict:
-    """Seconds per training step of ``all`` over ``none``, each step as the runs take it
-    (16 patches cut from the training images, bf16 autocast, channels-last, one thread).
-    The two networks alternate in one process, so that both see the same load; the
-    median round of each."""
-    import torch
+def measure_cost_ratio(steps: int = 100, rounds: int = 2) -> dict:
+    """Training seconds per step of ``all`` over ``none``, measured by the runs' own
+    command (``amms_lib.train``, one thread, as ``train_command``; validation excluded):
+    short runs of the two alternate, so that both see the same load; the median of each."""
+    import tempfile
 
-    from amms_lib.models import build_model
-    from amms_lib.patches import PatchDataset, load_pairs, train_files
-    from amms_lib.train import train_step
+    from amms_lib.checkpoint import read_checkpoint
 
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    hrs, lrs, _ = load_pairs(train_files(), 2)
-    patches = PatchDataset(hrs, lrs, 2, 64, seed=0)
     times = {"all": [], "none": []}
-    nets = {v: build_model("amms", 2, **model_kwargs(v)).to(memory_format=torch.channels_last)
-            for v in times}
-    opts = {v: torch.optim.Adam(n.parameters(), lr=1e-4) for v, n in nets.items()}
-    for r in range(rounds + 1):  # round 0 warms up
-        for v in times:
-            t0 = time.perf_counter()
-            for t in range(steps):
-                batch = [patches[i] for i in range(16 * t, 16 * t + 16)]
-                lr_b = torch.stack([b[0] for b in batch]).contiguous(
-                    memory_format=torch.channels_last)  # (16, 3, 32, 32)
-                train_step(nets[v], opts[v], lr_b, torch.stack([b[1] for b in batch]), True)
-            if r:
-                times[v].append((time.perf_counter() - t0) / steps)
+    env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
+    args = argparse.Namespace(lr=5e-4, threads=1)
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(rounds):
+            for v in times:
+                cmd = train_command(v, 0, args, steps)
+                cmd[cmd.index("--out-dir") + 1] = f"{tmp}/{v}{r}"
+                subprocess.run(cmd, env=env, check=True, capture_output=True)
+                times[v].append(read_checkpoint(f"{tmp}/{v}{r}/last.pt")["seconds"] / steps)
     med = {v: sorted(t)[len(t) // 2] for v, t in times.items()}
     return {"seconds_per_step": med, "ratio": med["all"] / med["none"],
-            "how": f"{rounds} alternating rounds of {steps} steps (data included) in one "
-                   "process, 1 thread"}
+            "how": f"{rounds} alternating runs of {steps} steps each by the runs' own "
+                   "command, 1 thread"}
 
 
 def measure_threads(steps: int = 60) -> dict:
