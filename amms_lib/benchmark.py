@@ -17,7 +17,6 @@ import argparse
 import errno
 import json
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -29,7 +28,7 @@ from amms_lib.errors import AmmsError
 from amms_lib.metrics import evaluate
 from amms_lib.models import MODELS as NETWORKS
 from amms_lib.resize import imresize
-from amms_lib.runtime import atomic_write, probe_writable, resolve_device
+from amms_lib.runtime import atomic_write, cli, probe_writable, resolve_device
 
 Upscaler = Callable[[np.ndarray], np.ndarray]  # uint8 LR image -> uint8 SR image
 MODELS = ("bicubic", *NETWORKS)
@@ -71,7 +70,10 @@ def evaluate_set(upscale: Upscaler, dataset: str, scale: int, per_image: bool = 
             raise AmmsError(
                 f"{dataset}/{pair.name}: output {sr.shape} != HR {pair.hr.shape} at x{scale}"
             )
-        p, s = evaluate(sr, pair.hr, scale)
+        try:
+            p, s = evaluate(sr, pair.hr, scale)
+        except AmmsError as exc:  # e.g. an image too small for SSIM: name it
+            raise AmmsError(f"{dataset}/{pair.name}: {exc}") from None
         psnrs.append(p)
         ssims.append(s)
         names.append(pair.name)
@@ -91,11 +93,21 @@ def evaluate_set(upscale: Upscaler, dataset: str, scale: int, per_image: bool = 
 def run(model: str, datasets: list[str], scales: list[int],
         checkpoint: str | None = None, device: str = "auto", log=print,
         tile: int | None = None, tile_sets: tuple = (),
-        allow_partial: bool = False) -> list[dict]:
-    """Evaluate ``model`` on every (dataset, scale); one result dict each. An incomplete
-    set is refused before any work unless ``allow_partial``."""
+        allow_partial: bool = False, results: list | None = None) -> list[dict]:
+    """Evaluate ``model`` on every (dataset, scale); one result dict each, appended to
+    ``results`` as each is done (so a caller keeps them if a later one fails). Everything
+    that can be checked is checked before any work: scales, sets (missing, empty or not
+    the standard set, refused unless ``allow_partial``), tiling, every scale's method."""
+    results = [] if results is None else results
     for s in scales:
         data.check_scale(s)
+    for d in datasets:
+        if not data.list_images(d):
+            raise AmmsError(f"set {d!r} has no images")
+    unknown = set(tile_sets) - {data.canonical(d) for d in datasets}
+    if unknown:
+        raise AmmsError(f"--tile-sets {', '.join(sorted(unknown))}: not among the sets "
+                        f"benchmarked ({', '.join(datasets)})")
     partial = {}  # (dataset, scale) -> what is missing
     for d in datasets:  # fail before any work if a set is missing or incomplete
         for s in scales:
@@ -112,9 +124,9 @@ def run(model: str, datasets: list[str], scales: list[int],
                         f"and {tile}")
     if tile_sets and tile is None:
         raise AmmsError("--tile-sets needs --tile N")
-    results = []
+    upscalers = {s: make_upscaler(model, s, checkpoint, device) for s in scales}
     for s in scales:
-        upscale = make_upscaler(model, s, checkpoint, device)
+        upscale = upscalers[s]
         for d in datasets:
             t0 = time.perf_counter()
             use_tile = tile and (not tile_sets or data.canonical(d) in tile_sets)
@@ -190,7 +202,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tile-sets", nargs="+", default=[],
                     help="tile only these sets (default: every set when --tile is given)")
     args = ap.parse_args(argv)
-    try:
+    results: list[dict] = []
+
+    def keep_what_is_done(why: str) -> None:
+        """After a failure or Ctrl-C: the rows already computed are shown and saved."""
+        if results:
+            print(format_table(results))
+            if args.json:
+                write_json(args.json, {"results": results, "stopped": why})
+                print(f"wrote the {len(results)} finished row(s) to {args.json}")
+
+    def go() -> int:
         if args.json:
             check_writable(args.json)
         datasets = args.datasets
@@ -203,17 +225,20 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 datasets = list(data.STANDARD_SETS)
         tile_sets = tuple(data.canonical(d) for d in args.tile_sets)
-        results = run(args.model, datasets, args.scales, args.checkpoint, args.device,
-                      tile=args.tile, tile_sets=tile_sets,
-                      allow_partial=args.allow_partial)
+        try:
+            run(args.model, datasets, args.scales, args.checkpoint, args.device,
+                tile=args.tile, tile_sets=tile_sets, allow_partial=args.allow_partial,
+                results=results)
+        except (AmmsError, KeyboardInterrupt) as exc:
+            keep_what_is_done(str(exc) or "interrupted")
+            raise
         print(format_table(results))
         if args.json:
             write_json(args.json, {"results": results})
             print(f"wrote {args.json}")
-    except AmmsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+        return 0
+
+    return cli(go, interrupted="benchmark interrupted: the rows above are the finished ones")
 
 
 if __name__ == "__main__":

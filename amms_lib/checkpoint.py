@@ -112,7 +112,9 @@ def load_weights(net: nn.Module, state_dict: dict, path) -> None:
 
 def load_model(path, model: str | None = None, scale: int | None = None,
                device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """Rebuild the network a checkpoint was trained as and load its weights (eval mode)."""
+    """Rebuild the network a checkpoint was trained as and load its weights (eval mode).
+    A registered file (in ``checkpoints/`` and its metadata) must match its sha256."""
+    check_registered_hash(path)
     ckpt = read_checkpoint(path)
     check_compatible(ckpt, path, model, scale)
     try:
@@ -211,6 +213,19 @@ def register(src, *, command: str, data: str, folder: Path | None = None,
     return folder / name
 
 
+def check_registered_hash(path, folder: Path | None = None) -> None:
+    """A checkpoint that sits in the checkpoints folder and is named in its metadata must
+    have the recorded sha256: a changed or damaged shipped file is refused, wherever it is
+    loaded from (benchmark, upscaler, explorer). Other files are not checked."""
+    path, folder = Path(path), Path(folder or checkpoints_dir())
+    if not path.is_file() or path.resolve().parent != folder.resolve():
+        return
+    meta = read_metadata(folder).get(path.name)
+    if meta is not None and meta.get("sha256") != _sha256(path):
+        raise AmmsError(f"{path}: contents do not match metadata.json (sha256); the file "
+                        "was changed or is damaged: restore it from git")
+
+
 def find_checkpoint(model: str, scale: int, folder: Path | None = None) -> Path | None:
     """The registered checkpoint for ``model`` at ``scale``, or None when there is none."""
     folder = Path(folder or checkpoints_dir())
@@ -226,9 +241,7 @@ def load_registered(model: str, scale: int, device="cpu", folder: Path | None = 
         raise AmmsError(f"no registered checkpoint for {model} x{scale} in {folder}; train "
                         "one (scripts/train_gpu.sh) or pass --checkpoint PATH")
     meta = read_metadata(folder)[path.name]
-    if meta.get("sha256") != _sha256(path):
-        raise AmmsError(f"{path}: contents do not match metadata.json (sha256); the file "
-                        "was changed or is damaged: restore it from git")
+    check_registered_hash(path, folder)
     if (meta.get("model"), meta.get("scale")) != (model, scale):
         raise AmmsError(f"{path}: metadata says {meta.get('model')} x{meta.get('scale')}, "
                         f"not {model} x{scale}")

@@ -166,3 +166,38 @@ def test_a_repeated_or_extra_image_is_refused_unless_partial_is_allowed(data_dir
 
     assert data.main(["list"]) == 1
     assert "NOT STANDARD: 6 HR images" in capsys.readouterr().out
+
+
+def test_everything_checkable_fails_before_work_and_finished_rows_are_kept(
+        use_data, tmp_path, monkeypatch, capsys):
+    from amms_lib.checkpoint import save_checkpoint
+    from amms_lib.models import build_model
+
+    ckpt = tmp_path / "srcnn_x2.pt"
+    save_checkpoint(ckpt, build_model("srcnn", 2), name="srcnn", scale=2)
+    calls = []
+    real = benchmark.evaluate_set
+    monkeypatch.setattr(benchmark, "evaluate_set",
+                        lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    out = tmp_path / "r.json"
+    # a checkpoint that cannot serve the second scale: refused before any image is scored
+    assert benchmark.main(["--model", "srcnn", "--checkpoint", str(ckpt), "--datasets",
+                           "Set5", "--scales", "2", "3", "--json", str(out)]) == 2
+    assert "not x3" in capsys.readouterr().err and calls == [] and not out.exists()
+    assert benchmark.main(["--datasets", "Set5", "--tile", "8", "--tile-sets", "Set6",
+                           "--model", "srcnn", "--checkpoint", str(ckpt), "--scales",
+                           "2"]) == 2
+    assert "--tile-sets Set6: not among" in capsys.readouterr().err and calls == []
+
+    def interrupted(*a, **k):  # Ctrl-C during the second set
+        if a[1] == "Set14":
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(benchmark, "evaluate_set", interrupted)
+    assert benchmark.main(["--datasets", "Set5", "Set14", "--scales", "2", "--json",
+                           str(out)]) == 130
+    captured = capsys.readouterr()
+    assert captured.err.strip().splitlines()[-1].startswith("benchmark interrupted")
+    saved = json.loads(out.read_text())
+    assert [r["dataset"] for r in saved["results"]] == ["Set5"] and "stopped" in saved

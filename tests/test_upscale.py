@@ -471,3 +471,22 @@ def test_a_second_upscaler_into_the_same_folder_is_refused(tmp_path, capsys):
     assert not (tmp_path / "o" / "a_x2.png").exists()
     rc, _ = cli(capsys, img, "--scale", 2, "--model", "bicubic", "-o", tmp_path / "o")
     assert rc == 0 and (tmp_path / "o" / "a_x2.png").is_file()
+
+
+def test_a_changed_shipped_checkpoint_is_refused(tmp_path, capsys, monkeypatch):
+    from amms_lib.checkpoint import register
+
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    src = tmp_path / "run.pt"
+    save_checkpoint(src, build_model("srcnn", 2), name="srcnn", scale=2)
+    shipped = register(src, command="test", data="test", folder=folder, commit="x")
+    monkeypatch.setattr("amms_lib.checkpoint.checkpoints_dir", lambda: folder)
+    img = save(tmp_path / "a.png", rand_img(8, 8))
+    rc, _ = cli(capsys, img, "--scale", 2, "--checkpoint", shipped, "-o", tmp_path / "o")
+    assert rc == 0
+    state = torch.load(shipped, weights_only=True)
+    state["state_dict"] = {k: v * 0.5 for k, v in state["state_dict"].items()}
+    torch.save(state, shipped)  # tampered: still a valid checkpoint, other weights
+    rc, err = cli(capsys, img, "--scale", 2, "--checkpoint", shipped, "-o", tmp_path / "o2")
+    assert rc == 2 and "do not match metadata.json (sha256)" in err
