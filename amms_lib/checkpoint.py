@@ -73,7 +73,10 @@ def _bad_field(ckpt: dict) -> str | None:
     if not all(isinstance(k, str) for k in ckpt["model_kwargs"]):
         return "'model_kwargs' has keys that are not names"
     odd = [k for k, v in ckpt["state_dict"].items() if not torch.is_tensor(v)]
-    return f"'state_dict' holds non-tensors ({', '.join(map(str, odd[:3]))})" if odd else None
+    if odd:
+        return f"'state_dict' holds non-tensors ({', '.join(map(str, odd[:3]))})"
+    sparse = [k for k, v in ckpt["state_dict"].items() if v.layout != torch.strided]
+    return f"'state_dict' holds sparse tensors ({', '.join(sparse[:3])})" if sparse else None
 
 
 def check_compatible(ckpt: dict, path, model: str | None = None,

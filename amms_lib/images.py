@@ -16,6 +16,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from amms_lib.errors import AmmsError
 from amms_lib.runtime import atomic_write
 
+ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")  # modes whose last band is alpha
 GREY_MODES = {"L", "1", "LA"}
 
 
@@ -44,9 +45,10 @@ def read_image(path: str | os.PathLike, keep_alpha: bool = False) -> np.ndarray:
                               "only the first frame is used", stacklevel=2)
             im.load()  # decode now, so a truncated file fails here
             im = ImageOps.exif_transpose(im)  # phone photos: honour the EXIF orientation
+            alpha = im.mode in ALPHA_MODES or "transparency" in im.info  # LAB's A is colour
             if im.mode in GREY_MODES:
-                im = im.convert("LA" if keep_alpha and "A" in im.mode else "L")
-            elif keep_alpha and ("A" in im.mode or "transparency" in im.info):
+                im = im.convert("LA" if keep_alpha and alpha else "L")
+            elif keep_alpha and alpha:
                 im = im.convert("RGBA")
             else:
                 im = im.convert("RGB")

@@ -24,6 +24,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import sys
@@ -40,7 +41,8 @@ from amms_lib.images import read_image, write_image
 from amms_lib.inference import (GB, OVERLAP, available_memory, check_bicubic_memory,
                                 check_size, upscale)
 from amms_lib.resize import imresize
-from amms_lib.runtime import FolderLock, probe_writable, resolve_device, stale_temp_files
+from amms_lib.runtime import (FolderLock, cli, probe_writable, resolve_device,
+                              stale_temp_files)
 
 FORMATS = ("png", "same", "jpg", "bmp", "tif")
 NO_ALPHA = (".jpg", ".jpeg")  # fail before the work (BMP fails at writing LA)
@@ -222,19 +224,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     if (args.tile is not None and args.tile < 1) or args.overlap < 0:
         ap.error("--tile must be >= 1 and --overlap >= 0")
+    if args.max_memory is not None and not (math.isfinite(args.max_memory)
+                                            and args.max_memory > 0):
+        ap.error(f"--max-memory must be a positive number of GB, got {args.max_memory}")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        return run(args)
-    except AmmsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:  # before the first image (the loop reports its own)
-        print("interrupted: nothing written", file=sys.stderr)
-        return 130
+    args = parse_args(argv)  # before the first image, Ctrl-C writes nothing (the loop
+    return cli(lambda: run(args), interrupted="interrupted: nothing written")  # says its own)
 
 
 if __name__ == "__main__":

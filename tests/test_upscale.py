@@ -490,3 +490,44 @@ def test_a_changed_shipped_checkpoint_is_refused(tmp_path, capsys, monkeypatch):
     torch.save(state, shipped)  # tampered: still a valid checkpoint, other weights
     rc, err = cli(capsys, img, "--scale", 2, "--checkpoint", shipped, "-o", tmp_path / "o2")
     assert rc == 2 and "do not match metadata.json (sha256)" in err
+
+
+@pytest.mark.parametrize("value", ["nan", "-1", "0", "inf"])
+def test_a_bad_memory_budget_is_one_setup_error(tmp_path, capsys, value):
+    img = save(tmp_path / "a.png", rand_img(8, 8))
+    with pytest.raises(SystemExit) as exc:
+        main([str(img), "--scale", "2", "--model", "bicubic", "--max-memory", value,
+              "-o", str(tmp_path / "o")])
+    assert exc.value.code == 2 and "--max-memory must be a positive number" in \
+        capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_sparse_tensor_checkpoint_is_one_clear_error(tmp_path):
+    from amms_lib.checkpoint import read_checkpoint
+
+    net = build_model("srcnn", 2)
+    path = tmp_path / "sparse.pt"
+    save_checkpoint(path, net, name="srcnn", scale=2)
+    state = torch.load(path, weights_only=True)
+    key = next(iter(state["state_dict"]))
+    state["state_dict"][key] = state["state_dict"][key].to_sparse()
+    torch.save(state, path)
+    with pytest.raises(AmmsError, match="sparse tensors"):
+        read_checkpoint(path)
+
+
+def test_an_absent_device_is_one_line(tmp_path, capsys):
+    img = save(tmp_path / "a.png", rand_img(8, 8))
+    for device in ("mps", "tpu"):
+        rc, err = cli(capsys, img, "--scale", 2, "--model", "bicubic", "--device", device,
+                      "-o", tmp_path / "o")
+        assert rc == 2 and len(err.strip().splitlines()) == 1 and err.startswith("error: ")
+
+
+def test_a_lab_tiff_is_colour_without_alpha(tmp_path):
+    lab = Image.fromarray(rand_img(8, 8)).convert("LAB")
+    path = tmp_path / "lab.tif"
+    lab.save(path)
+    img = read_image(path, keep_alpha=True)
+    assert img.shape == (8, 8, 3)  # its 'A' band is a colour axis, not alpha
