@@ -1,0 +1,126 @@
+"""What the attentions of a trained AMMS do: how peaked each non-local block is, and how
+much each second-order gate depends on the image, with the terms that explain it.
+
+    python benchmarks/attention_diagnostics.py CKPT [CKPT ...] [--images 6]
+        [--json benchmarks/results/attention_diagnostics.json]
+
+On the first ``--images`` images of the held-out split (``data.HELDOUT``, LR at x2), with
+forward hooks on every ``NonLocalBlock`` and ``SecondOrderChannelAttention``:
+
+- non-local: the effective number of positions a query attends to, ``1 / sum_j w_j^2``,
+  as a fraction of the map (1: uniform weights, a global average; near 0: a few pixels),
+  and the spread (std) of its logits, averaged over 64 query pixels per image;
+- second-order: the gates ``w`` per image and channel; their spread across images next to
+  their spread across channels; and why, term by term: how much the descriptor ``z``
+  varies across images relative to its size, and ``|W_D z|`` next to the hidden bias
+  ``|b_D|`` (when the bias dominates, the hidden layer barely sees the image).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from amms_lib import data
+from amms_lib.checkpoint import load_model
+from amms_lib.non_local import NonLocalBlock
+from amms_lib.runtime import atomic_write
+from amms_lib.second_order import SecondOrderChannelAttention
+
+
+def non_local_stats(block: NonLocalBlock, x: torch.Tensor, queries: int = 64) -> dict:
+    """Effective positions (fraction of the map) and logit std, over random queries."""
+    _, _, h, w = x.shape
+    gen = torch.Generator().manual_seed(0)
+    picks = torch.randint(0, h * w, (queries,), generator=gen)
+    with torch.no_grad():
+        q = block.theta(x).flatten(2)[0]  # (d, N)
+        k = block.phi(x).flatten(2)[0]  # (d, N)
+        logits = q[:, picks].T @ k  # (queries, N)
+        weights = logits.double().softmax(dim=1)
+    eff = 1 / (weights**2).sum(dim=1)  # (queries,)
+    return {"effective_fraction": float((eff / (h * w)).mean()),
+            "logit_std": float(logits.std(dim=1).mean()),
+            "out_weight": float(block.out.weight.abs().mean())}
+
+
+def diagnose(path: str, n_images: int) -> dict:
+    net, ckpt = load_model(path, model="amms", scale=2)
+    nls = [m for m in net.modules() if isinstance(m, NonLocalBlock)]
+    socas = [m for m in net.modules() if isinstance(m, SecondOrderChannelAttention)]
+    caught: dict = {}
+    named = [(("nl", i), m) for i, m in enumerate(nls)]
+    named += [(("so", i), m) for i, m in enumerate(socas)]
+    hooks = [m.register_forward_hook(lambda mod, inp, out, k=k: caught.__setitem__(k, inp[0]))
+             for k, m in named]
+    names = data.list_images(data.HELDOUT)[:n_images]
+    nl_rows = [[] for _ in nls]
+    gates, zs, wz = [[] for _ in socas], [[] for _ in socas], [[] for _ in socas]
+    with torch.no_grad():
+        for name in names:
+            lr = data.load_pair(data.HELDOUT, name, 2).lr
+            lr = np.stack([lr] * 3, -1) if lr.ndim == 2 else lr
+            net(torch.from_numpy(lr).permute(2, 0, 1)[None].float().div(255))
+            for i, block in enumerate(nls):
+                nl_rows[i].append(non_local_stats(block, caught["nl", i]))
+            for i, block in enumerate(socas):
+                x = caught["so", i]
+                z = block.descriptor(x)  # (1, C)
+                gates[i].append(block.weights(x)[0])
+                zs[i].append(z[0])
+                wz[i].append(torch.nn.functional.conv2d(
+                    z[:, :, None, None], block.mlp[0].weight).abs().mean().item())
+    for h in hooks:
+        h.remove()
+    report = {"checkpoint": path, "model_kwargs": ckpt["model_kwargs"], "step": ckpt["step"],
+              "images": names, "non_local": [], "second_order": []}
+    for rows in nl_rows:
+        report["non_local"].append({k: float(np.mean([r[k] for r in rows])) for k in rows[0]})
+    for i, block in enumerate(socas):
+        g, z = torch.stack(gates[i]), torch.stack(zs[i])  # (images, C)
+        report["second_order"].append({
+            "hidden": block.mlp[0].out_channels,
+            "gate_mean": float(g.mean()),
+            "gate_spread_channels": float(g.std(dim=1).mean()),
+            "gate_spread_images": float(g.std(dim=0).mean()),
+            "z_mean_abs": float(z.abs().mean()),
+            "z_relative_spread_images": float((z.std(dim=0) / z.abs().mean(dim=0)).mean()),
+            "W_D_z": float(np.mean(wz[i])),
+            "b_D": float(block.mlp[0].bias.detach().abs().mean()),
+        })
+    return report
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("checkpoints", nargs="+")
+    ap.add_argument("--images", type=int, default=6)
+    ap.add_argument("--json", default="benchmarks/results/attention_diagnostics.json")
+    args = ap.parse_args(argv)
+    torch.manual_seed(0)
+    reports = [diagnose(p, args.images) for p in args.checkpoints]
+    for r in reports:
+        print(f"\n{r['checkpoint']} (step {r['step']}, {r['model_kwargs']})")
+        for i, s in enumerate(r["non_local"]):
+            print(f"  non-local {i}: attends to {s['effective_fraction']:.1%} of the map "
+                  f"(effective positions), logit std {s['logit_std']:.3f}")
+        for i, s in enumerate(r["second_order"]):
+            print(f"  SOCA {i} ({s['hidden']} hidden): gates {s['gate_mean']:.3f}, spread over "
+                  f"channels {s['gate_spread_channels']:.3f}, over images "
+                  f"{s['gate_spread_images']:.2e}; z varies {s['z_relative_spread_images']:.1%}"
+                  f" across images; |W_D z| {s['W_D_z']:.1e} vs |b_D| {s['b_D']:.3f}")
+    record = {"command": "python benchmarks/attention_diagnostics.py "
+                         + " ".join(sys.argv[1:] if argv is None else argv),
+              "images": f"the first {args.images} of the held-out split, x2 LR",
+              "reports": reports}
+    atomic_write(Path(args.json), lambda f: f.write(json.dumps(record, indent=1)), "w")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
