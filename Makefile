@@ -34,8 +34,10 @@ lab: $(STAMP)
 	@echo "JupyterLab on notebooks/ (open the URL with the token printed below; Ctrl-C twice stops it)"
 	MPLBACKEND=module://matplotlib_inline.backend_inline $(PY) -m jupyter lab notebooks
 
-# unit tests, then every notebook through nbval (lax: asserts in cells, no output diffs)
+# the linter (ruff, configured in pyproject.toml: a finding fails the run), the unit tests,
+# then every notebook through nbval (lax: asserts in cells, no output diffs)
 test: $(STAMP)
+	$(VENV)/bin/ruff check amms_lib tests scripts benchmarks notebooks
 	AMMS_MODE=quick TQDM_DISABLE=1 $(PY) -m pytest tests notebooks --nbval-lax \
 		--nbval-current-env --nbval-cell-timeout 300 --durations=10
 

@@ -5,7 +5,7 @@ Paper section 3 and Figures 1-5::
     LR -> MeanShift(-) -> conv3x3 -> SF block ---------------------+
                                          |                         |  global residual
                                          +-> AMMS x n_amms -> conv3x3 -(+)-> Upsampler
-                                                                         -> conv3x3 -> MeanShift(+) -> SR
+                                                   -> conv3x3 -> MeanShift(+) -> SR
 
     AMMS  = MSFF -> MSFF -> LS_AM
     LS_AM = AM x M -> conv3x3, plus a long skip from its input

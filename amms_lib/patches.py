@@ -83,7 +83,7 @@ def load_pairs(files: list[Path], scale: int, cache_dir: Path | None = None
                for n in data.BUILTIN_IMAGES]
     lrs = [imresize(hr, 1 / scale, border="clamp") for hr in hrs]
     atomic_save({"hr": [torch.from_numpy(h) for h in hrs],
-                 "lr": [torch.from_numpy(l) for l in lrs]}, cache)
+                 "lr": [torch.from_numpy(lo) for lo in lrs]}, cache)
     return hrs, lrs, key
 
 

@@ -46,10 +46,23 @@ from amms_lib.errors import AmmsError
 from amms_lib.inference import upscale
 from amms_lib.metrics import evaluate
 from amms_lib.models import MODELS, build_model
-from amms_lib.patches import (BUILTIN, TRAIN_SETS, PatchDataset, StepBatchSampler, load_pairs,
-                              train_files)
-from amms_lib.runtime import (ArgumentParser, FolderLock, atomic_write, cli, resolve_device,
-                              seed_everything, stale_temp_files)
+from amms_lib.patches import (
+    BUILTIN,
+    TRAIN_SETS,
+    PatchDataset,
+    StepBatchSampler,
+    load_pairs,
+    train_files,
+)
+from amms_lib.runtime import (
+    ArgumentParser,
+    FolderLock,
+    atomic_write,
+    cli,
+    resolve_device,
+    seed_everything,
+    stale_temp_files,
+)
 
 OUT_FILES = ("last.pt", "best.pt", "config.json", "metrics.jsonl")  # what a run writes
 # what a resumed run must share with the run it continues, or it would not continue it

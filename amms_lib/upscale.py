@@ -38,11 +38,16 @@ from tqdm.auto import tqdm
 from amms_lib.data import IMAGE_SUFFIXES
 from amms_lib.errors import AmmsError
 from amms_lib.images import read_image, write_image
-from amms_lib.inference import (GB, OVERLAP, available_memory, check_bicubic_memory,
-                                check_size, upscale)
+from amms_lib.inference import (
+    GB,
+    OVERLAP,
+    available_memory,
+    check_bicubic_memory,
+    check_size,
+    upscale,
+)
 from amms_lib.resize import imresize
-from amms_lib.runtime import (FolderLock, cli, probe_writable, resolve_device,
-                              stale_temp_files)
+from amms_lib.runtime import FolderLock, cli, probe_writable, resolve_device, stale_temp_files
 
 FORMATS = ("png", "same", "jpg", "bmp", "tif")
 NO_ALPHA = (".jpg", ".jpeg")  # fail before the work (BMP fails at writing LA)

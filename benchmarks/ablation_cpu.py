@@ -17,7 +17,8 @@ network for as many minutes as ``all`` needs (the cost a user pays), as steps: `
 times the ratio of their seconds per step, measured once in one process, alternating the
 two networks so that both see the same load (``measure_cost_ratio``; wall-clock minutes
 of runs sharing two cores with other jobs would not be comparable). Its cosine is laid over
-its own steps, so it is a finished run, not a midpoint of a longer one. A seed fixes the patches and their order, so every
+its own steps, so it is a finished run, not a midpoint of a longer one. A seed fixes the
+patches and their order, so every
 variant of a seed sees the same data: differences are paired. Nothing is selected: the
 final weights are scored on whole Set5, Set14 and BSD100 (x2, Y, shaved), per image, and
 on the held-out split (``data.HELDOUT``).
@@ -42,6 +43,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ablation_stats import analyse  # noqa: E402
+
 from amms_lib import data  # noqa: E402
 from amms_lib.runtime import atomic_write, repo_root  # noqa: E402
 
@@ -151,7 +153,6 @@ _BICUBIC: dict = {}
 
 def bicubic_scores() -> dict:
     """Bicubic on the same images, per image: the line every variant must clear."""
-    from amms_lib.benchmark import bicubic_upscaler, evaluate_set
 
     if not _BICUBIC:
         _BICUBIC.update(bicubic_scores_uncached())

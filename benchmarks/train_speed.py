@@ -13,7 +13,8 @@ whose one-off compile time is excluded and printed), e.g.
     python benchmarks/train_speed.py --channels 32 --n-amms 2 --n-am 1 --lr-patch 32 \
         --nl-modes full --variants eager cl bf16 cl+bf16 cl+bf16+compile
 
-``eager`` alone follows the device's training defaults (CUDA: bf16 + channels-last). Peak memory is the CUDA allocator's peak
+``eager`` alone follows the device's training defaults (CUDA: bf16 + channels-last). Peak
+memory is the CUDA allocator's peak
 on a GPU and, on the CPU, the growth of peak RSS in a fresh process per mode.
 ``--rows full:eager naive:cl+bf16 ...`` names rows directly instead of the product of
 modes and variants. Rows print as they finish; a row that fails (out of memory, a
@@ -117,7 +118,8 @@ def main() -> None:
     if args.one:
         print(json.dumps(measure(args, args.one, device)))
         return
-    name = torch.cuda.get_device_name() if device.type == "cuda" else f"cpu x{torch.get_num_threads()}"
+    name = (torch.cuda.get_device_name() if device.type == "cuda"
+            else f"cpu x{torch.get_num_threads()}")
     header = (f"device {name}, torch {torch.__version__}, batch {args.batch_size} of "
               f"{args.lr_patch}x{args.lr_patch} LR at x{args.scale}, AMMS {args.channels} "
               f"channels, {args.n_amms} x AMMS, M={args.n_am}; {args.steps} timed steps "

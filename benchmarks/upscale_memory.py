@@ -31,6 +31,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from nonlocal_memory import peak_memory  # the sibling script: same measurement
 
 from amms_lib import data
 from amms_lib.checkpoint import load_model, save_checkpoint
@@ -38,7 +39,6 @@ from amms_lib.images import write_image
 from amms_lib.inference import estimate_memory, upscale
 from amms_lib.models import build_model
 from amms_lib.non_local import NonLocalBlock
-from nonlocal_memory import peak_memory  # the sibling script: same measurement
 
 MODES = ("full", "region", "tiled", "naive")
 SIDES = range(32, 1025, 16)  # naive: square crops tried, smallest first

@@ -25,7 +25,6 @@ def resize_1d(img: np.ndarray, out_len: int, scale: float, axis: int, pad_mode: 
               antialias: bool = True) -> np.ndarray:
     """Resize float64 ``img`` along ``axis`` to ``out_len`` samples."""
     img = np.moveaxis(img, axis, 0)
-    n = img.shape[0]
     stretch = scale if (scale < 1 and antialias) else 1.0  # kernel x -> stretch * x
     radius = 2.0 / stretch
     pad = int(math.ceil(radius)) + 2

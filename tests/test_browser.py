@@ -30,9 +30,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import chromium_path
+from PIL import Image
 
 CHROMIUM = chromium_path()  # or the whole module skips (fails in CI), saying why
 ROOT = Path(__file__).resolve().parents[1]

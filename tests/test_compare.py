@@ -10,6 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from conftest import find_data  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from amms_lib import compare, data  # noqa: E402
@@ -19,7 +20,6 @@ from amms_lib.inference import upscale  # noqa: E402
 from amms_lib.metrics import evaluate  # noqa: E402
 from amms_lib.models import build_model  # noqa: E402
 from amms_lib.resize import imresize  # noqa: E402
-from conftest import find_data  # noqa: E402
 
 TINY = dict(n1=4, n2=4)
 

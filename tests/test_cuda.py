@@ -217,7 +217,7 @@ def test_twenty_steps_resume_exactly_and_load_on_the_cpu(device, tmp_path):
     assert [s for s, _ in a] == [s for s, _ in b] == list(range(1, 21))
     # cuDNN/atomics make CUDA runs differ in the last bits; the CPU repeats exactly
     rtol = 1e-6 if device == "cpu" else 5e-3  # Adam without its state: 1e-2 and more
-    np.testing.assert_allclose([l for _, l in b], [l for _, l in a], rtol=rtol)
+    np.testing.assert_allclose([v for _, v in b], [v for _, v in a], rtol=rtol)
     assert a[-1][1] != a[0][1]
 
     cpu_net, ckpt = load_model(tmp_path / "whole" / "last.pt", device="cpu")

@@ -24,6 +24,7 @@ from amms_lib import download
 from amms_lib.download import EXPECTED_COUNTS, fetch, main, validate
 from amms_lib.errors import AmmsError
 
+
 @pytest.fixture(scope="session")
 def set5(data_dir) -> Path:
     return data_dir / "benchmark" / "Set5"
@@ -38,6 +39,11 @@ def _tar(files: dict[str, Path], extra=(), top="benchmark", mode="w") -> bytes:
         for info, data in extra:
             tf.addfile(info, io.BytesIO(data) if data is not None else None)
     return buf.getvalue()
+
+
+def _part(dest: Path, server) -> Path:
+    """Where a download of the test server's benchmark.tar is kept while incomplete."""
+    return dest / ".downloads" / (download.archive_name(server.url("benchmark.tar")) + ".part")
 
 
 def _set_files(set_dir: Path) -> dict[str, Path]:
@@ -126,7 +132,8 @@ def test_fetch_end_to_end_and_idempotent(server, set5, set5_tar, tmp_path, capsy
     assert out == dest / "benchmark"
     _assert_same_hr(dest, set5)
     assert validate(out, sets=["Set5"]) == {"Set5": 5}
-    assert not (dest / ".downloads" / download.archive_name(server.url("benchmark.tar"))).exists()  # removed once installed
+    archive = dest / ".downloads" / download.archive_name(server.url("benchmark.tar"))
+    assert not archive.exists()  # removed once installed
     assert not list(dest.glob(".extract-*"))
     assert "100%" in capsys.readouterr().err
     n = len(server.seen)
@@ -199,7 +206,7 @@ def test_server_ignoring_range_starts_over(server, set5, set5_tar, tmp_path):
     server.ignore_range = True
     dest = tmp_path / "dest"
     (dest / ".downloads").mkdir(parents=True)
-    (dest / ".downloads" / (download.archive_name(server.url("benchmark.tar")) + ".part")).write_bytes(b"junk" * 100)
+    _part(dest, server).write_bytes(b"junk" * 100)
     fetch(dest, url=server.url("benchmark.tar"), sets=["Set5"], progress=False)
     assert server.seen[0][1].get("Range") == "bytes=400-"
     _assert_same_hr(dest, set5)  # the junk prefix was discarded, not kept
@@ -209,7 +216,7 @@ def test_complete_part_file_is_used(server, set5, set5_tar, tmp_path):
     server.files["/benchmark.tar"] = set5_tar
     dest = tmp_path / "dest"
     (dest / ".downloads").mkdir(parents=True)
-    (dest / ".downloads" / (download.archive_name(server.url("benchmark.tar")) + ".part")).write_bytes(set5_tar)
+    _part(dest, server).write_bytes(set5_tar)
     fetch(dest, url=server.url("benchmark.tar"), sets=["Set5"], progress=False)
     assert len(server.seen) == 1  # answered 416, nothing re-sent
     _assert_same_hr(dest, set5)
@@ -263,7 +270,8 @@ def test_malicious_archive_refused(kind, server, set5, tmp_path):
     _assert_clean(dest)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dest"]
     assert sorted(p.name for p in dest.iterdir()) == [".downloads"]
-    assert [p.name for p in (dest / ".downloads").iterdir()] == [download.archive_name(server.url("benchmark.tar"))]
+    archive = download.archive_name(server.url("benchmark.tar"))
+    assert [p.name for p in (dest / ".downloads").iterdir()] == [archive]
     assert not any(p.is_symlink() for p in tmp_path.rglob("*"))
 
 

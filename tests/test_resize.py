@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from reference_resize import reference_resize
 
 from amms_lib.errors import AmmsError
 from amms_lib.resize import imresize, weight_matrix
-from reference_resize import reference_resize
 
 FACTORS = [1 / 2, 1 / 3, 1 / 4, 2, 3, 4]
 SIZES = [(17, 24), (24, 17), (30, 31)]

@@ -23,7 +23,8 @@ TINY = dict(channels=8, n_amms=1, n_am=1, so_reduction=4)
 
 def _cfg(tmp_path, **kw):
     base = TrainConfig(model_kwargs=TINY, epochs=1, iters_per_epoch=6, batch_size=2,
-                       patch_size=16, val_every=3, val_images=1, val_max_side=24, workers=0, log_every=1,
+                       patch_size=16, val_every=3, val_images=1, val_max_side=24, workers=0,
+                       log_every=1,
                        device="cpu", out_dir=str(tmp_path / "run"), train_sets=("T91",))
     return replace(base, **kw)
 
@@ -41,7 +42,7 @@ def test_killed_and_resumed_run_repeats_the_uninterrupted_losses(use_data, tmp_p
     train(replace(killed, resume=True))
     a, b = _losses(whole.out_dir), _losses(killed.out_dir)
     assert [s for s, _ in a] == [s for s, _ in b] == [1, 2, 3, 4, 5, 6]
-    np.testing.assert_allclose([l for _, l in a], [l for _, l in b], rtol=1e-6)
+    np.testing.assert_allclose([v for _, v in a], [v for _, v in b], rtol=1e-6)
     assert a[-1][1] != a[0][1]
 
 
@@ -224,7 +225,8 @@ def test_distributed_two_processes_then_resume_on_one(use_data, tmp_path):
     out = tmp_path / "ddp"
     args = ["--model-kwargs", json.dumps(TINY), "--epochs", "1", "--iters-per-epoch", "4",
             "--batch-size", "2", "--patch-size", "16", "--val-every", "2",
-            "--val-images", "1", "--val-max-side", "24", "--workers", "0", "--log-every", "1", "--device", "cpu",
+            "--val-images", "1", "--val-max-side", "24", "--workers", "0", "--log-every", "1",
+            "--device", "cpu",
             "--train-sets", "T91", "--out-dir", str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
@@ -322,7 +324,7 @@ def test_partial_last_log_line_is_skipped_on_resume_with_one_warning(use_data, t
         f.write('{"step": 3, "lo')  # power lost while writing the next record
     capsys.readouterr()
     train(replace(cfg, resume=True))
-    warnings = [l for l in capsys.readouterr().err.splitlines() if "warning" in l]
+    warnings = [ln for ln in capsys.readouterr().err.splitlines() if "warning" in ln]
     assert len(warnings) == 1 and "partial last line" in warnings[0]
     assert [s for s, _ in _losses(cfg.out_dir)] == [1, 2, 3, 4]
     log.write_text(log.read_text() + "garbage\n" + '{"step": 9}\n')
