@@ -91,3 +91,47 @@ def analyse(record: dict) -> dict:
                     parts.append(f"{name} {e['mean']:+.3f}{ci}{flag}")
                 summary[f"{idea}, {end} ({with_v} - {without_v}, n={e['n']})"] = "; ".join(parts)
     return {"variants": variant_table(record), "effects": effects, "summary": summary}
+
+
+def markdown(record: dict) -> str:
+    """The README's tables: variants (mean, sd, seeds, cost) and effects (95% intervals)."""
+    table = variant_table(record)
+    order = ["none", "nl", "so", "ms", "all-nl", "all-so", "all-ms", "all", "none@all-minutes"]
+    sets = ("Set5", "Set14", "BSD100")
+    lines = ["| variant | params | GFLOPs (48x48) | minutes | seeds | "
+             + " | ".join(f"{s} dB" for s in sets) + " |",
+             "| --- | --- | --- | --- | --- | " + " | ".join("---" for _ in sets) + " |"]
+    for v in [v for v in order if v in table]:
+        row = table[v]
+        cells = [f"{row[s]['psnr']:.2f}" + (f" ± {row[s]['sd']:.3f}" if row[s]["sd"] else "")
+                 for s in sets]
+        lines.append(f"| {v} | {row['params']:,} | {row.get('gflops_48', 0):.2f} | "
+                     f"{row['train_minutes']:.1f} | {len(row['seeds'])} | " + " | ".join(cells)
+                     + " |")
+    lines.append("| bicubic | | | | | " + " | ".join(
+        f"{record['bicubic'][s]['psnr']:.2f}" for s in sets) + " |")
+    lines += ["", "| idea | where | " + " | ".join(f"{s}: mean, 95% interval" for s in sets)
+              + " |", "| --- | --- | " + " | ".join("---" for _ in sets) + " |"]
+    for idea, ends in EFFECTS.items():
+        for end, (with_v, without_v) in ends.items():
+            cells = []
+            for s in sets:
+                e = effect(record, with_v, without_v, s)
+                if e is None:
+                    break
+                ci = (f" [{e['ci95'][0]:+.3f}, {e['ci95'][1]:+.3f}]"
+                      + (" **resolved**" if e["resolved"] else "")) if e["ci95"] else " (1 seed)"
+                cells.append(f"{e['mean']:+.3f}{ci}")
+            if len(cells) == len(sets):
+                lines.append(f"| {idea} | {end} ({with_v} - {without_v}) | "
+                             + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    path = sys.argv[1] if len(sys.argv) > 1 else "benchmarks/results/ablation_cpu.json"
+    with open(path) as f:
+        print(markdown(json.load(f)))
