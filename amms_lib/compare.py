@@ -73,9 +73,19 @@ def reconstruct(set_name: str, image: str, scale: int, methods=METHODS, device="
     return rec
 
 
+def check_box(top: float, left: float, size: int) -> None:
+    """One clear error for a zoom box that cannot be placed (before any work)."""
+    if not (0 <= top <= 1 and 0 <= left <= 1):
+        raise AmmsError(f"box_top and box_left are fractions of the image from 0 to 1, got "
+                        f"{top} and {left}")
+    if size < 8:
+        raise AmmsError(f"box_size is the zoom box side in HR pixels, at least 8; got {size}")
+
+
 def make_box(shape, top: float = 0.3, left: float = 0.3, size: int = 48) -> tuple:
     """Square zoom box (y, x, h, w) inside an image of ``shape``: ``top``/``left`` in
     [0, 1] place it (0: first row/column, 1: last), ``size`` is its side in pixels."""
+    check_box(top, left, size)
     h, w = shape[:2]
     s = int(max(1, min(size, h, w)))
     y = int(round(np.clip(top, 0, 1) * (h - s)))

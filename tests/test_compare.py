@@ -209,3 +209,14 @@ def test_explorer_reconstructs_once_per_image(folder, sample, monkeypatch):
     p["image"].value = image  # back to the first image: from the cache
     assert calls == [(name, image, 2), (name, other, 2)]
     assert set(ui.cache) == {(name, image, 2), (name, other, 2)}
+
+
+@pytest.mark.parametrize("top,left,size", [(5, 0.5, 48), (0.5, -0.1, 48), (0.5, 0.5, 2)])
+def test_a_zoom_box_that_cannot_be_placed_is_one_clear_error(top, left, size):
+    from amms_lib import compare
+    from amms_lib.errors import AmmsError
+
+    with pytest.raises(AmmsError, match="box_"):
+        compare.check_box(top, left, size)
+    with pytest.raises(AmmsError, match="box_"):
+        compare.make_box((100, 100), top, left, size)
