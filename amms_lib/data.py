@@ -322,11 +322,9 @@ def main(argv: list[str] | None = None) -> int:
         from amms_lib import download
 
         return download.main(argv)
-    try:
-        return _list_main()
-    except AmmsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    from amms_lib.runtime import cli
+
+    return cli(_list_main)
 
 
 if __name__ == "__main__":
