@@ -24,8 +24,9 @@ final weights are scored on whole Set5, Set14 and BSD100 (x2, Y, shaved), per im
 on the held-out split (``data.HELDOUT``).
 
 Runs go to ``runs/ablation/<variant>_s<seed>/``: a run cut short (``--stop-minutes``, a
-killed process, the end of a session) resumes exactly where it was; one that is done
-(``scores.json``) is skipped. ``--jobs 2`` runs two single-thread trainings side by side
+killed process, the end of a session) resumes from its last save (every 1000 steps); one that is
+done (``scores.json``, or already in the results file, so a new machine goes on where the
+committed results stop) is skipped. ``--jobs 2`` runs two single-thread trainings side by side
 (see ``--measure-threads``, which times that against one two-thread run). The results
 file is rewritten after every finished run, with the analysis of ``ablation_stats``.
 """
@@ -119,6 +120,8 @@ def run_one(variant: str, seed: int, args, deadline: float) -> dict | None:
     done = out / "scores.json"
     if done.is_file():
         return json.loads(done.read_text())
+    if (variant, seed) in args.known:  # finished on another machine: in the results file
+        return args.known[variant, seed]
     steps = args.equal_steps if variant == EQUAL_MINUTES else args.steps
     left = (deadline - time.time()) / 60
     if left < 1:
@@ -168,7 +171,9 @@ def bicubic_scores_uncached() -> dict:
 
 def collect(args) -> dict:
     """Every finished run, the bicubic baseline and the analysis, as one record."""
-    runs = [json.loads(p.read_text()) for p in sorted(RUNS.glob("*/scores.json"))]
+    local = [json.loads(p.read_text()) for p in sorted(RUNS.glob("*/scores.json"))]
+    merged = {**args.known, **{(r["variant"], r["seed"]): r for r in local}}
+    runs = [merged[k] for k in sorted(merged, key=lambda k: (k[1], k[0]))]
     record = {"command": "python benchmarks/ablation_cpu.py " + " ".join(sys.argv[1:]),
               "steps": args.steps, "lr": args.lr, "fair_config": FAIR,
               "variants": {k: list(v) for k, v in VARIANTS.items()},
@@ -257,6 +262,8 @@ def main() -> None:
     results = Path(args.json)
     old = json.loads(results.read_text()) if results.is_file() else {}
     args.threads_record = old.get("threads")
+    # runs already in the results file count as done, so the study resumes on a new machine
+    args.known = {(r["variant"], r["seed"]): r for r in old.get("runs", [])}
     # the equal-minutes budget is measured once and kept, so that every seed shares it
     args.cost = old.get("equal_minutes") or measure_cost_ratio()
     args.equal_steps = round(args.steps * args.cost["ratio"])
