@@ -223,6 +223,36 @@ def val_set_name(cfg: TrainConfig) -> str:
     return cfg.val_set
 
 
+def measure_step_seconds(cfg: TrainConfig, steps: int = 3) -> float:
+    """Seconds one training step of ``cfg`` takes on its device, measured on random
+    batches of its shape after one warm-up step (the network, optimizer and settings of
+    the run; data loading and validation not included): a run's cost is known before it
+    starts, as ``total_steps * measure_step_seconds(cfg)``."""
+    device = resolve_device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    net = build_model(cfg.model, cfg.scale, **cfg.model_kwargs).to(device)
+    channels_last = device.type == "cuda" or cfg.channels_last
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    p = cfg.patch_size
+    lr_b = torch.rand(cfg.batch_size, 3, p // cfg.scale, p // cfg.scale, device=device)
+    hr_b = torch.rand(cfg.batch_size, 3, p, p, device=device)
+    if channels_last:
+        lr_b = lr_b.contiguous(memory_format=torch.channels_last)
+    amp = cfg.amp and (device.type == "cuda" or cfg.cpu_amp)
+    train_step(net, opt, lr_b, hr_b, amp)  # warm-up: allocations, kernel selection
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        train_step(net, opt, lr_b, hr_b, amp)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - t0) / steps
+
+
 def validation_pairs(cfg: TrainConfig) -> tuple[str, list[tuple[np.ndarray, np.ndarray]]]:
     """(set name, [(LR, HR), ...]): exactly the pixels ``validate`` scores, so that a
     baseline (bicubic) can be scored on the same ones: the first ``val_images`` of the
