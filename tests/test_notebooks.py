@@ -87,7 +87,7 @@ def test_train_notebook_at_x4(tmp_path, monkeypatch):
                         out_dir=str(tmp_path / "run")),
         progress_bar=False, cwd=str(tmp_path))
     text = _stdout(out)
-    assert '"scale": 4' in text and '"patch_size": 96' in text
+    assert '"scale": 4' in text and '"patch_size": 128' in text
     assert (tmp_path / "run" / "best.pt").is_file()
 
 
