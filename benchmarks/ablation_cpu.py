@@ -33,6 +33,7 @@ file is rewritten after every finished run, with the analysis of ``ablation_stat
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import subprocess
@@ -151,18 +152,10 @@ def run_one(variant: str, seed: int, args, deadline: float) -> dict | None:
     return result
 
 
-_BICUBIC: dict = {}
-
-
+@functools.cache
 def bicubic_scores() -> dict:
-    """Bicubic on the same images, per image: the line every variant must clear."""
-
-    if not _BICUBIC:
-        _BICUBIC.update(bicubic_scores_uncached())
-    return _BICUBIC
-
-
-def bicubic_scores_uncached() -> dict:
+    """Bicubic on the same images, per image: the line every variant must clear (computed
+    once per process: collect() runs after every finished run)."""
     from amms_lib.benchmark import bicubic_upscaler, evaluate_set
 
     return {name: evaluate_set(bicubic_upscaler(2), name, 2, per_image=True)
