@@ -195,24 +195,79 @@ def check_size(h: int, w: int) -> None:
                         f"need at least {MIN_SIDE}x{MIN_SIDE} pixels")
 
 
+def plan(net: nn.Module, h: int, w: int, tile: int | str | None = None,
+         overlap: int = OVERLAP, ensemble: bool = False, max_bytes: float | None = None,
+         max_seconds: float | None = None) -> tuple[int | None, float | None]:
+    """How to run an (h, w) LR image: ``(tile, estimated seconds)``.
+
+    tile: an LR tile size, None (the whole image) or ``"auto"``: the whole image when it
+    fits both budgets, else the largest of ``TILES`` that does. A given tile (or None)
+    over a budget raises AmmsError naming the ``--tile`` that fits. The seconds are
+    ``amms_lib.speed``'s estimate (None when ``max_seconds`` is None: no timing).
+    """
+    from amms_lib import speed
+
+    def seconds(t):
+        return speed.estimate_seconds(net, h, w, t, overlap, ensemble)
+
+    def fits(t):
+        return ((max_bytes is None or estimate_memory(net, h, w, t, overlap) <= max_bytes)
+                and (max_seconds is None or seconds(t) <= max_seconds))
+
+    if tile == "auto":
+        tile = next((t for t in (None, *TILES) if (t is None or t < max(h, w)) and fits(t)),
+                    "none")
+        if tile == "none":
+            raise AmmsError(f"{w}x{h} input fits no tile within the budgets "
+                            f"({_budgets(max_bytes, max_seconds)}); raise them")
+    elif max_bytes is not None:
+        check_memory(net, h, w, max_bytes, tile, overlap)
+    if max_seconds is None:
+        return tile, None
+    need = seconds(tile)
+    if need > max_seconds:
+        how = f"with --tile {tile}" if tile else "untiled"
+        fit = next((t for t in TILES if t < max(h, w) and fits(t)), None)
+        hint = (f"use --tile {fit} (about {seconds(fit):.0f} s) or --tile auto"
+                if fit else "no --tile fits it")
+        raise AmmsError(f"{w}x{h} input would take about {need:.0f} s {how}, over the "
+                        f"{max_seconds:g} s time budget; {hint}, or raise --max-seconds")
+    return tile, need
+
+
+def _budgets(max_bytes, max_seconds) -> str:
+    parts = ([f"{max_bytes / GB:.1f} GB"] if max_bytes is not None else []) + \
+        ([f"{max_seconds:g} s"] if max_seconds is not None else [])
+    return ", ".join(parts)
+
+
 @torch.no_grad()
-def upscale(net: nn.Module, lr_img: np.ndarray, tile: int | None = None,
+def upscale(net: nn.Module, lr_img: np.ndarray, tile: int | str | None = None,
             overlap: int = OVERLAP, ensemble: bool = False,
-            max_bytes: float | None = None) -> np.ndarray:
+            max_bytes: float | None = None, max_seconds: float | None = None,
+            progress: bool = False) -> np.ndarray:
     """SR image of one uint8 LR image (H, W) or (H, W, 3), on the network's device.
 
-    tile: LR core size for tiled inference (None: the whole image at once);
-    overlap: LR context pixels around each tile; ensemble: x8 self-ensemble;
-    max_bytes: refuse (AmmsError suggesting ``--tile``) inputs estimated above it.
+    tile: LR core size for tiled inference (None: the whole image at once; "auto": see
+    ``plan``); overlap: LR context pixels around each tile; ensemble: x8 self-ensemble;
+    max_bytes, max_seconds: refuse (AmmsError suggesting ``--tile``) inputs estimated
+    above them; progress: a bar in estimated seconds (``speed.progress``) for an image
+    estimated over ``speed.SHOW_ABOVE`` seconds.
     """
+    from amms_lib import speed
+
     h, w = lr_img.shape[:2]
     check_size(h, w)
-    if tile is not None and (tile < 1 or overlap < 0):
+    if tile not in (None, "auto") and (not isinstance(tile, int) or tile < 1) \
+            or overlap < 0:
         raise AmmsError(f"tile must be >= 1 and overlap >= 0, got {tile}, {overlap}")
-    if max_bytes is not None:
-        check_memory(net, h, w, max_bytes, tile, overlap)
+    tile, seconds = plan(net, h, w, tile, overlap, ensemble, max_bytes,
+                         max_seconds if max_seconds is not None or not progress
+                         else float("inf"))
     device = next(net.parameters()).device
     fn = net if tile is None else (lambda x: forward_tiled(net, x, tile, overlap))
     x = to_tensor(lr_img, device)
-    y = self_ensemble(fn, x) if ensemble else fn(x)
+    show = progress and seconds is not None and seconds > speed.SHOW_ABOVE
+    with speed.progress(net, seconds if show else None):
+        y = self_ensemble(fn, x) if ensemble else fn(x)
     return to_image(y, grey=lr_img.ndim == 2)

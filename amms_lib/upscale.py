@@ -1,8 +1,9 @@
 """Upscale your own images: files or folders in, ``<stem>_x<scale>.png`` files out.
 
     python -m amms_lib.upscale INPUT... --scale {2,3,4}
-        [--checkpoint PATH | --model bicubic] [--tile N] [--overlap N] [--ensemble]
-        [--device auto] [--max-memory GB] [--format png|same|jpg|bmp|tif] -o OUT
+        [--checkpoint PATH | --model bicubic] [--tile N|auto] [--overlap N] [--ensemble]
+        [--device auto] [--max-memory GB] [--max-seconds S] [--format png|same|jpg|bmp|tif]
+        -o OUT
 
 - Inputs: image files (PNG, JPEG, BMP, TIFF) and folders (their image files, not
   recursive). Grey stays grey; an alpha channel is upscaled with MATLAB bicubic
@@ -16,6 +17,12 @@
 - Memory: each image's peak is estimated first (``amms_lib.inference``); one over
   ``--max-memory`` (default: 80% of available RAM, 90% of free GPU memory) fails
   with the ``--tile`` that fits (bicubic runs on the CPU and cannot be tiled).
+- Time: each image's seconds are estimated first (``amms_lib.speed``: FLOPs over this
+  machine's measured throughput, timed once per network and cached); an estimate over
+  a few seconds is printed, and the work shows a bar in estimated seconds. One over
+  ``--max-seconds`` (default 300) fails with the ``--tile`` that fits;
+  ``--tile auto`` runs the whole image when it fits both budgets, else the largest tile
+  that does, and says so.
 - Exit status: 0 all written; 1 some inputs failed (one ``failed: FILE: why`` line
   each, the others still processed); 2 a setup error (``error: why``), e.g. a
   checkpoint for another scale, NaN weights, an output folder that cannot be made
@@ -44,13 +51,16 @@ from amms_lib.inference import (
     available_memory,
     check_bicubic_memory,
     check_size,
+    plan,
     upscale,
 )
 from amms_lib.resize import imresize
 from amms_lib.runtime import FolderLock, cli, probe_writable, resolve_device, stale_temp_files
+from amms_lib.speed import SHOW_ABOVE
 
 FORMATS = ("png", "same", "jpg", "bmp", "tif")
 NO_ALPHA = (".jpg", ".jpeg")  # fail before the work (BMP fails at writing LA)
+MAX_SECONDS = 300.0  # default --max-seconds: longer than this, a user should choose
 OUTPUT_NAME = re.compile(r".+_x[234]\.(png|jpe?g|bmp|tiff?)")  # what out_path makes
 
 
@@ -78,11 +88,12 @@ def out_path(src: Path, out_dir: Path, scale: int, fmt: str) -> Path:
 
 
 def make_upscaler(args, device: torch.device):
-    """uint8 (H, W[, 3]) -> uint8 SR image; setup errors raise AmmsError."""
+    """``fn(img, name)``: uint8 (H, W[, 3]) -> uint8 SR image; setup errors raise
+    AmmsError, and so does an image over a budget (memory, time)."""
     if args.checkpoint is None:  # NumPy in, so imresize runs on the CPU
         budget = available_memory("cpu") if args.max_memory is None else args.max_memory * GB
 
-        def bicubic(img):
+        def bicubic(img, name: str):
             check_bicubic_memory(*img.shape[:2], img.shape[2] if img.ndim == 3 else 1,
                                  args.scale, budget)
             return imresize(img, args.scale)
@@ -92,8 +103,21 @@ def make_upscaler(args, device: torch.device):
     net, _ = load_model(args.checkpoint, scale=args.scale, device=device)
     budget = (available_memory(device) if args.max_memory is None
               else args.max_memory * GB)
-    return lambda img: upscale(net, img, tile=args.tile, overlap=args.overlap,
-                               ensemble=args.ensemble, max_bytes=budget)
+    quiet = os.environ.get("TQDM_DISABLE", "0") not in ("", "0")
+
+    def network(img, name: str):
+        h, w = img.shape[:2]
+        tile, seconds = plan(net, h, w, args.tile, args.overlap, args.ensemble, budget,
+                             args.max_seconds)
+        auto = args.tile == "auto" and tile is not None
+        if seconds > SHOW_ABOVE or auto:
+            how = (f"tiled automatically: --tile {tile}" if auto
+                   else f"--tile {tile}" if tile else "whole image")
+            tqdm.write(f"{name}: {w}x{h} -> {args.scale * w}x{args.scale * h}, about "
+                       f"{seconds:.0f} s ({how})", file=sys.stderr)
+        return upscale(net, img, tile=tile, overlap=args.overlap, ensemble=args.ensemble,
+                       progress=not quiet)
+    return network
 
 
 def upscale_file(src: Path, dst: Path, fn, scale: int) -> None:
@@ -107,7 +131,7 @@ def upscale_file(src: Path, dst: Path, fn, scale: int) -> None:
         if dst.suffix in NO_ALPHA:
             raise AmmsError(f"{dst.suffix} cannot store the alpha channel; "
                             "use --format png or tif")
-    sr = fn(img)
+    sr = fn(img, src.name)
     if alpha is not None:
         a = imresize(alpha, scale)  # (H, W) -> (s*H, s*W), uint8 rounded and clipped
         sr = np.dstack([sr, a])  # (sH, sW[, 3]) + (sH, sW) -> (sH, sW, 2 or 4)
@@ -214,7 +238,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     how = ap.add_mutually_exclusive_group(required=True)
     how.add_argument("--checkpoint", metavar="PATH", help="trained weights (any model)")
     how.add_argument("--model", choices=("bicubic",), help="no network: MATLAB bicubic")
-    ap.add_argument("--tile", type=int, help="LR tile size: bounds memory")
+    ap.add_argument("--tile", type=tile_arg, metavar="N|auto",
+                    help="LR tile size: bounds memory and time; 'auto' picks one")
     ap.add_argument("--overlap", type=int, default=OVERLAP,
                     help=f"LR context pixels around each tile (default {OVERLAP})")
     ap.add_argument("--ensemble", action="store_true",
@@ -222,17 +247,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     ap.add_argument("--max-memory", type=float, metavar="GB",
                     help="refuse images estimated above it (default: free memory)")
+    ap.add_argument("--max-seconds", type=float, default=MAX_SECONDS, metavar="S",
+                    help=f"refuse images estimated above it (default {MAX_SECONDS:g})")
     ap.add_argument("--format", choices=FORMATS, default="png",
                     help="output format; 'same' keeps the input's")
     ap.add_argument("-o", "--output", required=True, metavar="OUT",
                     help="output folder")
     args = ap.parse_args(argv)
-    if (args.tile is not None and args.tile < 1) or args.overlap < 0:
-        ap.error("--tile must be >= 1 and --overlap >= 0")
+    if args.tile not in (None, "auto") and args.tile < 1 or args.overlap < 0:
+        ap.error("--tile must be >= 1 or auto, and --overlap >= 0")
+    if not (math.isfinite(args.max_seconds) and args.max_seconds > 0):
+        ap.error(f"--max-seconds must be a positive number, got {args.max_seconds}")
     if args.max_memory is not None and not (math.isfinite(args.max_memory)
                                             and args.max_memory > 0):
         ap.error(f"--max-memory must be a positive number of GB, got {args.max_memory}")
     return args
+
+
+def tile_arg(text: str) -> int | str:
+    """``--tile``: a number of LR pixels or ``auto``."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or auto, got {text!r}") \
+            from None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -38,6 +38,11 @@ def use_data(data_dir, monkeypatch) -> Path:
 
 
 def pytest_configure(config):
+    # the speed cache (amms_lib.speed) of this run, not the user's ~/.cache; notebook
+    # kernels started by nbval inherit it
+    import tempfile
+
+    os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="amms-test-cache-")
     config.addinivalue_line(
         "markers", "cuda: needs a CUDA GPU; skipped without one (AMMS_REQUIRE_CUDA=1: "
         "fails instead, as scripts/gpu_run.py sets it)")

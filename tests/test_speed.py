@@ -1,0 +1,212 @@
+"""Time known before the work: the FLOP model, the estimate, its cache, the progress bar,
+and the upscaler's --max-seconds and --tile auto. (How close the estimate comes to
+measured times is benchmarks/upscale_time.py's job: timing is not a unit test.)"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from test_upscale import KW, cli, rand_img, save, tiny_net
+
+from amms_lib import speed
+from amms_lib.checkpoint import save_checkpoint
+from amms_lib.errors import AmmsError
+from amms_lib.inference import OVERLAP, TILES, plan, spans, upscale
+from amms_lib.profile import flops_by_operator
+
+RATES = speed.Rates(conv=1e9, att=2e9, call=0.01)  # a made-up machine for exact sums
+
+
+@pytest.fixture(scope="module")
+def net():
+    return tiny_net()
+
+
+@pytest.fixture
+def known_rates(monkeypatch):
+    """Every network runs at RATES: no timing, no cache file."""
+    monkeypatch.setattr(speed, "calibrate", lambda net, refresh=False: RATES)
+    return RATES
+
+
+@pytest.mark.parametrize("hw", [(40, 56), (7, 90), (64, 64)])
+def test_flop_model_matches_the_counter(net, hw):
+    model, counts = speed.flop_model(net), flops_by_operator(net, hw)
+    n = hw[0] * hw[1]
+    assert model.attention(n) == counts["non-local attention"]  # exactly quadratic
+    conv = counts["total"] - counts["non-local attention"]
+    assert model.conv(n) == pytest.approx(conv, rel=1e-3)
+
+
+def test_estimate_is_the_sum_over_tiles_and_eight_for_the_ensemble(net, known_rates):
+    flops = speed.flop_model(net)
+    whole = speed.estimate_seconds(net, 100, 70)
+    assert whole == pytest.approx(RATES.call + flops.conv(7000) / RATES.conv
+                                  + flops.attention(7000) / RATES.att)
+    cells = [(i1 - i0) * (j1 - j0) for *_, i0, i1 in spans(100, 32, OVERLAP)
+             for *_, j0, j1 in spans(70, 32, OVERLAP)]
+    tiled = speed.estimate_seconds(net, 100, 70, tile=32)
+    assert tiled == pytest.approx(sum(RATES.seconds(flops, n) for n in cells))
+    assert speed.estimate_seconds(net, 100, 70, 32, ensemble=True) == pytest.approx(8 * tiled)
+
+
+class Bar:
+    """Records what the progress bar is told."""
+
+    def __init__(self, total):
+        self.total, self.n, self.updates, self.closed = total, 0.0, [], False
+
+    def update(self, k):
+        self.updates.append(k)
+        self.n += k
+
+    def close(self):
+        self.closed = True
+
+
+@pytest.mark.parametrize("tile, ensemble", [(None, False), (24, False), (None, True)])
+def test_progress_bar_fills_to_the_estimate(net, known_rates, tile, ensemble):
+    """One update per non-local block and per network call (tile, ensemble member),
+    adding up to the estimate; hooks removed afterwards."""
+    img = rand_img(50, 60)
+    est = speed.estimate_seconds(net, 50, 60, tile, OVERLAP, ensemble)
+    bar = Bar(est)
+    with speed.progress(net, est, bar=bar):
+        from amms_lib.inference import forward_tiled, self_ensemble, to_tensor
+        x = to_tensor(img)
+        fn = net if tile is None else (lambda t: forward_tiled(net, t, tile, OVERLAP))
+        self_ensemble(fn, x) if ensemble else fn(x)
+    calls = (8 if ensemble else 1) * (1 if tile is None else len(spans(50, tile, OVERLAP))
+                                      * len(spans(60, tile, OVERLAP)))
+    blocks = sum(isinstance(m, speed.NonLocalBlock) for m in net.modules())
+    assert len(bar.updates) == calls * (blocks + 1)
+    assert bar.n == pytest.approx(est) and bar.closed
+    assert not any(m._forward_hooks for m in net.modules())
+
+
+def test_progress_bar_never_passes_its_total(net, known_rates):
+    bar = Bar(0.5 * speed.estimate_seconds(net, 40, 40))  # an estimate that was too low
+    with speed.progress(net, bar.total, bar=bar):
+        net(torch.rand(1, 3, 40, 40))
+    assert bar.n == pytest.approx(bar.total) and min(bar.updates) >= 0
+
+
+def test_plan_refuses_over_the_time_budget_and_names_a_tile_that_fits(net, known_rates):
+    whole = speed.estimate_seconds(net, 300, 300)
+    with pytest.raises(AmmsError, match=r"about \d+ s untiled, over the .* use --tile (\d+)"):
+        plan(net, 300, 300, max_seconds=whole / 2)
+    try:
+        plan(net, 300, 300, max_seconds=whole / 2)
+    except AmmsError as exc:
+        suggested = int(str(exc).split("--tile ")[1].split()[0])
+    assert speed.estimate_seconds(net, 300, 300, suggested) <= whole / 2
+    assert plan(net, 300, 300, max_seconds=whole * 2) == (None, pytest.approx(whole))
+
+
+def test_auto_tile_is_the_whole_image_if_it_fits_else_the_largest_tile_that_does(
+        net, known_rates):
+    whole = speed.estimate_seconds(net, 300, 300)
+    assert plan(net, 300, 300, "auto", max_seconds=whole * 1.01)[0] is None
+    tile, seconds = plan(net, 300, 300, "auto", max_seconds=whole / 2)
+    assert tile in TILES and seconds <= whole / 2
+    bigger = [t for t in TILES if tile < t < 300]
+    assert all(speed.estimate_seconds(net, 300, 300, t) > whole / 2 for t in bigger)
+    with pytest.raises(AmmsError, match="fits no tile"):
+        plan(net, 300, 300, "auto", max_seconds=1e-9)
+    # the memory budget counts too: the whole image would fit the time, not the memory
+    from amms_lib.inference import estimate_memory
+    budget = estimate_memory(net, 300, 300, 128)
+    assert estimate_memory(net, 300, 300) > budget
+    assert plan(net, 300, 300, "auto", max_bytes=budget, max_seconds=whole * 2)[0] == 128
+
+
+def test_calibration_is_cached_per_network_and_a_damaged_cache_is_remeasured(
+        net, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(speed, "_RATES", {})
+    calls = []
+    monkeypatch.setattr(speed, "_fastest", lambda fn, device, **kw: calls.append(1) or 0.01)
+    first = speed.calibrate(net)
+    n = len(calls)
+    assert n == 1 + len(speed.PROBE_SIDES)  # the attention probe, then one call per size
+    speed._RATES.clear()
+    assert speed.calibrate(net) == first and len(calls) == n  # read from the file
+    (tmp_path / "amms_lib" / "speed.json").write_text("{not json")
+    speed._RATES.clear()
+    speed.calibrate(net)
+    assert len(calls) == 2 * n
+    assert speed.signature(net, torch.device("cpu")) in json.loads(
+        (tmp_path / "amms_lib" / "speed.json").read_text())
+    other = tiny_net()
+    other.df[0].ls_am.ams[0].nl.mode = "naive"  # another attention kernel: its own entry
+    assert speed.signature(other, torch.device("cpu")) != speed.signature(
+        net, torch.device("cpu"))
+
+
+def test_fit_recovers_the_rates_of_a_made_up_machine(net):
+    flops = speed.flop_model(net)
+    seconds = [RATES.seconds(flops, s * s) for s in speed.PROBE_SIDES]
+    fit = speed.fit_rates(flops, speed.PROBE_SIDES, seconds, RATES.att)
+    assert fit.conv == pytest.approx(RATES.conv) and fit.call == pytest.approx(RATES.call)
+
+
+# --- the command line ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory, net):
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny_x2.pt", net,
+                           name="amms", scale=2, model_kwargs=KW)
+
+
+def test_cli_refuses_an_image_over_max_seconds_with_a_tile_and_goes_on(
+        tmp_path, capsys, ckpt, known_rates, net):
+    big, small = save(tmp_path / "big.png", rand_img(200, 200)), \
+        save(tmp_path / "small.png", rand_img(20, 20))
+    limit = speed.estimate_seconds(net, 200, 200) / 2
+    rc, err = cli(capsys, big, small, "--scale", 2, "--checkpoint", ckpt,
+                  "--max-seconds", limit, "-o", tmp_path / "out")
+    assert rc == 1
+    assert f"failed: {big}: 200x200 input would take about" in err and "--tile " in err
+    assert (tmp_path / "out" / "small_x2.png").is_file()
+    assert not (tmp_path / "out" / "big_x2.png").exists()
+
+
+def test_cli_tile_auto_says_what_it_chose(tmp_path, capsys, ckpt, known_rates, net):
+    src = save(tmp_path / "big.png", rand_img(200, 200))
+    limit = speed.estimate_seconds(net, 200, 200, 64) * 1.01
+    assert speed.estimate_seconds(net, 200, 200) > limit
+    rc, err = cli(capsys, src, "--scale", 2, "--checkpoint", ckpt, "--tile", "auto",
+                  "--max-seconds", limit, "-o", tmp_path / "out")
+    tile = plan(net, 200, 200, "auto", max_seconds=limit)[0]
+    assert rc == 0 and f"tiled automatically: --tile {tile}" in err
+    out = np.asarray(__import__("PIL.Image").Image.open(tmp_path / "out" / "big_x2.png"))
+    expected = upscale(net, rand_img(200, 200), tile=tile)
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_cli_prints_a_long_estimate_before_the_work(tmp_path, capsys, ckpt, monkeypatch,
+                                                    net):
+    slow = speed.Rates(conv=1e6, att=1e6, call=0.0)  # a machine where it takes a while
+    monkeypatch.setattr(speed, "calibrate", lambda net, refresh=False: slow)
+    src = save(tmp_path / "a.png", rand_img(30, 30))
+    est = speed.estimate_seconds(net, 30, 30, rates=slow)
+    assert est > speed.SHOW_ABOVE
+    rc, err = cli(capsys, src, "--scale", 2, "--checkpoint", ckpt, "--max-seconds", 1e9,
+                  "-o", tmp_path / "out")
+    assert rc == 0 and f"a.png: 30x30 -> 60x60, about {est:.0f} s (whole image)" in err
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--tile", "big"], "expected a number or auto"),
+    (["--tile", "0"], "--tile must be >= 1 or auto"),
+    (["--max-seconds", "0"], "--max-seconds must be a positive number"),
+    (["--max-seconds", "nan"], "--max-seconds must be a positive number"),
+])
+def test_bad_time_options_are_one_line(tmp_path, capsys, ckpt, argv, says):
+    src = save(tmp_path / "a.png", rand_img(10, 10))
+    with pytest.raises(SystemExit) as exc:
+        cli(capsys, src, "--scale", 2, "--checkpoint", ckpt, *argv, "-o", tmp_path / "o")
+    assert exc.value.code == 2 and says in capsys.readouterr().err
