@@ -49,6 +49,12 @@ TABLE1 = [
     ({"non_local": True, "second_order": True, "multiscale": True}, 37.23),
 ]
 
+# Parameters as the methods' own papers print them (the comparison tables of MemNet,
+# LapSRN and EDSR): SRCNN 9-5-5, VDSR, LapSRN (x4), MemNet M6R6, and the later networks
+# EDSR, RCAN and SAN, which the paper's table leaves out. The paper gives none for AMMS.
+PARAMS = {"srcnn": 57_000, "vdsr": 665_000, "lapsrn": 812_000, "memnet": 677_000,
+          "edsr": 43_000_000, "rcan": 16_000_000, "san": 15_700_000}
+
 NOTES = [
     "AMMS's SSIM at Set5 x2 (0.9623) is above SAN's (0.9620) while its PSNR (37.92) is below "
     "EDSR's (38.11, SSIM 0.9601): SSIM that high at that PSNR suggests a different SSIM "

@@ -98,6 +98,25 @@ def test_ablation_switches_swap_components():
         assert net(torch.rand(1, 3, 6, 6)).shape == (1, 3, 12, 12)
 
 
+def test_the_tail_sf_block_is_an_option_that_changes_nothing_when_off():
+    """Sec. 2.2's tail SF block: off by default (no new state-dict keys, so the shipped
+    weights load); on, one more SF block between DF and RE that changes the output."""
+    torch.manual_seed(0)
+    plain = AMMSNet(scale=2, **TINY)
+    torch.manual_seed(0)
+    tail = AMMSNet(scale=2, sf_tail=True, **TINY)
+    extra = set(tail.state_dict()) - set(plain.state_dict())
+    assert extra and all(k.startswith("sf_tail.") for k in extra)
+    assert count_parameters(tail) - count_parameters(plain) == count_parameters(plain.sf)
+    tail.load_state_dict({**tail.state_dict(), **plain.state_dict()})
+    x = torch.rand(1, 3, 8, 8)
+    assert not torch.allclose(tail(x), plain(x))
+    with torch.no_grad():  # a tail block whose convs output zero is the identity
+        tail.sf_tail.body[-1].weight.zero_()
+        tail.sf_tail.body[-1].bias.zero_()
+    torch.testing.assert_close(tail(x), plain(x))
+
+
 def test_config_is_recorded_and_validated():
     net = AMMSNet(AMMSConfig(scale=3, channels=8), n_amms=1)
     assert (net.cfg.scale, net.cfg.channels, net.cfg.n_amms) == (3, 8, 1)
@@ -233,7 +252,10 @@ PUBLISHED = {
 
 @pytest.mark.parametrize("name", sorted(PUBLISHED))
 def test_published_sizes(name):
+    from amms_lib.published import PARAMS
+
     published, scale, original, deviations = PUBLISHED[name]
+    assert published == PARAMS[name]  # the library's table says the same
     # the published figure is the original's count to the thousand (rounded or cut)
     assert abs(original - published) < 1000, original
     # the suite's version: the original plus its stated deviations, exactly
