@@ -46,6 +46,7 @@ class AMMSConfig:
     n_amms: int = 4  # AMMS modules in the deep-feature part
     n_am: int = 2  # M: attention modules per LS_AM
     sf_layers: int = 2  # 1x1 convs in the SF block
+    sf_tail: bool = False  # a second SF block after DF ("correct the feature in the tail")
     nl_reduction: int = 2  # non-local theta/phi/g width = channels / nl_reduction
     nl_mode: str = "full"  # full (memory-efficient), naive or region
     nl_region: int = 2  # regions per side when nl_mode == "region"
@@ -180,6 +181,10 @@ class AMMSNet(nn.Module):
         self.sf = SFBlock(c, cfg.sf_layers)
         self.df = nn.Sequential(*(AMMSModule(cfg) for _ in range(cfg.n_amms)))
         self.df_conv = conv3x3(c, c)
+        # Sec. 2.2 says the SF block also corrects "the feature in the tail of the network",
+        # but its equations (I_SF = f_SF(I_LR), I_DF = f_AMMS(I_SF)) have no second block;
+        # off by default, as the equations and the shipped weights have it
+        self.sf_tail = SFBlock(c, cfg.sf_layers) if cfg.sf_tail else None
         self.re = nn.Sequential(Upsampler(cfg.scale, c), conv3x3(c, 3))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -187,4 +192,5 @@ class AMMSNet(nn.Module):
             raise AmmsError(f"AMMSNet expects (B, 3, H, W) RGB in [0, 1], got {tuple(x.shape)}")
         shallow = self.sf(self.head(self.sub_mean(x)))  # (B, 3, h, w) -> (B, C, h, w)
         deep = shallow + self.df_conv(self.df(shallow))  # global residual
+        deep = deep if self.sf_tail is None else self.sf_tail(deep)
         return self.add_mean(self.re(deep))  # (B, C, h, w) -> (B, 3, s*h, s*w)
