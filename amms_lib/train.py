@@ -253,6 +253,24 @@ def measure_step_seconds(cfg: TrainConfig, steps: int = 3) -> float:
     return (time.perf_counter() - t0) / steps
 
 
+def check_cost(cfg: TrainConfig, runs: int = 1, max_hours: float = 1.0) -> float:
+    """Hours ``runs`` runs of ``cfg`` will train, known before they start: measured seconds
+    per step (``measure_step_seconds``) x steps x runs, printed (validation and data
+    loading not included). Over ``max_hours``: AmmsError saying how to run it anyway."""
+    if not max_hours > 0:
+        raise AmmsError(f"max_hours must be a positive number of hours, got {max_hours}")
+    step_s = measure_step_seconds(cfg, steps=2)
+    hours = runs * cfg.total_steps * step_s / 3600
+    print(f"estimated training time on {cfg.device}: {runs} x {cfg.total_steps:,} steps x "
+          f"{step_s:.3f} s = {hours * 60:.1f} minutes (validation and data loading not "
+          "included)")
+    if hours > max_hours:
+        raise AmmsError(f"estimated at {hours:.1f} hours on {cfg.device}, over max_hours "
+                        f"{max_hours:g}: pass -p max_hours {math.ceil(hours * 1.2)} to run it "
+                        "anyway, or train on a GPU (notebook 05, 'On a GPU')")
+    return hours
+
+
 def validation_pairs(cfg: TrainConfig) -> tuple[str, list[tuple[np.ndarray, np.ndarray]]]:
     """(set name, [(LR, HR), ...]): exactly the pixels ``validate`` scores, so that a
     baseline (bicubic) can be scored on the same ones: the first ``val_images`` of the

@@ -119,3 +119,16 @@ def test_notebook_is_valid_nbformat(path):
     import nbformat
 
     nbformat.validate(nbformat.read(path, as_version=4))
+
+
+def test_ablation_full_mode_states_its_cost_and_refuses_it(use_data, tmp_path, monkeypatch):
+    """Full mode's runs are estimated before any trains, and refused over max_hours."""
+    monkeypatch.setenv("AMMS_FIGURES", str(tmp_path / "figures"))
+    run = tmp_path / "run"
+    with pytest.raises(papermill.PapermillExecutionError) as err:  # small nets: fast to time
+        _run("06_ablation.ipynb", tmp_path, mode="full", device="cpu", channels=8, n_amms=1,
+             batch_size=2, patch_size=48, run_name=str(run))
+    assert err.value.ename == "AmmsError" and "over max_hours 1" in err.value.evalue
+    text = _stdout(tmp_path / "06_ablation.ipynb")
+    assert "estimated training time on cpu: 12 x 50,000 steps" in text
+    assert not list(run.rglob("*.pt"))  # nothing trained

@@ -538,3 +538,18 @@ def test_held_out_images_never_reach_a_training_patch(use_data):
     hrs, _, _ = load_pairs(files, 2)
     assert len(hrs) == len(files) and not any(h.tobytes() in held_hr for h in hrs)
     assert TrainConfig().val_set == data.HELDOUT  # the default selects on it
+
+
+def test_check_cost_prints_the_estimate_and_refuses_over_max_hours(monkeypatch, capsys):
+    from amms_lib import train as train_mod
+
+    monkeypatch.setattr(train_mod, "measure_step_seconds", lambda cfg, steps=3: 0.5)
+    cfg = TrainConfig(model="srcnn", epochs=2, iters_per_epoch=3600, device="cpu")
+    assert train_mod.check_cost(cfg, runs=2, max_hours=2.5) == pytest.approx(2.0)
+    assert "2 x 7,200 steps x 0.500 s = 120.0 minutes" in capsys.readouterr().out
+    with pytest.raises(AmmsError, match=r"2.0 hours on cpu, over max_hours 1: pass -p "
+                                        r"max_hours 3 to run it anyway"):
+        train_mod.check_cost(cfg, runs=2, max_hours=1)
+    for bad in (0, -1, float("nan")):
+        with pytest.raises(AmmsError, match="max_hours must be a positive number"):
+            train_mod.check_cost(cfg, max_hours=bad)
