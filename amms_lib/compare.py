@@ -29,6 +29,7 @@ from amms_lib.models import MODELS
 from amms_lib.resize import imresize
 
 METHODS = ("bicubic", *MODELS)
+UPLOADS = "your image"  # the set name of a user's own images (no HR)
 MARK = (255, 255, 0)  # wipe seam colour: yellow shows on most images
 
 
@@ -55,22 +56,57 @@ def reconstruct(set_name: str, image: str, scale: int, methods=METHODS, device="
     pair = data.load_pair(set_name, image, scale)
     rec = dict(set=set_name, image=pair.name, scale=scale, lr_source=pair.lr_source,
                lr=pair.lr, hr=pair.hr, sr={}, scores={}, seconds={}, missing=[])
+    return _run_methods(rec, methods, device, folder, nets)
+
+
+def reconstruct_lr(lr_img: np.ndarray, name: str, scale: int, methods=METHODS,
+                   device="cpu", folder=None, nets: dict | None = None, say=None) -> dict:
+    """``reconstruct`` for a user's own image, the LR input itself: no HR, so ``hr`` is
+    None and ``scores`` empty. A network runs tiled when the memory estimate asks for it
+    (``inference.plan``, tile "auto"); ``say(text)`` hears each method's estimated
+    seconds before it runs (the status line of the explorer)."""
+    rec = dict(set=UPLOADS, image=name, scale=scale, lr_source="your upload", lr=lr_img,
+               hr=None, sr={}, scores={}, seconds={}, missing=[])
+    return _run_methods(rec, methods, device, folder, nets, say=say, tile="auto")
+
+
+def _run_methods(rec: dict, methods, device, folder, nets, say=None, tile=None) -> dict:
+    """Fill ``rec``'s sr, scores (when it has an HR), seconds and missing."""
+    from amms_lib.inference import available_memory, plan
+
     nets, folder = ({} if nets is None else nets), folder and Path(folder)
+    lr_img, scale, hr_img = rec["lr"], rec["scale"], rec["hr"]
     for m in parse_methods(methods):
         t0 = time.perf_counter()
         if m == "bicubic":
-            sr_img = imresize(pair.lr, scale)
+            sr_img = imresize(lr_img, scale)
         else:
             if (m, scale) not in nets:  # None: no checkpoint, remembered as such
                 found = find_checkpoint(m, scale, folder)
                 nets[m, scale] = found and load_registered(m, scale, device, folder)[0]
-            if nets[m, scale] is None:
+            net = nets[m, scale]
+            if net is None:
                 rec["missing"].append(m)
                 continue
-            sr_img = upscale(nets[m, scale], pair.lr)
+            t = tile
+            if say is not None:
+                t, seconds = plan(net, *lr_img.shape[:2], tile, max_bytes=available_memory(
+                    next(net.parameters()).device), max_seconds=float("inf"))
+                how = f"tiles of {t}" if t else "whole image"
+                say(f"{m} x{scale} on {rec['image']}: about {seconds:.0f} s ({how}) ...")
+            sr_img = upscale(net, lr_img, tile=t)
         rec["sr"][m], rec["seconds"][m] = sr_img, time.perf_counter() - t0
-        rec["scores"][m] = evaluate(sr_img, pair.hr, scale)
+        if hr_img is not None:
+            rec["scores"][m] = evaluate(sr_img, hr_img, scale)
     return rec
+
+
+def sr_shape(rec: dict) -> tuple:
+    """Shape of the SR images of a reconstruction: the HR's, or scale x the LR's."""
+    if rec["hr"] is not None:
+        return rec["hr"].shape
+    h, w = rec["lr"].shape[:2]
+    return (rec["scale"] * h, rec["scale"] * w, *rec["lr"].shape[2:])
 
 
 def check_box(top: float, left: float, size: int) -> None:
@@ -130,19 +166,25 @@ def plot_comparison(rec: dict, box, methods=None, crop_inches: float = 1.9):
     each reconstructed method and HR, titled PSNR (dB) / SSIM; the best in red."""
     methods = [m for m in (rec["sr"] if methods is None else methods)
                if m in rec["sr"]]
+    truth = rec["hr"]
+    if truth is None:  # a user's image: no HR, no scores; the whole view is an SR image
+        truth = rec["sr"][methods[-1] if methods else next(iter(rec["sr"]))]
     crops = zoom_crops({"LR": nearest_up(rec["lr"], rec["scale"]),
-                        **{m: rec["sr"][m] for m in methods}, "HR": rec["hr"]}, box)
-    best = max(methods, key=lambda m: rec["scores"][m][0]) if len(methods) > 1 else None
+                        **{m: rec["sr"][m] for m in methods},
+                        **({"HR": rec["hr"]} if rec["hr"] is not None else {})}, box)
+    scored = [m for m in methods if m in rec["scores"]]
+    best = max(scored, key=lambda m: rec["scores"][m][0]) if len(scored) > 1 else None
     rows = 1 if len(crops) <= 4 else 2
     cols = -(-len(crops) // rows)
-    h, w = rec["hr"].shape[:2]
+    h, w = truth.shape[:2]
     hr_inches = min(rows * crop_inches * w / h, 2.5 * rows * crop_inches)
     fig = plt.figure(figsize=(hr_inches + cols * crop_inches,
                               rows * (crop_inches + 0.45)))
     grid = fig.add_gridspec(rows, cols + 1,
                             width_ratios=[hr_inches] + [crop_inches] * cols)
     ax = fig.add_subplot(grid[:, 0])
-    _show(ax, rec["hr"], f"{rec['set']}/{rec['image']}  x{rec['scale']}")
+    whole = "" if rec["hr"] is not None else f"\n(shown: {methods[-1] if methods else 'SR'}; no HR)"
+    _show(ax, truth, f"{rec['set']}/{rec['image']}  x{rec['scale']}{whole}")
     y, x, bh, bw = box
     ax.add_patch(Rectangle((x - 0.5, y - 0.5), bw, bh, fill=False, ec="red", lw=1.5))
     for i, (name, crop) in enumerate(crops.items()):
@@ -150,6 +192,8 @@ def plot_comparison(rec: dict, box, methods=None, crop_inches: float = 1.9):
                  "HR": "HR\nPSNR / SSIM"}.get(name)
         if name in rec["scores"]:
             title = "{}\n{:.2f} dB / {:.4f}".format(name, *rec["scores"][name])
+        elif name in rec["sr"]:
+            title = f"{name}\nno HR: no PSNR"
         _show(fig.add_subplot(grid[i // cols, 1 + i % cols]), crop, title,
               color="red" if name == best else "black")
     fig.tight_layout()
@@ -163,13 +207,18 @@ def table_html(rec: dict, methods=None) -> str:
     base = rec["scores"].get("bicubic", (np.nan,))[0]
     rows = [f"<tr><td>{m}</td><td>{p:.2f}</td><td>{s:.4f}</td><td>{p - base:+.2f}</td>"
             f"<td>{rec['seconds'][m]:.2f}</td></tr>"
-            for m in methods for p, s in [rec["scores"][m]]]
+            for m in methods if m in rec["scores"] for p, s in [rec["scores"][m]]]
+    rows += [f"<tr><td>{m}</td><td colspan=3>no HR: no PSNR or SSIM</td>"
+             f"<td>{rec['seconds'][m]:.2f}</td></tr>"
+             for m in methods if m not in rec["scores"]]
     rows += [f"<tr><td>{m}</td><td colspan=4>no checkpoint</td></tr>"
              for m in rec["missing"]]
     head = "".join(f"<th>{c}</th>" for c in
                    ("method", "PSNR (dB)", "SSIM", "vs bicubic", "time (s)"))
+    scoring = (f"Y channel, {rec['scale']} px shaved" if rec["hr"] is not None
+               else "no HR to score against")
     cap = html.escape(f"{rec['set']}/{rec['image']} x{rec['scale']} "
-                      f"(LR {rec['lr_source']}); Y channel, {rec['scale']} px shaved")
+                      f"(LR {rec['lr_source']}); {scoring}")
     return f"<table><caption>{cap}</caption><tr>{head}</tr>{''.join(rows)}</table>"
 
 
@@ -200,123 +249,26 @@ def box_centre(shape, box) -> tuple[float, float]:
     return (y + bh / 2) / shape[0], (x + bw / 2) / shape[1]
 
 
-def _caption(rec: dict, left: str, right: str) -> str:
+def caption(rec: dict, left: str, right: str) -> str:
+    """The wipe's caption: each side's method and its scores (HR: the truth)."""
     def one(name):
         if name in rec["scores"]:
             return "<b>{}</b> {:.2f} dB / {:.4f}".format(html.escape(name),
                                                        *rec["scores"][name])
-        return "<b>HR</b> (truth)"
+        if name == "HR":
+            return "<b>HR</b> (truth)"
+        return f"<b>{html.escape(name)}</b> (no HR: no score)"
     return f"left: {one(left)} &nbsp;|&nbsp; right: {one(right)}"
 
 
 def explorer(set_name: str | None = None, image: str | None = None, scale: int = 3,
              methods=METHODS, box=(0.3, 0.3, 48), device="cpu", folder=None,
              cache: dict | None = None, nets: dict | None = None, wipe_px: int = 384):
-    """ipywidgets UI: pick set/image/scale/methods, move the zoom box, wipe two methods.
+    """The ipywidgets explorer (``amms_lib.explorer.Explorer``): pick set/image/scale/
+    methods or upload your own image, move the zoom box, wipe two methods. Returns the
+    widget to display; its parts, callbacks and cache are ``ui.parts``, ``ui.callbacks``
+    and ``ui.cache``."""
+    from amms_lib.explorer import Explorer
 
-    ``box`` is (top, left, size) as in ``make_box``; the sliders then move its
-    centre (stock ipywidgets images take no clicks, so the box is placed with
-    sliders, not by clicking on the picture). The wipe splices two of the methods
-    that ran, or a method and HR, left and right of a seam. ``cache`` maps
-    (set, image, scale) -> ``reconstruct`` result (pass one to reuse work already
-    done): a view change only crops, indexes and splices; ``reconstruct`` runs once
-    per (set, image, scale). Callbacks are in ``ui.callbacks``, widgets in ``ui.parts``.
-    """
-    import ipywidgets as W
-
-    methods, sets = parse_methods(methods), data.list_sets() or [data.BUILTIN]
-    set_name = set_name if set_name in sets else sets[0]
-    images = data.list_images(set_name)
-    cache, nets = ({} if cache is None else cache), ({} if nets is None else nets)
-    frac = dict(min=0, max=1, step=0.01, continuous_update=False, readout_format=".0%")
-    p = dict(
-        set=W.Dropdown(options=sets, value=set_name, description="set"),
-        image=W.Dropdown(options=images, description="image",
-                         value=image if image in images else images[0]),
-        scale=W.Dropdown(options=list(data.SCALES), value=scale, description="scale"),
-        methods=W.SelectMultiple(options=methods, value=tuple(methods),
-                                 rows=len(methods), description="panels"),
-        cx=W.FloatSlider(description="box x", **frac),
-        cy=W.FloatSlider(description="box y", **frac),
-        size=W.IntSlider(value=box[2], min=8, max=256, step=4, description="box size",
-                         continuous_update=False),
-        left=W.Dropdown(options=[], description="wipe left"),
-        right=W.Dropdown(options=[], description="wipe right"),
-        in_box=W.Checkbox(value=False, description="wipe inside the box"),
-        column=W.FloatSlider(value=0.5, description="seam", **frac),
-        status=W.HTML(), figure=W.Image(format="png"), table=W.HTML(),
-        caption=W.HTML(), wipe=W.Image(format="png"))
-    for name, widget in p.items():  # stable handles for a browser test: .amms-<name>
-        widget.add_class(f"amms-{name}")
-    busy = [False]  # True while options change: ignore the cascade of events
-
-    def current():
-        key = (p["set"].value, p["image"].value, p["scale"].value)
-        if key not in cache:
-            cache[key] = reconstruct(*key, methods, device, folder, nets)
-        return cache[key]
-
-    def box_of(rec):
-        return centred_box(rec["hr"].shape, p["cy"].value, p["cx"].value,
-                           p["size"].value)
-
-    def on_set():
-        busy[0] = True
-        p["image"].options = data.list_images(p["set"].value)
-        p["image"].value = p["image"].options[0]
-        busy[0] = False
-        on_data()
-
-    def on_data():
-        rec, busy[0] = current(), True
-        ran = list(rec["sr"])  # the wipe: best method left, bicubic (or HR) right
-        best = max(ran, key=lambda m: rec["scores"][m][0])
-        old = p["left"].value, p["right"].value
-        for name in ("left", "right"):
-            p[name].options = ran + ["HR"]
-        p["left"].value = old[0] if old[0] in ran + ["HR"] else best
-        p["right"].value = (old[1] if old[1] in ran + ["HR"] else
-                            "bicubic" if best != "bicubic" else "HR")
-        busy[0] = False
-        missing = html.escape(", ".join(rec["missing"]) or "none")
-        p["status"].value = (f"{html.escape(rec['set'])}/{html.escape(rec['image'])} "
-                             f"x{rec['scale']}; no checkpoint, not shown: {missing}")
-        on_view()
-
-    def on_view():
-        rec = current()
-        p["figure"].value = png(plot_comparison(rec, box_of(rec), p["methods"].value))
-        p["table"].value = table_html(rec, p["methods"].value)
-        on_wipe()
-
-    def on_wipe():
-        rec = current()
-        pick = {**rec["sr"], "HR": rec["hr"]}
-        a, b = pick[p["left"].value], pick[p["right"].value]
-        if p["in_box"].value:  # the zoom box, blown up with nearest neighbours
-            crops = zoom_crops({"a": a, "b": b}, box_of(rec))
-            k = max(1, wipe_px // max(crops["a"].shape[:2]))
-            a, b = nearest_up(crops["a"], k), nearest_up(crops["b"], k)
-        column = round(p["column"].value * a.shape[1])
-        p["wipe"].value = png(wipe(a, b, column))
-        p["caption"].value = _caption(rec, p["left"].value, p["right"].value)
-
-    for names, fn in [("set", on_set), ("image scale", on_data),
-                      ("methods cx cy size", on_view),
-                      ("left right in_box column", on_wipe)]:
-        for name in names.split():
-            p[name].observe(lambda change, fn=fn: busy[0] or fn(), names="value")
-    rec, busy[0] = current(), True  # here, in the caller: errors surface
-    p["cy"].value, p["cx"].value = box_centre(
-        rec["hr"].shape, make_box(rec["hr"].shape, *box))
-    busy[0] = False
-    on_data()
-    controls = W.HBox([W.VBox([p["set"], p["image"], p["scale"]]), p["methods"],
-                       W.VBox([p["cx"], p["cy"], p["size"]])])
-    wiper = W.VBox([W.HBox([p["left"], p["right"], p["in_box"]]), p["column"],
-                    p["caption"], p["wipe"]])
-    ui = W.VBox([controls, p["status"], W.HBox([p["figure"], p["table"]]), wiper])
-    ui.add_class("amms-explorer")
-    ui.parts, ui.cache = p, cache
-    ui.callbacks = dict(set=on_set, data=on_data, view=on_view, wipe=on_wipe)
-    return ui
+    return Explorer(set_name, image, scale, methods, box, device, folder, cache, nets,
+                    wipe_px).ui

@@ -5,7 +5,8 @@ copy of the notebooks; Chromium opens each one, runs all cells from the Run menu
 saves it. Checked: no cell ends in an error; in 08 the explorer renders as widgets
 (not "Error displaying widget", not its text repr) and picking another image, another
 scale or dragging the wipe seam changes the image the page shows; the wipe shows one
-method left of the seam and another right of it. Screenshots go to runs/browser/;
+method left of the seam and another right of it; a file uploaded through the file
+picker is upscaled and shown, with no PSNR (it has no HR). Screenshots go to runs/browser/;
 AMMS_UPDATE_FIGURES=1 also refreshes figures/08_explorer.png for the README.
 
 Needs Chromium and Playwright (``chromium_path`` in conftest.py): skipped without
@@ -364,3 +365,20 @@ def test_explorer_in_jupyterlab(page, lab):
     ui.screenshot(path=SHOTS / "08_explorer.png")
     if os.environ.get("AMMS_UPDATE_FIGURES") == "1":
         shutil.copy(SHOTS / "08_explorer.png", ROOT / "figures" / "08_explorer.png")
+
+    # your own image: uploaded through the file picker, shown in the same panels, no PSNR
+    mine = lab.work / "my_photo.png"
+    rgb = np.random.default_rng(1).integers(0, 256, (36, 52, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(mine)
+    fig_src, fig3 = image_bytes(page, ".amms-figure")
+    page.locator(".amms-upload input[type=file]").set_input_files(str(mine))
+    fig4 = changed(page, ".amms-figure", fig_src, "image uploaded")
+    assert fig4 != fig3
+    status = page.locator(".amms-status").inner_text()
+    assert "my_photo.png" in status and "no HR" in status, status
+    assert page.locator(".amms-set select").input_value() == "your image"
+    assert "no HR: no PSNR" in page.locator(".amms-table").inner_text()
+    scale = int(page.locator(".amms-scale select").input_value())
+    _, wipe_up = image_bytes(page, ".amms-wipe")
+    assert decode(wipe_up).shape[:2] == (36 * scale, 52 * scale)  # the upload, upscaled
+    ui.screenshot(path=SHOTS / "08_explorer_upload.png")

@@ -220,3 +220,58 @@ def test_a_zoom_box_that_cannot_be_placed_is_one_clear_error(top, left, size):
         compare.check_box(top, left, size)
     with pytest.raises(AmmsError, match="box_"):
         compare.make_box((100, 100), top, left, size)
+
+
+def _upload(ui, name: str, img=None, content: bytes | None = None):
+    """What JupyterLab's FileUpload sets when a user picks a file."""
+    import datetime
+
+    if content is None:
+        buf = io.BytesIO()
+        Image.fromarray(img).save(buf, format="PNG")
+        content = buf.getvalue()
+    ui.parts["upload"].value = ({"name": name, "type": "image/png", "size": len(content),
+                                 "content": memoryview(content),
+                                 "last_modified": datetime.datetime.now(datetime.timezone.utc)},)
+
+
+def test_an_uploaded_image_runs_every_network_and_shows_without_scores(folder, sample):
+    """Your own image: listed as a set, run through bicubic and the shipped network at the
+    chosen scale, shown in the same panels and wipe; no HR, so no PSNR, and it says so."""
+    pytest.importorskip("ipywidgets")
+    from amms_lib.explorer import UPLOADS
+
+    name, image = sample
+    ui = compare.explorer(name, image, 2, "bicubic,srcnn,vdsr", folder=folder)
+    p = ui.parts
+    mine = np.random.default_rng(0).integers(0, 256, (30, 44, 3), dtype=np.uint8)
+    figure = p["figure"].value
+    _upload(ui, "holiday.png", mine)
+    assert p["set"].value == UPLOADS and p["image"].value == "holiday.png"
+    rec = ui.cache[UPLOADS, "holiday.png", 2]
+    assert rec["hr"] is None and rec["scores"] == {}
+    assert (rec["lr"] == mine).all() and set(rec["sr"]) == {"bicubic", "srcnn"}
+    assert rec["sr"]["srcnn"].shape == (60, 88, 3)
+    assert p["figure"].value != figure and "no HR" in p["status"].value
+    assert p["table"].value.count("no HR: no PSNR") == 2  # bicubic and srcnn, unscored
+    assert list(p["left"].options) == ["bicubic", "srcnn"]  # no HR to wipe against
+    p["left"].value, p["right"].value, p["column"].value = "srcnn", "bicubic", 0.5
+    assert (decode(p["wipe"].value) == compare.wipe(rec["sr"]["srcnn"], rec["sr"]["bicubic"],
+                                                    44)).all()
+    p["scale"].value = 4  # no x4 checkpoint here: bicubic only, from the same LR
+    assert ui.cache[UPLOADS, "holiday.png", 4]["sr"]["bicubic"].shape == (120, 176, 3)
+    p["set"].value = name  # back to a benchmark set, and to the upload again
+    p["set"].value = UPLOADS
+    assert p["image"].value == "holiday.png"
+    assert plt.get_fignums() == []
+
+
+def test_a_bad_upload_is_one_status_line_and_the_view_stays(folder, sample):
+    pytest.importorskip("ipywidgets")
+    name, image = sample
+    ui = compare.explorer(name, image, 2, "bicubic,srcnn", folder=folder)
+    p = ui.parts
+    figure = p["figure"].value
+    _upload(ui, "notes.png", content=b"this is not an image")
+    assert "cannot use notes.png" in p["status"].value and "notes.png" in p["status"].value
+    assert p["set"].value == name and p["figure"].value == figure
