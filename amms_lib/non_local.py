@@ -59,6 +59,12 @@ def fused_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.
     return y.squeeze(1)  # (B, 1, N, dv) -> (B, N, dv)
 
 
+def effective_positions(weights: torch.Tensor) -> float:
+    """How many positions share attention weights that sum to 1: ``1 / sum w^2`` (N for
+    uniform weights over N positions, 1 for all weight on one)."""
+    return float(1 / (weights.double() ** 2).sum())
+
+
 def splits(n: int, parts: int) -> list[slice]:
     """``parts`` near-equal, non-empty index ranges covering ``range(n)``."""
     size, extra = divmod(n, parts)

@@ -31,6 +31,22 @@ _SDPA_OPS = [getattr(torch.ops.aten, name) for name in (
 ) if hasattr(torch.ops.aten, name)]
 
 
+@torch.no_grad()
+def module_inputs(model: nn.Module, x: torch.Tensor, kind: type) -> list[torch.Tensor]:
+    """What every module of type ``kind`` in ``model`` receives on input ``x``: one
+    forward pass with hooks (removed afterwards); tensors in module order."""
+    caught: dict[int, torch.Tensor] = {}
+    blocks = [m for m in model.modules() if isinstance(m, kind)]
+    hooks = [m.register_forward_hook(lambda mod, inp, out, i=i: caught.__setitem__(i, inp[0]))
+             for i, m in enumerate(blocks)]
+    try:
+        model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return [caught[i] for i in range(len(blocks))]
+
+
 def count_parameters(module: nn.Module) -> int:
     """Trainable parameters (buffers such as the mean shift are not counted)."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad)

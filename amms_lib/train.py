@@ -253,6 +253,46 @@ def measure_step_seconds(cfg: TrainConfig, steps: int = 3) -> float:
     return (time.perf_counter() - t0) / steps
 
 
+# notebook 05's small comparison networks for a quick run (AMMS uses AMMSConfig.small())
+QUICK_MODEL_KWARGS = {"srcnn": {}, "vdsr": dict(depth=6), "lapsrn": dict(depth=3),
+                      "memnet": dict(n_blocks=2, n_recursions=2)}
+
+
+def mode_config(quick: bool, model: str = "amms", scale: int = 2, *, channels: int = 0,
+                n_amms: int = 0, ideas: dict | None = None, epochs: int = 0,
+                iters_per_epoch: int = 0, batch_size: int = 0, patch_size: int = 0,
+                lr: float = 0.0, recipe: str = "auto", amp: bool = True, **fields
+                ) -> TrainConfig:
+    """Notebook 05's run in quick or full mode, checked; a 0 or "auto" takes the mode's
+    default. Quick (a minute or two on 2 CPU cores): ``AMMSConfig.small()`` (or a small
+    comparison network), 300 steps of 16 patches of 32*scale HR pixels, the fast recipe
+    at 5e-4, bf16 autocast and channels-last on the CPU, validation every 100 steps on 2
+    whole held-out images. Full: the paper's (64 channels, 4 AMMS, M = 2, 1000 epochs of
+    1000 steps of 16 x 192 px, lr 1e-4 halved every 200 epochs), validated every 1000
+    steps on the whole held-out split. ``ideas``: the ablation switches (AMMS only);
+    ``fields``: any other TrainConfig field (seed, device, out_dir, resume, ...)."""
+    if min(channels, n_amms) < 0:
+        raise AmmsError(f"channels and n_amms: 0 (the mode's default) or more, got "
+                        f"{channels} and {n_amms}")
+    recipe = {"auto": "fast" if quick else "paper"}.get(recipe, recipe)
+    kwargs = QUICK_MODEL_KWARGS.get(model, {}) if quick else {}
+    if model == "amms":
+        kwargs = dict(channels=channels or (32 if quick else 64),
+                      n_amms=n_amms or (2 if quick else 4), n_am=1 if quick else 2,
+                      **(ideas or {}))
+    cfg = TrainConfig(
+        model=model, scale=scale, model_kwargs=kwargs,
+        epochs=epochs or (1 if quick else 1000),
+        iters_per_epoch=iters_per_epoch or (300 if quick else 1000),
+        batch_size=batch_size or 16, patch_size=patch_size or (32 * scale if quick else 192),
+        lr=lr or (5e-4 if recipe == "fast" else 1e-4), recipe=recipe, lr_step_epochs=200,
+        val_every=100 if quick else 1000, val_images=2 if quick else 0,
+        cpu_amp=amp and quick, channels_last=quick, workers=0 if quick else 4, amp=amp,
+        log_every=5, train_sets=TRAIN_SETS if data.data_root() else ("builtin",), **fields)
+    cfg.check()
+    return cfg
+
+
 def check_cost(cfg: TrainConfig, runs: int = 1, max_hours: float = 1.0) -> float:
     """Hours ``runs`` runs of ``cfg`` will train, known before they start: measured seconds
     per step (``measure_step_seconds``) x steps x runs, printed (validation and data

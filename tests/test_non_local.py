@@ -200,3 +200,14 @@ def test_memory_grows_linearly_for_full_quadratically_for_naive():
     assert naive_ratio > 10, peak
     assert peak["full", 128] < peak["naive", 128] / 4, peak
     assert peak["naive", 128] > 16384**2 * 4  # the matrix really was materialised
+
+
+def test_effective_positions_of_uniform_and_one_hot_weights():
+    from amms_lib.non_local import effective_positions
+
+    assert effective_positions(torch.full((4, 5), 1 / 20)) == pytest.approx(20)
+    one = torch.zeros(4, 5)
+    one[1, 2] = 1
+    assert effective_positions(one) == pytest.approx(1)
+    half = torch.tensor([0.5, 0.5, 0.0])
+    assert effective_positions(half) == pytest.approx(2)

@@ -553,3 +553,28 @@ def test_check_cost_prints_the_estimate_and_refuses_over_max_hours(monkeypatch, 
     for bad in (0, -1, float("nan")):
         with pytest.raises(AmmsError, match="max_hours must be a positive number"):
             train_mod.check_cost(cfg, max_hours=bad)
+
+
+def test_mode_config_gives_each_mode_its_defaults_and_keeps_what_is_given():
+    from amms_lib.amms import AMMSConfig
+    from amms_lib.train import mode_config
+
+    quick = mode_config(True, "amms", 3, device="cpu")
+    assert quick.model_kwargs == {**AMMSConfig.small_kwargs()}
+    assert (quick.total_steps, quick.patch_size, quick.recipe, quick.lr) == (300, 96, "fast",
+                                                                             5e-4)
+    assert quick.cpu_amp and quick.channels_last and quick.val_images == 2
+    full = mode_config(False, "amms", 2, device="cpu")
+    assert full.model_kwargs == dict(channels=64, n_amms=4, n_am=2)
+    assert (full.total_steps, full.patch_size, full.recipe, full.lr) == (10**6, 192, "paper",
+                                                                         1e-4)
+    assert not full.cpu_amp and full.val_images == 0
+    given = mode_config(True, "amms", 2, channels=8, epochs=2, lr=1e-3, recipe="paper",
+                        ideas=dict(non_local=False), seed=7, device="cpu")
+    assert given.model_kwargs["channels"] == 8 and not given.model_kwargs["non_local"]
+    assert (given.total_steps, given.lr, given.recipe, given.seed) == (600, 1e-3, "paper", 7)
+    assert mode_config(True, "vdsr", 2, device="cpu").model_kwargs == dict(depth=6)
+    with pytest.raises(AmmsError, match="channels and n_amms"):
+        mode_config(True, channels=-1)
+    with pytest.raises(AmmsError, match="scale 5"):
+        mode_config(True, "amms", 5)
