@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from amms_lib.data import check_scale
 from amms_lib.errors import AmmsError
 from amms_lib.multiscale import MultiScaleFusion, SingleScaleConv
 from amms_lib.non_local import NonLocalBlock
@@ -63,14 +64,19 @@ class AMMSConfig:
         ``benchmarks/config_study.py``: the most Set5 PSNR per CPU-minute of those tried)."""
         return dict(channels=32, n_amms=2, n_am=1)
 
+    @staticmethod
+    def tiny_kwargs() -> dict:
+        """The smallest AMMS with every part (one AMMS module, one AM, 8 channels): for
+        tests and dry runs, where only shapes and code paths matter."""
+        return dict(channels=8, n_amms=1, n_am=1, so_reduction=4)
+
     @classmethod
     def small(cls, scale: int = 2) -> "AMMSConfig":
         """The compact configuration for CPU training; the defaults stay paper-sized."""
         return cls(scale=scale, **cls.small_kwargs())
 
     def __post_init__(self):
-        if self.scale not in (2, 3, 4):
-            raise AmmsError(f"scale {self.scale} is not supported; choose 2, 3 or 4")
+        check_scale(self.scale)
         if self.fusion not in ("parallel", "sequential"):
             raise AmmsError(f"fusion must be 'parallel' or 'sequential', got {self.fusion!r}")
         for name in ("channels", "n_amms", "n_am", "sf_layers"):

@@ -26,12 +26,11 @@ import numpy as np
 from amms_lib import data
 from amms_lib.errors import AmmsError
 from amms_lib.metrics import evaluate
-from amms_lib.models import MODELS as NETWORKS
+from amms_lib.models import METHODS, MODELS
 from amms_lib.resize import imresize
 from amms_lib.runtime import atomic_write, cli, probe_writable, resolve_device
 
 Upscaler = Callable[[np.ndarray], np.ndarray]  # uint8 LR image -> uint8 SR image
-MODELS = ("bicubic", *NETWORKS)
 
 
 def bicubic_upscaler(scale: int) -> Upscaler:
@@ -39,16 +38,16 @@ def bicubic_upscaler(scale: int) -> Upscaler:
     return lambda lr: imresize(lr, scale)
 
 
-def make_upscaler(model: str, scale: int, checkpoint: str | None = None,
-                  device: str = "auto") -> Upscaler:
+def method_upscaler(model: str, scale: int, checkpoint: str | None = None,
+                    device: str = "auto") -> Upscaler:
     """The method to evaluate, as a function from LR to SR image. A network's also takes
     ``tile=N``: LR tiles of that side, default overlap (attention then sees one tile)."""
     if model == "bicubic":
         if checkpoint:
             raise AmmsError("--checkpoint makes no sense with --model bicubic")
         return bicubic_upscaler(scale)
-    if model not in NETWORKS:
-        raise AmmsError(f"unknown model {model!r}; available: {', '.join(MODELS)}")
+    if model not in MODELS:
+        raise AmmsError(f"unknown model {model!r}; available: {', '.join(METHODS)}")
     from amms_lib.checkpoint import load_model, load_registered
     from amms_lib.inference import upscale
 
@@ -124,7 +123,7 @@ def run(model: str, datasets: list[str], scales: list[int],
                         f"and {tile}")
     if tile_sets and tile is None:
         raise AmmsError("--tile-sets needs --tile N")
-    upscalers = {s: make_upscaler(model, s, checkpoint, device) for s in scales}
+    upscalers = {s: method_upscaler(model, s, checkpoint, device) for s in scales}
     for s in scales:
         upscale = upscalers[s]
         for d in datasets:
@@ -190,7 +189,7 @@ def check_writable(path: str | os.PathLike) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m amms_lib.benchmark", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="bicubic", help=f"one of {', '.join(MODELS)}")
+    ap.add_argument("--model", default="bicubic", help=f"one of {', '.join(METHODS)}")
     ap.add_argument("--checkpoint", help="trained weights for a network model")
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     ap.add_argument("--datasets", nargs="+", help="default: Set5 Set14 BSD100 Urban100")

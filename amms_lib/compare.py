@@ -25,10 +25,9 @@ from amms_lib.errors import AmmsError
 from amms_lib.images import as_rgb
 from amms_lib.inference import upscale
 from amms_lib.metrics import evaluate
-from amms_lib.models import MODELS
+from amms_lib.models import METHODS
 from amms_lib.resize import imresize
 
-METHODS = ("bicubic", *MODELS)
 UPLOADS = "your image"  # the set name of a user's own images (no HR)
 MARK = (255, 255, 0)  # wipe seam colour: yellow shows on most images
 

@@ -17,7 +17,6 @@ Command line: ``python -m amms_lib.data list`` (exit 1 when a set is incomplete)
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Iterator, NamedTuple
 
@@ -32,7 +31,7 @@ ENV_VAR = "AMMS_DATA"
 SCALES = (2, 3, 4)
 STANDARD_SETS = ("Set5", "Set14", "BSD100", "Urban100")
 EXPECTED_IMAGES = {"Set5": 5, "Set14": 14, "BSD100": 100, "Urban100": 100}
-ALIASES = {"B100": "BSD100"}  # folder name -> canonical name
+ALIASES = {"B100": "BSD100", "builtin": "skimage"}  # other spellings -> canonical name
 BUILTIN = "skimage"
 BUILTIN_IMAGES = ("astronaut", "camera", "chelsea", "coffee")
 IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff")
@@ -284,48 +283,7 @@ def example_image(name: str = "Set5", image: str = "butterfly") -> tuple[np.ndar
     return load_hr(BUILTIN, "astronaut"), f"{BUILTIN}/astronaut (no data folder)"
 
 
-def _list_main() -> int:
-    root = data_root()
-    if root is None:
-        print(f"no data folder ({ENV_VAR} unset, data/ missing): built-in set "
-              f"{BUILTIN!r} with {len(BUILTIN_IMAGES)} images from skimage.data")
-        return 0
-    print(f"data folder: {root}")
-    if not list_sets():
-        print(f"warning: no benchmark sets under {root} (expected benchmark/<Set>/HR/); "
-              "fetch them: python -m amms_lib.data fetch --dest DIR", file=sys.stderr)
-        return 1
-    bad = []
-    for name in list_sets():
-        lr = [f"x{s}" for s in SCALES if (set_dir(name) / "LR_bicubic" / f"X{s}").is_dir()]
-        print(f"  {name:10s} {len(list_images(name)):4d} images, "
-              f"published LR: {' '.join(lr) or 'none'}")
-        if problems := incomplete(name):
-            bad.append(name)
-            print(f"  {'':10s} NOT STANDARD: {'; '.join(problems)}")
-    if bad:
-        print(f"warning: non-standard set(s) {', '.join(bad)}: their means are not the "
-              "published ones; re-fetch them (python -m amms_lib.data fetch --dest "
-              "DIR)", file=sys.stderr)
-        return 1
-    return 0
+if __name__ == "__main__":  # the command line (list, fetch) lives in amms_lib.download
+    from amms_lib.download import main
 
-
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    usage = ("usage: python -m amms_lib.data {list | fetch --dest DIR [--url URL] "
-             "[--sets ...]}")
-    if not argv or argv[0] not in ("list", "fetch"):
-        print(usage, file=sys.stderr)
-        return 2
-    if argv[0] == "fetch":
-        from amms_lib import download
-
-        return download.main(argv)
-    from amms_lib.runtime import cli
-
-    return cli(_list_main)
-
-
-if __name__ == "__main__":
     raise SystemExit(main())

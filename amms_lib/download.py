@@ -1,4 +1,6 @@
-"""Download, safely unpack and check the EDSR super-resolution benchmark.
+"""The data command line (``python -m amms_lib.data list | fetch``): list the data folder,
+or download, safely unpack and check the EDSR super-resolution benchmark. The layout's
+rules (set names, aliases, scales, expected counts) are ``amms_lib.data``'s.
 
 Layout: ``benchmark/<Set>/HR/<name>.png``, ``.../LR_bicubic/X<s>/<name>x<s>.png``.
 ``dest/benchmark`` only appears once the whole benchmark has been checked: every
@@ -24,33 +26,39 @@ from http.client import HTTPException
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
-from amms_lib.data import EXPECTED_IMAGES as EXPECTED_COUNTS
+from amms_lib import data
+from amms_lib.data import EXPECTED_IMAGES, IMAGE_SUFFIXES, SCALES
 from amms_lib.errors import AmmsError
 from amms_lib.images import read_image
 from amms_lib.runtime import FolderLock, cli
 
 DEFAULT_URL = "https://cv.snu.ac.kr/research/EDSR/benchmark.tar"
-ALIASES = {"BSD100": ("BSD100", "B100")}  # accepted folder names per set
-SCALES = (2, 3, 4)
+SET_FOLDERS = (*EXPECTED_IMAGES, *(a for a, c in data.ALIASES.items() if c in EXPECTED_IMAGES))
 _CHUNK = 1 << 16
 _FILTER_ERROR = getattr(tarfile, "FilterError", ())  # Python >= 3.11.4
 
 
 def _sets(sets) -> list[str]:
-    """Normalise requested set names (``B100`` means ``BSD100``); reject unknown."""
-    names = ["BSD100" if n == "B100" else n for n in sets or EXPECTED_COUNTS]
+    """Normalise requested set names (``data.canonical``: ``B100`` is ``BSD100``)."""
+    names = [data.canonical(n) for n in sets or EXPECTED_IMAGES]
     for name in names:
-        if name not in EXPECTED_COUNTS:
+        if name not in EXPECTED_IMAGES:
             raise AmmsError(f"unknown set {name!r}; choose from "
-                            + ", ".join(EXPECTED_COUNTS))
+                            + ", ".join(EXPECTED_IMAGES))
     return list(dict.fromkeys(names))
 
 
 def _set_dir(root: Path, name: str) -> Path | None:
-    for folder in ALIASES.get(name, (name,)):
-        if (root / folder).is_dir():
-            return root / folder
-    return None
+    try:
+        return data.set_dir(name, root)
+    except AmmsError:
+        return None
+
+
+def _images(folder: Path) -> list[Path]:
+    """The image files of a folder (``data.IMAGE_SUFFIXES``), sorted."""
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) \
+        if folder.is_dir() else []
 
 
 def _size(path: Path) -> tuple[int, int] | None:
@@ -62,7 +70,10 @@ def _size(path: Path) -> tuple[int, int] | None:
 
 
 def _problems(root: Path, names: list[str]) -> tuple[list[str], dict[str, int]]:
-    """What is wrong with the benchmark at ``root``, and the HR count per set."""
+    """What is wrong with the benchmark at ``root``, and the HR count per set: the
+    layout's rules (``data.incomplete``: counts, duplicates, LR without HR or HR without
+    LR), then what only a fresh download needs checking: every file decodes, and every
+    LR image is its HR's size divided by the scale."""
     if not root.is_dir():
         return [f"{root} is not a folder"], {}
     problems, counts = [], {}
@@ -71,27 +82,20 @@ def _problems(root: Path, names: list[str]) -> tuple[list[str], dict[str, int]]:
         if folder is None:
             problems.append(f"{name} is missing")
             continue
-        hr = sorted((folder / "HR").glob("*.png"))
-        if len(hr) != EXPECTED_COUNTS[name]:
-            problems.append(f"{name} has {len(hr)} HR images, "
-                            f"expected {EXPECTED_COUNTS[name]}")
+        problems += [f"{name}: {p}" for p in data.incomplete(name, root=root)]
+        hr = _images(folder / "HR")
         sizes = {p.stem: _size(p) for p in hr}
         problems += [f"{p} cannot be read" for p in hr if sizes[p.stem] is None]
         for s in SCALES:
-            lr_dir = folder / "LR_bicubic" / f"X{s}"
-            for lr in sorted(lr_dir.glob("*.png")) if lr_dir.is_dir() else []:
-                base = lr.stem[:-len(f"x{s}")] if lr.stem.endswith(f"x{s}") else None
-                if base not in sizes:
-                    problems.append(f"{lr} has no matching HR image")
-                    continue
-                got, hr_size = _size(lr), sizes[base]
+            for lr in _images(folder / "LR_bicubic" / f"X{s}"):
+                hr_size = sizes.get(lr.stem.removesuffix(f"x{s}"))
                 if hr_size is None:
-                    continue
-                want = (hr_size[0] // s, hr_size[1] // s)
+                    continue  # an LR without its HR: data.incomplete said so
+                got, want = _size(lr), (hr_size[0] // s, hr_size[1] // s)
                 if got != want:
                     problems.append(f"{lr} is {got}, expected {want} "
                                     f"(HR {hr_size} / {s})")
-        counts[name] = len(hr)
+        counts[name] = len(data.list_images(name, root))
     return problems, counts
 
 
@@ -100,7 +104,7 @@ def _summary(problems: list[str]) -> str:
     return "; ".join(problems[:5]) + more
 
 
-def validate(benchmark_dir, sets=None) -> dict[str, int]:
+def check_benchmark(benchmark_dir, sets=None) -> dict[str, int]:
     """Check HR counts and LR/HR size agreement; return ``{set: n_images}``."""
     root = Path(benchmark_dir)
     problems, counts = _problems(root, _sets(sets))
@@ -223,7 +227,7 @@ def _find_benchmark(root: Path) -> Path:
     level = [root]
     for _ in range(4):  # breadth first, a few levels deep
         for d in level:
-            if d.name == "benchmark" or any(_set_dir(d, n) for n in EXPECTED_COUNTS):
+            if d.name == "benchmark" or any((d / f / "HR").is_dir() for f in SET_FOLDERS):
                 return d
         level = sorted(c for d in level for c in d.iterdir() if c.is_dir())
     raise AmmsError("the archive holds no benchmark folder; check the URL "
@@ -297,24 +301,59 @@ def _install(url: str, dest: Path, downloads: Path, names, target: Path,
     return target
 
 
+def list_data() -> int:
+    """``list``: the data folder's sets, their images and published LR scales; exit 1
+    (with a warning) when there are none or a set is not the standard one."""
+    root = data.data_root()
+    if root is None:
+        print(f"no data folder ({data.ENV_VAR} unset, data/ missing): built-in set "
+              f"{data.BUILTIN!r} with {len(data.BUILTIN_IMAGES)} images from skimage.data")
+        return 0
+    print(f"data folder: {root}")
+    if not data.list_sets():
+        print(f"warning: no benchmark sets under {root} (expected benchmark/<Set>/HR/); "
+              "fetch them: python -m amms_lib.data fetch --dest DIR", file=sys.stderr)
+        return 1
+    bad = []
+    for name in data.list_sets():
+        lr = [f"x{s}" for s in SCALES if (data.set_dir(name) / "LR_bicubic" / f"X{s}").is_dir()]
+        print(f"  {name:10s} {len(data.list_images(name)):4d} images, "
+              f"published LR: {' '.join(lr) or 'none'}")
+        if problems := data.incomplete(name):
+            bad.append(name)
+            print(f"  {'':10s} NOT STANDARD: {'; '.join(problems)}")
+    if bad:
+        print(f"warning: non-standard set(s) {', '.join(bad)}: their means are not the "
+              "published ones; re-fetch them (python -m amms_lib.data fetch --dest "
+              "DIR)", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv=None) -> int:
-    """Command line: ``fetch --dest DIR [--url URL] [--sets ...] [--no-progress]``."""
+    """Command line: ``list`` and ``fetch --dest DIR [--url URL] [--sets ...]
+    [--no-progress]``."""
     parser = argparse.ArgumentParser(prog="python -m amms_lib.data",
-                                     description="Get the SR benchmark sets.")
+                                     description="See and get the SR benchmark sets.")
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="the data folder's sets and whether they are complete")
     p = sub.add_parser("fetch", help="download the benchmark into DEST/benchmark")
     p.add_argument("--dest", required=True, type=Path, help="folder to install into")
     p.add_argument("--url", help="archive URL (default: $AMMS_BENCHMARK_URL or EDSR's)")
-    p.add_argument("--sets", nargs="+", metavar="SET", help=" ".join(EXPECTED_COUNTS))
+    p.add_argument("--sets", nargs="+", metavar="SET", help=" ".join(EXPECTED_IMAGES))
     p.add_argument("--no-progress", action="store_true", help="print no progress")
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # a bad or missing command: argparse said why
+        return exc.code if isinstance(exc.code, int) else 2
+    if args.command == "list":
+        return cli(list_data)
 
     def run() -> int:
         existed = (args.dest / "benchmark").is_dir()
         path = fetch(args.dest, url=args.url, sets=args.sets,
                      progress=not args.no_progress)
-        counts = {n: len(list((_set_dir(path, n) / "HR").glob("*.png")))
-                  for n in _sets(args.sets)}  # fetch checked them all
+        counts = {n: len(data.list_images(n, path)) for n in _sets(args.sets)}
         summary = ", ".join(f"{k} {v}" for k, v in counts.items())
         state = "already in place" if existed else "ready"
         print(f"benchmark {state} at {path} ({summary} images)")

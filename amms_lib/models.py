@@ -8,6 +8,7 @@ from __future__ import annotations
 from torch import nn
 
 from amms_lib.amms import AMMSNet
+from amms_lib.data import check_scale
 from amms_lib.errors import AmmsError
 from amms_lib.lapsrn import LapSRN
 from amms_lib.memnet import MemNet
@@ -15,14 +16,14 @@ from amms_lib.srcnn import SRCNN
 from amms_lib.vdsr import VDSR
 
 MODELS = {"amms": AMMSNet, "srcnn": SRCNN, "vdsr": VDSR, "lapsrn": LapSRN, "memnet": MemNet}
+METHODS = ("bicubic", *MODELS)  # what the benchmark and the comparison can run
 
 
 def build_model(name: str, scale: int, **kwargs) -> nn.Module:
     """``build_model("amms", 4, channels=32)``: keyword arguments go to the constructor."""
     if name not in MODELS:
         raise AmmsError(f"unknown model {name!r}; available: {', '.join(MODELS)}")
-    if scale not in (2, 3, 4):
-        raise AmmsError(f"scale {scale} is not supported; choose 2, 3 or 4")
+    check_scale(scale)
     try:
         return MODELS[name](scale=scale, **kwargs)
     except TypeError as exc:

@@ -31,8 +31,13 @@ from amms_lib.resize import imresize
 from amms_lib.runtime import atomic_save, repo_root
 
 TRAIN_SETS = ("T91", "BSD200")
-BUILTIN = "builtin"  # --train-sets builtin: the four skimage images, asked for explicitly
 CACHE_VERSION = "1"  # bump when the LR recipe changes
+
+
+def builtin_only(sets) -> bool:
+    """Whether the training sets are the built-in skimage images alone, asked for by name
+    (``data.BUILTIN``, or its alias ``builtin``): a demo run that needs no data folder."""
+    return tuple(data.canonical(s) for s in sets) == (data.BUILTIN,)
 
 
 def train_files(sets=TRAIN_SETS, root: Path | None = None) -> list[Path]:
@@ -41,7 +46,7 @@ def train_files(sets=TRAIN_SETS, root: Path | None = None) -> list[Path]:
     root = data.data_root() if root is None else Path(root)
     if root is None:
         return []
-    if tuple(sets) == (BUILTIN,):
+    if builtin_only(sets):
         return []
     files = []
     for name in sets:

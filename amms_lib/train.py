@@ -47,10 +47,10 @@ from amms_lib.inference import upscale
 from amms_lib.metrics import evaluate
 from amms_lib.models import MODELS, build_model
 from amms_lib.patches import (
-    BUILTIN,
     TRAIN_SETS,
     PatchDataset,
     StepBatchSampler,
+    builtin_only,
     load_pairs,
     train_files,
 )
@@ -217,7 +217,7 @@ def val_set_name(cfg: TrainConfig) -> str:
     (so no held-out split)."""
     if data.data_root() is None:
         return data.BUILTIN
-    if (cfg.val_set == data.HELDOUT and tuple(cfg.train_sets) == (BUILTIN,)
+    if (cfg.val_set == data.HELDOUT and builtin_only(cfg.train_sets)
             and not (data.data_root() / "train").is_dir()):
         return data.BUILTIN
     return cfg.val_set
@@ -288,7 +288,7 @@ def mode_config(quick: bool, model: str = "amms", scale: int = 2, *, channels: i
         lr=lr or (5e-4 if recipe == "fast" else 1e-4), recipe=recipe, lr_step_epochs=200,
         val_every=100 if quick else 1000, val_images=2 if quick else 0,
         cpu_amp=amp and quick, channels_last=quick, workers=0 if quick else 4, amp=amp,
-        log_every=5, train_sets=TRAIN_SETS if data.data_root() else ("builtin",), **fields)
+        log_every=5, train_sets=TRAIN_SETS if data.data_root() else (data.BUILTIN,), **fields)
     cfg.check()
     return cfg
 
@@ -341,7 +341,7 @@ def validate(net, cfg: TrainConfig) -> dict:
             "ssim": float(np.mean([s[1] for s in scores]))}
 
 
-def init_from(net: torch.nn.Module, cfg: TrainConfig) -> str:
+def load_init_weights(net: torch.nn.Module, cfg: TrainConfig) -> str:
     """Load the tensors of ``cfg.init_from`` whose name and shape fit ``net``; says what
     stayed new. From x2 to x3 that is all but the sub-pixel conv; to x4 (two x2 stages) the
     x2 sub-pixel conv also fits, and starts the first stage."""
@@ -524,9 +524,9 @@ def train(cfg: TrainConfig, stop_after: int | None = None) -> dict:
     after that many steps without saving, as if the process had been killed. The loop is
     longer than most functions here because DDP needs every rank to agree, each step, on
     the time spent and on when to stop; the step itself is ``train_step``."""
-    if tuple(cfg.train_sets) != (BUILTIN,) and data.data_root() is None:
+    if not builtin_only(cfg.train_sets) and data.data_root() is None:
         raise AmmsError("no training data: set AMMS_DATA to a folder with train/T91 and "
-                        "train/BSD200 (see the README), or pass --train-sets builtin to "
+                        "train/BSD200 (see the README), or pass --train-sets skimage to "
                         "train on the four built-in skimage images (a demo, not comparable)")
     files = train_files(cfg.train_sets)  # before any work: a missing set fails now
     cfg.check()
@@ -561,7 +561,7 @@ def _prepare(cfg: TrainConfig, out: Path, main_proc: bool, world: int, device):
     if cfg.resume and (out / "last.pt").is_file():
         step, best, spent = _resume(cfg, net, opt, out / "last.pt")
     elif cfg.init_from:
-        kept = init_from(net, cfg)
+        kept = load_init_weights(net, cfg)
         if main_proc:
             print(f"started from {cfg.init_from}: {kept}", file=sys.stderr)
     if main_proc:

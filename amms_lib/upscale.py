@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from amms_lib.data import IMAGE_SUFFIXES
+from amms_lib.data import IMAGE_SUFFIXES, SCALES
 from amms_lib.errors import AmmsError
 from amms_lib.images import read_image, write_image
 from amms_lib.inference import (
@@ -87,7 +87,7 @@ def out_path(src: Path, out_dir: Path, scale: int, fmt: str) -> Path:
     return out_dir / f"{src.stem}_x{scale}{suffix}"
 
 
-def make_upscaler(args, device: torch.device):
+def file_upscaler(args, device: torch.device):
     """``fn(img, name)``: uint8 (H, W[, 3]) -> uint8 SR image; setup errors raise
     AmmsError, and so does an image over a budget (memory, time)."""
     if args.checkpoint is None:  # NumPy in, so imresize runs on the CPU
@@ -173,7 +173,7 @@ def prepare_output(out_dir: Path) -> FolderLock:
 
 def run(args) -> int:
     device = resolve_device(args.device)
-    fn = make_upscaler(args, device)
+    fn = file_upscaler(args, device)
     out_dir = Path(args.output)
     with prepare_output(out_dir):
         return _run_locked(args, fn, out_dir)
@@ -234,7 +234,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="python -m amms_lib.upscale", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
-    ap.add_argument("--scale", type=int, required=True, choices=(2, 3, 4))
+    ap.add_argument("--scale", type=int, required=True, choices=SCALES)
     how = ap.add_mutually_exclusive_group(required=True)
     how.add_argument("--checkpoint", metavar="PATH", help="trained weights (any model)")
     how.add_argument("--model", choices=("bicubic",), help="no network: MATLAB bicubic")

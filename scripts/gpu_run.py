@@ -36,6 +36,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# AMMSConfig.tiny_kwargs(), spelled out: this driver imports nothing of amms_lib, so that a
+# broken install cannot stop it recording (tests/test_gpu_run.py checks the two agree)
 TINY = {"channels": 8, "n_amms": 1, "n_am": 1, "so_reduction": 4}
 AFTER_TRAIN_S = 75  # kept back for benchmark + register + packing
 TRAIN_OVERHEAD_S = 60  # start-up, LR of 291 images, validations: not training time
@@ -212,7 +214,7 @@ def main(argv=None) -> int:
     net = (["--model-kwargs", json.dumps(TINY), "--batch-size", "2",
             "--patch-size", "16",
             "--val-every", "0", "--val-images", "1", "--val-max-side", "24",
-            "--workers", "0", "--train-sets", "builtin"] if dry else
+            "--workers", "0", "--train-sets", "skimage"] if dry else
            ["--batch-size", "16", "--patch-size", "192", "--val-every", "500",
             "--workers", "8"])
     train_cmd = [py, "-m", "amms_lib.train", "--model", "amms", "--scale", "2",

@@ -162,9 +162,9 @@ def test_a_repeated_or_extra_image_is_refused_unless_partial_is_allowed(data_dir
         shutil.copy(lr / f"birdx{s}.png", lr / f"bird2x{s}.png")
     assert benchmark.main(argv) == 2
     assert "6 HR images, the standard set has 5" in capsys.readouterr().err
-    from amms_lib import data
+    from amms_lib import download
 
-    assert data.main(["list"]) == 1
+    assert download.main(["list"]) == 1
     assert "NOT STANDARD: 6 HR images" in capsys.readouterr().out
 
 

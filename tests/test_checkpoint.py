@@ -5,12 +5,13 @@ import pytest
 import torch
 
 from amms_lib import benchmark
+from amms_lib.amms import AMMSConfig
 from amms_lib.checkpoint import load_model, read_checkpoint, save_checkpoint
 from amms_lib.errors import AmmsError
 from amms_lib.inference import to_image, to_tensor, upscale
 from amms_lib.models import build_model
 
-KW = dict(channels=8, n_amms=1, n_am=1, so_reduction=4)
+KW = AMMSConfig.tiny_kwargs()
 
 
 @pytest.fixture

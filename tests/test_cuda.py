@@ -16,14 +16,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from amms_lib.amms import AMMSNet
+from amms_lib.amms import AMMSConfig, AMMSNet
 from amms_lib.checkpoint import FORMAT, load_model, save_checkpoint
 from amms_lib.non_local import NonLocalBlock, fused_attention, naive_attention
 from amms_lib.second_order import SecondOrderChannelAttention
 from amms_lib.train import TrainConfig, read_metrics, train
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
-TINY = dict(channels=16, n_amms=1, n_am=1, so_reduction=4)
+TINY = {**AMMSConfig.tiny_kwargs(), "channels": 16}
 
 
 @pytest.fixture(autouse=True)
@@ -196,7 +196,7 @@ def _run_cfg(tmp_path, device, name):
     return TrainConfig(model_kwargs=dict(TINY, channels=8), epochs=1,
                        iters_per_epoch=20, batch_size=2, patch_size=32, val_every=10,
                        val_images=1, val_max_side=24, workers=0, log_every=1,
-                       device=device, lr=5e-4, recipe="fast", train_sets=("builtin",),
+                       device=device, lr=5e-4, recipe="fast", train_sets=("skimage",),
                        out_dir=str(tmp_path / name))
 
 

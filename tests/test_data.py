@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from amms_lib import data
+from amms_lib import data, download
 from amms_lib.errors import AmmsError
 from amms_lib.images import read_image, write_image
 
@@ -171,10 +171,10 @@ def test_write_image_is_atomic(tmp_path, monkeypatch):
 
 
 def test_data_cli_list(use_data, capsys):
-    assert data.main(["list"]) == 0
+    assert download.main(["list"]) == 0
     out = capsys.readouterr().out
     assert "Urban100" in out and "published LR: x4" in out
-    assert data.main([]) == 2
+    assert download.main([]) == 2
 
 
 def test_read_image_honours_exif_orientation(tmp_path):
@@ -201,7 +201,7 @@ def test_incomplete_sets_are_named_and_flagged_by_list(data_dir, tmp_path, monke
     monkeypatch.setenv("AMMS_DATA", str(tmp_path))
     shutil.copytree(data_dir / "benchmark/Set5", tmp_path / "benchmark/Set5")
     assert data.incomplete("Set5") == []
-    assert data.main(["list"]) == 0
+    assert download.main(["list"]) == 0
     capsys.readouterr()
     (tmp_path / "benchmark/Set5/HR/bird.png").unlink()
     (tmp_path / "benchmark/Set5/LR_bicubic/X3/babyx3.png").unlink()
@@ -210,7 +210,7 @@ def test_incomplete_sets_are_named_and_flagged_by_list(data_dir, tmp_path, monke
         "HR missing for 1 image(s): bird (LR files are there)"]
     assert data.incomplete("Set5", [2]) == [
         "4 of 5 HR images", "HR missing for 1 image(s): bird (LR files are there)"]
-    assert data.main(["list"]) == 1
+    assert download.main(["list"]) == 1
     out, err = capsys.readouterr()
     assert "NOT STANDARD: 4 of 5 HR images" in out
     assert err.startswith("warning: non-standard set(s) Set5") and err.count("\n") == 1
@@ -223,7 +223,7 @@ def test_standard_sets_are_complete(use_data):
 def test_upper_case_suffixes_load_and_an_empty_data_folder_is_flagged(data_dir, tmp_path,
                                                                      monkeypatch, capsys):
     monkeypatch.setenv("AMMS_DATA", str(tmp_path))
-    assert data.main(["list"]) == 1  # nothing there: say so, exit 1
+    assert download.main(["list"]) == 1  # nothing there: say so, exit 1
     assert "no benchmark sets" in capsys.readouterr().err
     shutil.copytree(data_dir / "benchmark/Set5", tmp_path / "benchmark/Set5")
     hr = tmp_path / "benchmark/Set5/HR"

@@ -21,7 +21,8 @@ import pytest
 from PIL import Image
 
 from amms_lib import download
-from amms_lib.download import EXPECTED_COUNTS, fetch, main, validate
+from amms_lib.data import EXPECTED_IMAGES
+from amms_lib.download import check_benchmark, fetch, main
 from amms_lib.errors import AmmsError
 
 
@@ -131,7 +132,7 @@ def test_fetch_end_to_end_and_idempotent(server, set5, set5_tar, tmp_path, capsy
     out = fetch(dest, url=server.url("benchmark.tar"), sets=["Set5"])
     assert out == dest / "benchmark"
     _assert_same_hr(dest, set5)
-    assert validate(out, sets=["Set5"]) == {"Set5": 5}
+    assert check_benchmark(out, sets=["Set5"]) == {"Set5": 5}
     archive = dest / ".downloads" / download.archive_name(server.url("benchmark.tar"))
     assert not archive.exists()  # removed once installed
     assert not list(dest.glob(".extract-*"))
@@ -331,36 +332,36 @@ def bench_copy(set5, tmp_path) -> Path:
     return tmp_path / "benchmark"
 
 
-def test_validate_real_data(data_dir):
-    assert validate(data_dir / "benchmark") == EXPECTED_COUNTS
+def test_check_benchmark_real_data(data_dir):
+    assert check_benchmark(data_dir / "benchmark") == EXPECTED_IMAGES
 
 
-def test_validate_missing_hr_image(bench_copy):
+def test_check_benchmark_missing_hr_image(bench_copy):
     (bench_copy / "Set5" / "HR" / "bird.png").unlink()
     (bench_copy / "Set5" / "LR_bicubic" / "X2" / "birdx2.png").unlink()
-    with pytest.raises(AmmsError, match="Set5 has 4 HR images, expected 5"):
-        validate(bench_copy, sets=["Set5"])
+    with pytest.raises(AmmsError, match="Set5: 4 of 5 HR images"):
+        check_benchmark(bench_copy, sets=["Set5"])
 
 
-def test_validate_wrong_lr_size(bench_copy):
+def test_check_benchmark_wrong_lr_size(bench_copy):
     Image.new("RGB", (7, 9)).save(bench_copy / "Set5" / "LR_bicubic" / "X3"
                                   / "headx3.png")
     with pytest.raises(AmmsError, match=r"headx3\.png is \(7, 9\)"):
-        validate(bench_copy, sets=["Set5"])
+        check_benchmark(bench_copy, sets=["Set5"])
 
 
-def test_validate_orphan_lr_missing_set_and_alias(bench_copy):
+def test_check_benchmark_orphan_lr_missing_set_and_alias(bench_copy):
     shutil.copy(bench_copy / "Set5" / "LR_bicubic" / "X4" / "babyx4.png",
                 bench_copy / "Set5" / "LR_bicubic" / "X4" / "ghostx4.png")
-    with pytest.raises(AmmsError, match=r"ghostx4\.png has no matching HR"):
-        validate(bench_copy, sets=["Set5"])
+    with pytest.raises(AmmsError, match=r"Set5: HR missing for 1 image\(s\): ghost"):
+        check_benchmark(bench_copy, sets=["Set5"])
     with pytest.raises(AmmsError, match="Set14 is missing"):
-        validate(bench_copy, sets=["Set14"])
+        check_benchmark(bench_copy, sets=["Set14"])
     b100 = bench_copy / "B100" / "HR"
     b100.mkdir(parents=True)
     for i in range(100):
         Image.new("L", (4, 4)).save(b100 / f"{i}.png")
-    assert validate(bench_copy, sets=["BSD100"]) == {"BSD100": 100}
+    assert check_benchmark(bench_copy, sets=["BSD100"]) == {"BSD100": 100}
 
 
 def test_default_url():
@@ -449,3 +450,22 @@ def test_a_full_disk_during_download_says_so(server, set5_tar, tmp_path, monkeyp
     monkeypatch.setattr(builtins, "open", fake_open)
     with pytest.raises(AmmsError, match="disk is full.*free space"):
         fetch(tmp_path / "d", url=server.url("benchmark.tar"), sets=["Set5"], progress=False)
+
+
+def test_the_layout_module_imports_no_command_line_code():
+    """amms_lib.data owns the layout and imports nothing of the CLI (no import cycle)."""
+    code = ("import sys, amms_lib.data; "
+            "assert 'amms_lib.download' not in sys.modules, 'data imports download'")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_check_benchmark_and_data_list_agree_on_what_an_image_file_is(bench_copy):
+    """One rule (data.IMAGE_SUFFIXES): an HR image kept as .bmp counts for both."""
+    from amms_lib import data
+
+    hr = bench_copy / "Set5" / "HR"
+    Image.open(hr / "bird.png").save(hr / "bird.bmp")
+    (hr / "bird.png").unlink()
+    assert check_benchmark(bench_copy, sets=["Set5"]) == {"Set5": 5}
+    assert data.incomplete("Set5", root=bench_copy) == []

@@ -211,3 +211,9 @@ print("clean", sorted(m for m in sys.modules if m.split(".")[0] in {NOTEBOOK_ONL
                          timeout=300, cwd=ROOT)
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.strip() == "clean []"
+
+
+def test_the_driver_spells_out_the_library_s_tiny_network():
+    from amms_lib.amms import AMMSConfig
+
+    assert _gpu_run_module().TINY == AMMSConfig.tiny_kwargs()

@@ -14,7 +14,7 @@ from amms_lib.non_local import NonLocalBlock
 from amms_lib.profile import count_parameters, flops_by_part, summary
 from amms_lib.second_order import SecondOrderChannelAttention
 
-TINY = dict(channels=8, n_amms=1, n_am=1, so_reduction=4)
+TINY = AMMSConfig.tiny_kwargs()
 TINY_COMPARISON = {"srcnn": dict(n1=8, n2=4), "vdsr": dict(depth=3, channels=8),
                    "lapsrn": dict(depth=1, channels=8),
                    "memnet": dict(n_blocks=2, n_recursions=2, channels=8)}

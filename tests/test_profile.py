@@ -7,7 +7,7 @@ import torch
 from amms_lib.amms import AMMSConfig, AMMSNet
 from amms_lib.profile import OPERATOR_TYPES, flops_by_operator, flops_by_part
 
-TINY = dict(channels=8, n_amms=1, n_am=1, so_reduction=4)
+TINY = AMMSConfig.tiny_kwargs()
 
 
 def _conv(c_in, c_out, k, n):  # a multiply-add is 2 FLOPs; the bias is not counted

@@ -12,13 +12,14 @@ import numpy as np
 import pytest
 import torch
 
+from amms_lib.amms import AMMSConfig
 from amms_lib.checkpoint import read_checkpoint
 from amms_lib.errors import AmmsError
 from amms_lib.patches import PatchDataset, StepBatchSampler, load_pairs
 from amms_lib.resize import imresize
 from amms_lib.train import TrainConfig, lr_factor, read_metrics, train
 
-TINY = dict(channels=8, n_amms=1, n_am=1, so_reduction=4)
+TINY = AMMSConfig.tiny_kwargs()
 
 
 def _cfg(tmp_path, **kw):
@@ -130,11 +131,11 @@ def test_no_training_data_is_refused_unless_builtin_is_asked_for(tmp_path, monke
     monkeypatch.delenv("AMMS_DATA", raising=False)
     monkeypatch.setattr("amms_lib.data.repo_root", lambda: tmp_path)  # no data/ folder
     cfg = _cfg(tmp_path, train_sets=("T91", "BSD200"), val_every=0, iters_per_epoch=2)
-    with pytest.raises(AmmsError, match="--train-sets builtin"):
+    with pytest.raises(AmmsError, match="--train-sets skimage"):
         train(cfg)
     assert not (tmp_path / "run").exists()  # refused before any work
     monkeypatch.setattr("amms_lib.patches.repo_root", lambda: tmp_path)  # cache in tmp
-    assert train(replace(cfg, train_sets=("builtin",)))["step"] == 2
+    assert train(replace(cfg, train_sets=("skimage",)))["step"] == 2
     empty = tmp_path / "empty"
     (empty / "train" / "T91").mkdir(parents=True)
     monkeypatch.setenv("AMMS_DATA", str(empty))
@@ -281,11 +282,11 @@ def test_x3_starts_from_the_x2_body_with_a_new_upsampler(use_data, tmp_path):
     x3 = _cfg(tmp_path, scale=3, patch_size=24, out_dir=str(tmp_path / "x3"),
               iters_per_epoch=1, val_every=0, init_from=str(tmp_path / "x2" / "last.pt"))
     from amms_lib.models import build_model
-    from amms_lib.train import init_from
+    from amms_lib.train import load_init_weights
 
     net = build_model("amms", 3, **TINY)
     fresh = {k: v.clone() for k, v in net.state_dict().items()}
-    note = init_from(net, x3)
+    note = load_init_weights(net, x3)
     got = net.state_dict()
     body = [k for k in got if not k.startswith("re.0.")]  # all but the x3 sub-pixel conv
     assert all(torch.equal(got[k], src[k]) for k in body)
@@ -293,7 +294,7 @@ def test_x3_starts_from_the_x2_body_with_a_new_upsampler(use_data, tmp_path):
     assert "new: re.0" in note
     assert train(x3)["step"] == 1
     with pytest.raises(AmmsError, match="model options"):
-        init_from(build_model("amms", 3, **{**TINY, "channels": 4}),
+        load_init_weights(build_model("amms", 3, **{**TINY, "channels": 4}),
                   replace(x3, model_kwargs={**TINY, "channels": 4}))
 
 

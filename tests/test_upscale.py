@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from amms_lib.amms import AMMSConfig
 from amms_lib.checkpoint import save_checkpoint
 from amms_lib.data import load_pair
 from amms_lib.errors import AmmsError
@@ -22,7 +23,7 @@ from amms_lib.non_local import NonLocalBlock
 from amms_lib.resize import imresize
 from amms_lib.upscale import main
 
-KW = dict(channels=8, n_amms=1, n_am=1, so_reduction=4)
+KW = AMMSConfig.tiny_kwargs()
 
 
 def tiny_net(scale: int = 2, seed: int = 0) -> torch.nn.Module:
