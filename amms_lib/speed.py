@@ -14,7 +14,10 @@ forward times at a few small sizes with the attention's share taken out. A fit f
 the forward times alone cannot tell the two rates apart (it read 118 GFLOP/s for
 attention that runs at 70). All of it is measured once per network shape, device,
 thread count and torch version, about a second, and cached in
-``$XDG_CACHE_HOME/amms_lib/speed.json`` (``~/.cache`` by default).
+``$XDG_CACHE_HOME/amms_lib/speed.json`` (``~/.cache`` by default). The rates are fitted
+to warm calls; a network's first call at a new input shape also sets up its kernels, a
+fixed ``shape`` cost (the median, over the probe sizes, of first call minus warm call),
+counted once per distinct window shape.
 Measured on a machine that other jobs share, the rates are theirs: the estimate is
 then on the slow side. ``python -m amms_lib.speed CHECKPOINT`` prints the fit and its
 estimates; ``benchmarks/upscale_time.py`` checks them against measured times.
@@ -65,6 +68,7 @@ class Rates:
     conv: float  # FLOP/s of everything but the attention products
     att: float  # FLOP/s of the non-local attention products (inf: the net has none)
     call: float  # seconds of overhead per network call
+    shape: float = 0.0  # extra seconds of the first call at a new input shape (kernel set-up)
 
     def seconds(self, flops: FlopModel, n: int) -> float:
         att = flops.attention(n) / self.att if flops.att else 0.0
@@ -93,15 +97,16 @@ def _count_flops(net: nn.Module) -> FlopModel:
                      att=counts[32]["non-local attention"] / (32 * 32) ** 2)
 
 
-def windows(h: int, w: int, tile: int | None, overlap: int) -> list[int]:
-    """Positions of every network call of an (h, w) LR image, whole or tiled."""
+def windows(h: int, w: int, tile: int | None, overlap: int) -> list[tuple[int, int]]:
+    """The (rows, cols) input of every network call of an (h, w) LR image, whole or
+    tiled (``inference.forward_tiled``'s windows, core plus overlap)."""
     if tile is None:
-        return [h * w]
+        return [(h, w)]
     from amms_lib.inference import spans
 
     rows = [i1 - i0 for *_, i0, i1 in spans(h, tile, overlap)]
     cols = [j1 - j0 for *_, j0, j1 in spans(w, tile, overlap)]
-    return [r * c for r in rows for c in cols]
+    return [(r, c) for r in rows for c in cols]
 
 
 def signature(net: nn.Module, device: torch.device) -> str:
@@ -191,7 +196,8 @@ def calibrate(net: nn.Module, refresh: bool = False) -> Rates:
     cache = _read_cache(path)
     if not refresh and isinstance(cache.get(key), dict):
         try:
-            _RATES[key] = Rates(**{k: float(cache[key][k]) for k in ("conv", "att", "call")})
+            _RATES[key] = Rates(**{k: float(cache[key][k])
+                                   for k in ("conv", "att", "call", "shape")})
             return _RATES[key]
         except (KeyError, TypeError, ValueError):
             pass
@@ -201,14 +207,18 @@ def calibrate(net: nn.Module, refresh: bool = False) -> Rates:
         att = attention_rate(net)
         dtype = next(net.parameters()).dtype
         net(torch.rand(1, 3, 16, 16, device=device, dtype=dtype))  # one-off set-up
-        # one call per size, as an upscale makes: its first call at a new shape
-        seconds = [_fastest(lambda: net(torch.rand(1, 3, s, s, device=device, dtype=dtype)),
-                            device, repeats=1, warm=False) for s in PROBE_SIDES]
+        cold, seconds = [], []  # per size: its first call, then the fastest of three more
+        for s in PROBE_SIDES:
+            x = torch.rand(1, 3, s, s, device=device, dtype=dtype)
+            cold.append(_fastest(lambda: net(x), device, repeats=1, warm=False))
+            seconds.append(_fastest(lambda: net(x), device, repeats=3, warm=False))
     finally:
         net.train(was_training)
     rates = fit_rates(flop_model(net), PROBE_SIDES, seconds, att)
+    shape = float(np.median([max(c - t, 0.0) for c, t in zip(cold, seconds)]))
+    rates = Rates(rates.conv, rates.att, rates.call, shape)
     cache[key] = {**asdict(rates), "sides": list(PROBE_SIDES), "seconds": seconds,
-                  "measured": time.strftime("%Y-%m-%d %H:%M")}
+                  "first_call_seconds": cold, "measured": time.strftime("%Y-%m-%d %H:%M")}
     try:
         atomic_write(path, lambda f: f.write(json.dumps(cache, indent=1)), mode="w")
     except OSError:
@@ -223,8 +233,10 @@ def estimate_seconds(net: nn.Module, h: int, w: int, tile: int | None = None,
     """Estimated seconds to upscale an (h, w) LR image (see the module doc)."""
     rates = rates or calibrate(net)
     flops = flops or flop_model(net)
-    total = sum(rates.seconds(flops, n) for n in windows(h, w, tile, overlap))
-    return total * (8 if ensemble else 1)
+    shapes = windows(h, w, tile, overlap)
+    total = sum(rates.seconds(flops, r * c) for r, c in shapes)
+    distinct = set(shapes) | ({(c, r) for r, c in shapes} if ensemble else set())
+    return total * (8 if ensemble else 1) + rates.shape * len(distinct)
 
 
 @contextmanager
@@ -254,8 +266,13 @@ def progress(net: nn.Module, seconds: float | None, desc: str = "upscaling", bar
     def after_block(module, inputs, output):
         advance(flops.attention(positions(inputs)) / rates.att / len(blocks))
 
+    seen = set()
+
     def after_call(module, inputs, output):
-        advance(rates.call + flops.conv(positions(inputs)) / rates.conv)
+        shape = tuple(inputs[0].shape[-2:])
+        first = rates.shape if shape not in seen else 0.0
+        seen.add(shape)
+        advance(first + rates.call + flops.conv(positions(inputs)) / rates.conv)
 
     hooks = [b.register_forward_hook(after_block) for b in blocks]
     hooks.append(net.register_forward_hook(after_call))

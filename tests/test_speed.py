@@ -16,7 +16,7 @@ from amms_lib.errors import AmmsError
 from amms_lib.inference import OVERLAP, TILES, plan, spans, upscale
 from amms_lib.profile import flops_by_operator
 
-RATES = speed.Rates(conv=1e9, att=2e9, call=0.01)  # a made-up machine for exact sums
+RATES = speed.Rates(conv=1e9, att=2e9, call=0.01, shape=0.05)  # a made-up machine
 
 
 @pytest.fixture(scope="module")
@@ -43,13 +43,16 @@ def test_flop_model_matches_the_counter(net, hw):
 def test_estimate_is_the_sum_over_tiles_and_eight_for_the_ensemble(net, known_rates):
     flops = speed.flop_model(net)
     whole = speed.estimate_seconds(net, 100, 70)
-    assert whole == pytest.approx(RATES.call + flops.conv(7000) / RATES.conv
+    assert whole == pytest.approx(RATES.shape + RATES.call + flops.conv(7000) / RATES.conv
                                   + flops.attention(7000) / RATES.att)
-    cells = [(i1 - i0) * (j1 - j0) for *_, i0, i1 in spans(100, 32, OVERLAP)
+    cells = [(i1 - i0, j1 - j0) for *_, i0, i1 in spans(100, 32, OVERLAP)
              for *_, j0, j1 in spans(70, 32, OVERLAP)]
     tiled = speed.estimate_seconds(net, 100, 70, tile=32)
-    assert tiled == pytest.approx(sum(RATES.seconds(flops, n) for n in cells))
-    assert speed.estimate_seconds(net, 100, 70, 32, ensemble=True) == pytest.approx(8 * tiled)
+    warm = sum(RATES.seconds(flops, r * c) for r, c in cells)
+    assert tiled == pytest.approx(warm + RATES.shape * len(set(cells)))  # set-up once a shape
+    both = set(cells) | {(c, r) for r, c in cells}  # the ensemble's rotations transpose them
+    assert speed.estimate_seconds(net, 100, 70, 32, ensemble=True) == pytest.approx(
+        8 * warm + RATES.shape * len(both))
 
 
 class Bar:
@@ -130,7 +133,7 @@ def test_calibration_is_cached_per_network_and_a_damaged_cache_is_remeasured(
     monkeypatch.setattr(speed, "_fastest", lambda fn, device, **kw: calls.append(1) or 0.01)
     first = speed.calibrate(net)
     n = len(calls)
-    assert n == 1 + len(speed.PROBE_SIDES)  # the attention probe, then one call per size
+    assert n == 1 + 2 * len(speed.PROBE_SIDES)  # the attention probe; per size cold, warm
     speed._RATES.clear()
     assert speed.calibrate(net) == first and len(calls) == n  # read from the file
     (tmp_path / "amms_lib" / "speed.json").write_text("{not json")
@@ -150,6 +153,15 @@ def test_fit_recovers_the_rates_of_a_made_up_machine(net):
     seconds = [RATES.seconds(flops, s * s) for s in speed.PROBE_SIDES]
     fit = speed.fit_rates(flops, speed.PROBE_SIDES, seconds, RATES.att)
     assert fit.conv == pytest.approx(RATES.conv) and fit.call == pytest.approx(RATES.call)
+
+
+def test_calibration_measures_the_first_call_at_a_new_shape(net, tmp_path, monkeypatch):
+    """First call at a size: warm time + set-up; the set-up is the median excess."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(speed, "_RATES", {})
+    times = iter([0.01] + [t for s in speed.PROBE_SIDES for t in (0.3 + s / 1e3, s / 1e3)])
+    monkeypatch.setattr(speed, "_fastest", lambda fn, device, **kw: next(times))
+    assert speed.calibrate(net).shape == pytest.approx(0.3)
 
 
 # --- the command line ----------------------------------------------------------------

@@ -1,0 +1,86 @@
+"""What tiling costs and buys: whole-image attention against LR tiles, on real images.
+
+    python benchmarks/upscale_tiles.py [--sets BSD100 Urban100] [--scales 2 4]
+        [--tiles 32 64 128 256] [--images 3] [--json benchmarks/results/upscale_tiles.json]
+
+For the shipped ``checkpoints/amms_x<s>.pt`` and the first ``--images`` images of each
+set, every setting (the whole image, then each tile with the default 16 px overlap)
+upscales the published LR once, timed, with its peak memory above the resident set before
+the call (``nonlocal_memory.peak_memory``: Linux's VmHWM), and scored on Y. A row gives,
+per setting, the mean seconds per image, the largest peak, the mean PSNR and its mean
+difference from the whole image's on the same images: what global attention buys over
+attention within a tile, in dB, against what it costs, in seconds. ``--tile auto``'s rule
+is read from this table (README). The estimate of ``amms_lib.speed`` is printed beside
+each time. Whole-image attention grows as N^2: the first Urban100 image at x2 is about
+a minute on 2 cores; start with ``--images 1``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from nonlocal_memory import peak_memory  # noqa: E402 (the sibling script: same measurement)
+
+from amms_lib import data, speed  # noqa: E402
+from amms_lib.checkpoint import checkpoints_dir, load_model  # noqa: E402
+from amms_lib.inference import OVERLAP, upscale  # noqa: E402
+from amms_lib.metrics import psnr  # noqa: E402
+from amms_lib.runtime import atomic_write  # noqa: E402
+
+MB = 1e6
+
+
+def measure(net, lr: np.ndarray, hr: np.ndarray, scale: int, tile: int | None) -> dict:
+    """One upscale: seconds, peak bytes, PSNR, and the estimate for it."""
+    out = {}
+    seconds, peak = peak_memory(lambda: out.setdefault("sr", upscale(net, lr, tile=tile)))
+    return {"seconds": seconds, "peak_mb": peak / MB, "psnr": psnr(out["sr"], hr, scale),
+            "estimate_s": speed.estimate_seconds(net, *lr.shape[:2], tile, OVERLAP)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sets", nargs="+", default=["BSD100", "Urban100"])
+    ap.add_argument("--scales", nargs="+", type=int, default=[2, 4])
+    ap.add_argument("--tiles", nargs="+", type=int, default=[32, 64, 128, 256])
+    ap.add_argument("--images", type=int, default=3, help="first N images of each set")
+    ap.add_argument("--json", help="write the rows here")
+    args = ap.parse_args()
+    rows = []
+    for scale in args.scales:
+        net, _ = load_model(checkpoints_dir() / f"amms_x{scale}.pt", scale=scale)
+        upscale(net, np.zeros((16, 16, 3), np.uint8))  # one-off allocations
+        speed.calibrate(net)
+        for set_name in args.sets:
+            names = data.list_images(set_name)[: args.images]
+            per = {t: [] for t in [None, *args.tiles]}
+            for name in names:
+                pair = data.load_pair(set_name, name, scale)
+                for tile in per:
+                    per[tile].append(measure(net, pair.lr, pair.hr, scale, tile))
+            whole = np.array([r["psnr"] for r in per[None]])
+            for tile, rs in per.items():
+                row = {"set": set_name, "scale": scale, "tile": tile, "images": names,
+                       "seconds": float(np.mean([r["seconds"] for r in rs])),
+                       "estimate_s": float(np.mean([r["estimate_s"] for r in rs])),
+                       "peak_mb": float(max(r["peak_mb"] for r in rs)),
+                       "psnr": float(np.mean([r["psnr"] for r in rs])),
+                       "psnr_vs_whole": float(np.mean([r["psnr"] for r in rs] - whole))}
+                rows.append(row)
+                print(f"{set_name:>9} x{scale} {str(tile or 'whole'):>6}: "
+                      f"{row['seconds']:7.2f} s/image (estimate {row['estimate_s']:6.2f}), "
+                      f"peak {row['peak_mb']:6.0f} MB, PSNR {row['psnr']:.3f} dB "
+                      f"({row['psnr_vs_whole']:+.4f} vs whole)", flush=True)
+    if args.json:
+        atomic_write(args.json, lambda f: f.write(json.dumps(
+            {"overlap": OVERLAP, "rows": rows}, indent=1)), mode="w")
+
+
+if __name__ == "__main__":
+    main()
