@@ -1,0 +1,87 @@
+"""Inference options on this CPU, measured against eager float32 in one process.
+
+    python benchmarks/inference_options.py [--checkpoint checkpoints/amms_x2.pt]
+        [--set Set14] [--rounds 2] [--json benchmarks/results/inference_options.json]
+
+Each option upscales the whole set (published LR, scale from the checkpoint) and is
+scored on Y: ``fp32`` (eager, the default), ``cl`` (channels-last), ``bf16`` (autocast:
+the convolutions in bf16; the non-local attention and the second-order statistics stay
+float32 by design, ``amms_lib.non_local``), ``cl+bf16``. Rounds alternate the options
+so that both see the same load; the fastest round counts. An option is worth keeping
+when it is faster and moves the set's PSNR by less than 0.01 dB (the issue's bar); the
+last column says so.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+
+from amms_lib import data
+from amms_lib.checkpoint import load_model
+from amms_lib.inference import to_image, to_tensor
+from amms_lib.metrics import psnr
+from amms_lib.runtime import atomic_write
+
+OPTIONS = ("fp32", "cl", "bf16", "cl+bf16")
+
+
+@torch.no_grad()
+def run(net, lrs: list[np.ndarray], option: str) -> tuple[float, list[np.ndarray]]:
+    """Seconds to upscale every LR image with ``option``, and the SR images."""
+    cl, bf16 = "cl" in option, "bf16" in option
+    model = net.to(memory_format=torch.channels_last) if cl else net.to(
+        memory_format=torch.contiguous_format)
+    out, t0 = [], time.perf_counter()
+    for lr in lrs:
+        x = to_tensor(lr)
+        x = x.contiguous(memory_format=torch.channels_last) if cl else x
+        ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext()
+        with ctx:
+            y = model(x)
+        out.append(to_image(y.float(), grey=lr.ndim == 2))
+    return time.perf_counter() - t0, out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--checkpoint", default="checkpoints/amms_x2.pt")
+    ap.add_argument("--set", default="Set14")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--json")
+    args = ap.parse_args()
+    net, meta = load_model(args.checkpoint)
+    scale = meta["scale"]
+    pairs = list(data.iter_pairs(args.set, scale))
+    lrs = [p.lr for p in pairs]
+    run(net, [lrs[0][:16, :16]], "cl+bf16")  # one-off set-up of every kernel kind
+    best = {o: float("inf") for o in OPTIONS}
+    scores = {}
+    for _ in range(args.rounds):
+        for option in OPTIONS:
+            seconds, srs = run(net, lrs, option)
+            best[option] = min(best[option], seconds)
+            scores[option] = float(np.mean([psnr(sr, p.hr, scale) for sr, p in zip(srs, pairs)]))
+    rows = []
+    print(f"{args.set} x{scale}, {len(pairs)} images, {torch.get_num_threads()} threads, "
+          f"fastest of {args.rounds} rounds")
+    print(f"{'option':<9}{'seconds':>9}{'speed-up':>10}{'PSNR':>9}{'vs fp32':>10}  keep?")
+    for option in OPTIONS:
+        gain, moved = best["fp32"] / best[option], scores[option] - scores["fp32"]
+        keep = option != "fp32" and gain > 1 and abs(moved) < 0.01
+        rows.append({"option": option, "seconds": best[option], "speedup": gain,
+                     "psnr": scores[option], "psnr_vs_fp32": moved, "keep": keep})
+        print(f"{option:<9}{best[option]:>9.2f}{gain:>9.2f}x{scores[option]:>9.3f}"
+              f"{moved:>+10.4f}  {'yes' if keep else '-'}")
+    if args.json:
+        atomic_write(args.json, lambda f: f.write(json.dumps(
+            {"checkpoint": args.checkpoint, "set": args.set, "scale": scale,
+             "threads": torch.get_num_threads(), "rows": rows}, indent=1)), mode="w")
+
+
+if __name__ == "__main__":
+    main()
