@@ -1,0 +1,224 @@
+"""Table 2 at an equal CPU budget: SRCNN, VDSR, LapSRN, MemNet and the compact AMMS,
+every row trained here on the same data for the same CPU time. Resumable.
+
+    python benchmarks/table2_cpu.py [--minutes 20] [--models srcnn vdsr lapsrn memnet amms]
+        [--lrs 2e-4 5e-4 1e-3] [--jobs 2] [--stop-minutes 150] [--register]
+        [--json benchmarks/results/table2_cpu.json]
+
+The budget is ``--minutes`` of the 2-core machine per network at x2, i.e. 2 x minutes of
+one core: the runs are single-threaded, two side by side (``--jobs 2``). Wall-clock
+minutes of runs that share cores are not comparable, so each network's budget is turned
+into steps by its own measured seconds per step (``measure_step_costs``: the runs' own
+command, one thread, short runs of all networks alternating so that all see the same
+load). Stages per network, each a finished run (fast recipe: warm-up, cosine to 0 over
+its steps):
+
+1. learning rate: each of ``--lrs`` for 1/8 of the budget, x2; the one with the best
+   final PSNR on the held-out split (``data.HELDOUT``, 5 images) wins. No test set is
+   ever used to choose;
+2. x2: the whole budget at that rate; the final weights are the result (no selection);
+3. x3 and x4: a quarter of the budget each, from the x2 weights (``--init-from``: every
+   tensor of matching shape; the upsampler is new). LapSRN's x4 is two x2 pyramid levels:
+   its second level starts from scratch, and its x3 level has a new transposed conv.
+
+Every final network is scored on whole Set5, Set14 and BSD100 (and written with its
+budget: steps, minutes, CPU-hours, parameters) in the results file, rewritten after
+every stage. ``--register`` copies the finished x2/x3/x4 weights into ``checkpoints/``
+(``scripts/register_run.py --last``), which keeps better weights already there.
+Runs go to ``runs/table2/<model>_x<s>[_lr<lr>]/``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from amms_lib import data
+from amms_lib.amms import AMMSConfig
+from amms_lib.runtime import atomic_write, repo_root
+
+MODELS = ("srcnn", "vdsr", "lapsrn", "memnet", "amms")
+KWARGS = {"amms": AMMSConfig.small_kwargs()}  # the others at their papers' sizes
+SETS = ("Set5", "Set14", "BSD100")
+RUNS = repo_root() / "runs" / "table2"
+SWEEP, UP = 1 / 8, 1 / 4  # fractions of the x2 budget: each lr tried; x3 and x4 each
+
+
+def run_dir(model: str, scale: int, lr: float | None = None) -> Path:
+    return RUNS / (f"{model}_x{scale}" + (f"_lr{lr:g}" if lr is not None else ""))
+
+
+def command(model: str, scale: int, lr: float, steps: int, out: Path,
+            init_from: Path | None = None) -> list[str]:
+    """The training command of one finished run of ``steps`` (one thread)."""
+    cmd = [sys.executable, "-m", "amms_lib.train", "--model", model, "--scale", str(scale),
+           "--model-kwargs", json.dumps(KWARGS.get(model, {})), "--recipe", "fast",
+           "--lr", str(lr), "--batch-size", "16", "--patch-size", str(32 * scale),
+           "--epochs", "1", "--iters-per-epoch", str(steps), "--val-every", "0",
+           "--val-set", data.HELDOUT, "--val-images", "5", "--workers", "0",
+           "--threads", "1", "--cpu-amp", "--channels-last", "--log-every", "50",
+           "--resume", "--out-dir", str(out)]
+    return cmd + (["--init-from", str(init_from)] if init_from else [])
+
+
+def measure_step_costs(models, steps: int = 20, rounds: int = 2) -> dict[str, float]:
+    """Seconds per training step of each network at x2, one thread, by the runs' own
+    command: short runs of every network alternate (so all see the same load); median."""
+    from amms_lib.checkpoint import read_checkpoint
+
+    times = {m: [] for m in models}
+    env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(rounds):
+            for m in models:
+                out = Path(tmp) / f"{m}_{r}"
+                subprocess.run(command(m, 2, 5e-4, steps, out), env=env, check=True,
+                               capture_output=True)
+                times[m].append(read_checkpoint(out / "last.pt")["seconds"] / steps)
+    return {m: statistics.median(t) for m, t in times.items()}
+
+
+def run_training(cmd: list[str], out: Path, steps: int, deadline: float) -> bool:
+    """Run (or resume) one training to its last step; False when stopped or failed."""
+    if (out / "last.pt").is_file() and _step(out) >= steps:
+        return True
+    left = (deadline - time.time()) / 60
+    if left < 1:
+        return False
+    out.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
+    extra = ["--stop-minutes", f"{left:.2f}"] if left != float("inf") else []
+    with open(out / "train.log", "a") as log:
+        proc = subprocess.run(cmd + extra, stdout=log, stderr=subprocess.STDOUT, env=env)
+    if proc.returncode != 0:
+        print(f"{out.name}: training failed (exit {proc.returncode}); see {out}/train.log",
+              flush=True)
+        return False
+    return _step(out) >= steps
+
+
+def _step(out: Path) -> int:
+    from amms_lib.train import read_metrics
+
+    log = read_metrics(out) if (out / "metrics.jsonl").is_file() else []
+    return log[-1]["step"] if log else 0
+
+
+def heldout_psnr(out: Path) -> float:
+    """The run's final validation on the held-out split (its last metrics line)."""
+    from amms_lib.train import read_metrics
+
+    return [r["psnr"] for r in read_metrics(out) if "psnr" in r][-1]
+
+
+def score(model: str, scale: int, out: Path) -> dict:
+    """Whole-image scores of a finished run's final weights, with its budget."""
+    import torch
+
+    from amms_lib.benchmark import evaluate_set
+    from amms_lib.checkpoint import load_model
+    from amms_lib.inference import upscale
+    from amms_lib.profile import count_parameters
+
+    torch.set_num_threads(1)
+    net, ckpt = load_model(out / "last.pt", model=model, scale=scale)
+    t0, sets, seconds = time.perf_counter(), {}, {}
+    for s in SETS:
+        t = time.perf_counter()
+        sets[s] = evaluate_set(lambda lr: upscale(net, lr), s, scale)
+        seconds[s] = (time.perf_counter() - t) / sets[s]["n_images"]  # scoring included
+    return {"model": model, "scale": scale, "lr": ckpt["config"]["lr"],
+            "steps": ckpt["step"], "train_minutes": round(ckpt["seconds"] / 60, 2),
+            "core_hours": round(ckpt["seconds"] / 3600, 3), "params": count_parameters(net),
+            "init_from": ckpt["config"].get("init_from", ""),
+            "seconds_per_image_1_thread": seconds,
+            "score_seconds": round(time.perf_counter() - t0, 1),
+            "sets": {s: {"psnr": v["psnr"], "ssim": v["ssim"]} for s, v in sets.items()}}
+
+
+def one_model(model: str, args, steps: int, deadline: float, results: dict, save) -> None:
+    """The three stages of one network (each skipped when already done)."""
+    sweep_steps = max(1, round(steps * SWEEP))
+    tried = {}
+    for lr in args.lrs:
+        out = run_dir(model, 2, lr)
+        if not run_training(command(model, 2, lr, sweep_steps, out), out, sweep_steps, deadline):
+            return
+        tried[lr] = heldout_psnr(out)
+    best = max(tried, key=tried.get)
+    results.setdefault(model, {})["lr_sweep"] = {
+        "steps": sweep_steps, "heldout_psnr": {f"{k:g}": v for k, v in tried.items()},
+        "chosen": best}
+    save()
+    x2 = run_dir(model, 2)
+    if not run_training(command(model, 2, best, steps, x2), x2, steps, deadline):
+        return
+    for scale, out, n, init in [(2, x2, steps, None),
+                                (3, run_dir(model, 3), round(steps * UP), x2 / "last.pt"),
+                                (4, run_dir(model, 4), round(steps * UP), x2 / "last.pt")]:
+        key = f"x{scale}"
+        if key in results[model]:
+            continue
+        if not run_training(command(model, scale, best, n, out, init), out, n, deadline):
+            return
+        results[model][key] = score(model, scale, out)
+        save()
+        row = results[model][key]
+        print(f"{model} x{scale}: {row['steps']} steps, {row['train_minutes']:.1f} min, "
+              + ", ".join(f"{s} {v['psnr']:.2f}" for s, v in row["sets"].items()), flush=True)
+        if args.register:
+            subprocess.run([sys.executable, str(repo_root() / "scripts" / "register_run.py"),
+                            str(out), "--last", "--command",
+                            "python benchmarks/table2_cpu.py " + " ".join(sys.argv[1:]),
+                            "--selection", "final weights of a fixed-step cosine run; lr "
+                            "chosen on the held-out split"], check=False)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--minutes", type=float, default=20.0,
+                    help="x2 budget per network, in minutes of the 2-core machine")
+    ap.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    ap.add_argument("--lrs", nargs="+", type=float, default=[2e-4, 5e-4, 1e-3])
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--stop-minutes", type=float, default=0.0)
+    ap.add_argument("--register", action="store_true")
+    ap.add_argument("--json", default=str(repo_root() / "benchmarks" / "results"
+                                          / "table2_cpu.json"))
+    args = ap.parse_args()
+    path = Path(args.json)
+    record = json.loads(path.read_text()) if path.is_file() else {}
+    if record.get("minutes") not in (None, args.minutes):
+        raise SystemExit(f"{path} holds a {record['minutes']}-minute study; pass --json "
+                         "another file for another budget")
+    deadline = time.time() + 60 * args.stop_minutes if args.stop_minutes else float("inf")
+    costs = record.get("seconds_per_step") or measure_step_costs(args.models)
+    steps = {m: max(1, round(2 * 60 * args.minutes / costs[m])) for m in args.models}
+    print("seconds per step (1 thread): " + ", ".join(f"{m} {costs[m]:.3f}" for m in costs)
+          + "; x2 steps: " + ", ".join(f"{m} {n}" for m, n in steps.items()), flush=True)
+    results = record.get("models", {})
+
+    def save():
+        atomic_write(path, lambda f: f.write(json.dumps({
+            "command": "python benchmarks/table2_cpu.py " + " ".join(sys.argv[1:]),
+            "minutes": args.minutes, "budget": "x2: minutes of 2 cores (2 x minutes of one "
+            "core, single-threaded runs), turned into steps by each network's measured "
+            f"seconds per step; lr sweep {SWEEP:g} of it per rate; x3, x4 {UP:g} each",
+            "seconds_per_step": costs, "steps_x2": steps, "models": results}, indent=1)),
+            "w")
+
+    save()
+    with ThreadPoolExecutor(args.jobs) as pool:
+        list(pool.map(lambda m: one_model(m, args, steps[m], deadline, results, save),
+                      args.models))
+
+
+if __name__ == "__main__":
+    main()
