@@ -371,7 +371,9 @@ def test_explorer_in_jupyterlab(page, lab):
     rgb = np.random.default_rng(1).integers(0, 256, (36, 52, 3), dtype=np.uint8)
     Image.fromarray(rgb).save(mine)
     fig_src, fig3 = image_bytes(page, ".amms-figure")
-    page.locator(".amms-upload input[type=file]").set_input_files(str(mine))
+    with page.expect_file_chooser() as chooser:  # the widget's input is not in the page
+        page.locator(".amms-upload").first.click()
+    chooser.value.set_files(str(mine))
     fig4 = changed(page, ".amms-figure", fig_src, "image uploaded")
     assert fig4 != fig3
     status = page.locator(".amms-status").inner_text()
