@@ -65,6 +65,21 @@ def peak_memory(fn) -> tuple[float, int]:
     return seconds, max(0, top - base)
 
 
+def fresh_process(script: str, args: list[str], show_stderr: bool = False,
+                  **env) -> list[dict] | str:
+    """Run ``script args`` in a fresh Python process (clean peak memory, failures
+    contained) with glibc returning freed blocks to the OS (``MALLOC_MMAP_THRESHOLD_``)
+    and ``env`` added; its JSON stdout lines, or the last stderr line when it failed."""
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", **env}
+    out = subprocess.run([sys.executable, str(script), *args], env=env, text=True,
+                         stdout=subprocess.PIPE,
+                         stderr=None if show_stderr else subprocess.PIPE)
+    if out.returncode != 0:
+        lines = (out.stderr or "").strip().splitlines()
+        return f"exit {out.returncode}: {lines[-1] if lines else 'see above'}"[:300]
+    return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+
+
 def step(net: NonLocalBlock, side: int, backward: bool):
     x = torch.randn(1, net.channels, side, side, requires_grad=backward)
 
@@ -103,14 +118,14 @@ def measure(specs: list[str], channels: int = 64, backward: bool = True,
 
     Without /proc (the peak cannot be reset) every spec gets its own process.
     """
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--channels", str(channels),
-           "--repeat", str(repeat)] + ([] if backward else ["--forward-only"])
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+    args = ["--channels", str(channels), "--repeat", str(repeat)] + (
+        [] if backward else ["--forward-only"])
     results = []
     for group in [specs] if CLEAR_REFS.exists() else [[s] for s in specs]:
-        out = subprocess.run(cmd + ["--worker", *group], env=env, check=True,
-                             capture_output=True, text=True)
-        results += [json.loads(line) for line in out.stdout.splitlines()]
+        rows = fresh_process(Path(__file__).resolve(), args + ["--worker", *group])
+        if isinstance(rows, str):
+            raise SystemExit(f"measuring {group} failed: {rows}")
+        results += rows
     return results
 
 

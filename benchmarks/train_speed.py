@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -33,8 +32,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from amms_lib.models import build_model
-from amms_lib.runtime import resolve_device
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from nonlocal_memory import fresh_process  # noqa: E402 (the sibling: one process harness)
+
+from amms_lib.models import build_model  # noqa: E402
+from amms_lib.runtime import resolve_device  # noqa: E402
 
 
 def peak_rss_mb() -> float:
@@ -132,15 +134,12 @@ def main() -> None:
     if args.json:
         argv.remove(args.json)
     for row in todo:  # a fresh process each: clean peak memory, failures contained
-        run = subprocess.run([sys.executable, __file__, *argv, "--one", row],
-                             capture_output=True, text=True)
-        if run.returncode:
-            lines = run.stderr.strip().splitlines()
-            why = lines[-1] if lines else f"exit status {run.returncode}"
-            rows.append({"mode": row, "error": why[:300]})
-            print(f"{row:<24}failed: {why[:200]}", flush=True)
+        got = fresh_process(__file__, [*argv, "--one", row])
+        if isinstance(got, str):
+            rows.append({"mode": row, "error": got})
+            print(f"{row:<24}failed: {got[:200]}", flush=True)
         else:
-            r = json.loads(run.stdout.strip().splitlines()[-1])
+            r = got[-1]
             first = next(x for x in rows + [r] if "it_s" in x)
             rows.append(r)
             print(f"{r['mode']:<24}{r['params']:>10,}{r['it_s']:>8.2f}"

@@ -24,14 +24,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import torch
-from nonlocal_memory import peak_memory  # the sibling script: same measurement
+from nonlocal_memory import fresh_process, peak_memory  # the sibling: same measurement
 
 from amms_lib import data
 from amms_lib.checkpoint import load_model, save_checkpoint
@@ -101,16 +98,10 @@ def worker(spec: dict) -> dict:
 def measure(spec: dict) -> dict:
     """``worker(spec)`` in a fresh Python process; the tool's progress bar is shown."""
     cli = spec["mode"] == "cli"
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
-    if not cli:
-        env["TQDM_DISABLE"] = "1"
-    out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker",
-                          json.dumps(spec)], env=env, text=True,
-                         stdout=subprocess.PIPE, stderr=None if cli else subprocess.PIPE)
-    if out.returncode != 0:
-        tail = ((out.stderr or "").strip().splitlines() or ["see above"])[-1]
-        return {**spec, "error": f"exit {out.returncode}: {tail}"}
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    quiet = {} if cli else {"TQDM_DISABLE": "1"}
+    rows = fresh_process(Path(__file__).resolve(), ["--worker", json.dumps(spec)],
+                         show_stderr=cli, **quiet)
+    return {**spec, "error": rows} if isinstance(rows, str) else rows[-1]
 
 
 def row(r: dict) -> str:
