@@ -245,14 +245,17 @@ def _budgets(max_bytes, max_seconds) -> str:
 def upscale(net: nn.Module, lr_img: np.ndarray, tile: int | str | None = None,
             overlap: int = OVERLAP, ensemble: bool = False,
             max_bytes: float | None = None, max_seconds: float | None = None,
-            progress: bool = False) -> np.ndarray:
+            progress: bool = False, bf16: bool = False) -> np.ndarray:
     """SR image of one uint8 LR image (H, W) or (H, W, 3), on the network's device.
 
     tile: LR core size for tiled inference (None: the whole image at once; "auto": see
     ``plan``); overlap: LR context pixels around each tile; ensemble: x8 self-ensemble;
     max_bytes, max_seconds: refuse (AmmsError suggesting ``--tile``) inputs estimated
     above them; progress: a bar in estimated seconds (``speed.progress``) for an image
-    estimated over ``speed.SHOW_ABOVE`` seconds.
+    estimated over ``speed.SHOW_ABOVE`` seconds; bf16: channels-last and bf16 autocast for
+    the convolutions (the non-local attention and second-order statistics stay float32),
+    faster on CPUs with AVX512-BF16 (``benchmarks/inference_options.py`` measures it);
+    the network is left channels-last.
     """
     from amms_lib import speed
 
@@ -267,7 +270,11 @@ def upscale(net: nn.Module, lr_img: np.ndarray, tile: int | str | None = None,
     device = next(net.parameters()).device
     fn = net if tile is None else (lambda x: forward_tiled(net, x, tile, overlap))
     x = to_tensor(lr_img, device)
+    if bf16:
+        net.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
     show = progress and seconds is not None and seconds > speed.SHOW_ABOVE
-    with speed.progress(net, seconds if show else None):
+    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+    with amp, speed.progress(net, seconds if show else None):
         y = self_ensemble(fn, x) if ensemble else fn(x)
-    return to_image(y, grey=lr_img.ndim == 2)
+    return to_image(y.float(), grey=lr_img.ndim == 2)

@@ -1,7 +1,7 @@
 """Upscale your own images: files or folders in, ``<stem>_x<scale>.png`` files out.
 
     python -m amms_lib.upscale INPUT... --scale {2,3,4}
-        [--checkpoint PATH | --model bicubic] [--tile N|auto] [--overlap N] [--ensemble]
+        [--checkpoint PATH | --model bicubic] [--tile N|auto] [--overlap N] [--ensemble] [--bf16]
         [--device auto] [--max-memory GB] [--max-seconds S] [--format png|same|jpg|bmp|tif]
         -o OUT
 
@@ -23,6 +23,9 @@
   ``--max-seconds`` (default 300) fails with the ``--tile`` that fits;
   ``--tile auto`` runs the whole image when it fits both budgets, else the largest tile
   that does, and says so.
+- ``--bf16``: bf16 autocast for the convolutions, channels-last; the non-local attention
+  and the second-order statistics stay float32 (``benchmarks/inference_options.py``
+  measures its speed and how far it moves PSNR). The time estimate stays float32's.
 - Exit status: 0 all written; 1 some inputs failed (one ``failed: FILE: why`` line
   each, the others still processed); 2 a setup error (``error: why``), e.g. a
   checkpoint for another scale, NaN weights, an output folder that cannot be made
@@ -116,7 +119,7 @@ def file_upscaler(args, device: torch.device):
             tqdm.write(f"{name}: {w}x{h} -> {args.scale * w}x{args.scale * h}, about "
                        f"{seconds:.0f} s ({how})", file=sys.stderr)
         return upscale(net, img, tile=tile, overlap=args.overlap, ensemble=args.ensemble,
-                       progress=not quiet)
+                       progress=not quiet, bf16=args.bf16)
     return network
 
 
@@ -244,6 +247,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help=f"LR context pixels around each tile (default {OVERLAP})")
     ap.add_argument("--ensemble", action="store_true",
                     help="x8 self-ensemble (8x slower)")
+    ap.add_argument("--bf16", action="store_true",
+                    help="bf16 autocast for the convolutions (attention stays float32): "
+                         "faster where the processor has bf16; outputs move slightly")
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     ap.add_argument("--max-memory", type=float, metavar="GB",
                     help="refuse images estimated above it (default: free memory)")

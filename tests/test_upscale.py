@@ -532,3 +532,17 @@ def test_a_lab_tiff_is_colour_without_alpha(tmp_path):
     lab.save(path)
     img = read_image(path, keep_alpha=True)
     assert img.shape == (8, 8, 3)  # its 'A' band is a colour axis, not alpha
+
+
+def test_bf16_inference_stays_close_to_float32(net, tmp_path, capsys, ckpt):
+    """--bf16: convolutions in bf16, attention float32; within 40 dB of the fp32 output
+    (a bf16 mantissa moves a pixel by at most a few levels), same shape, and the CLI flag."""
+    img = rand_img(40, 30)
+    exact = upscale(net, img)
+    fast = upscale(net, img, bf16=True)
+    assert fast.shape == exact.shape and psnr(fast, exact) > 40
+    net.to(memory_format=torch.contiguous_format)  # the fixture net, as other tests expect
+    src = save(tmp_path / "a.png", img)
+    rc, _ = cli(capsys, src, "--scale", 2, "--checkpoint", ckpt, "--bf16", "-o", tmp_path / "o")
+    out = read_image(tmp_path / "o" / "a_x2.png")
+    assert rc == 0 and out.shape == exact.shape and psnr(out, exact) > 40
