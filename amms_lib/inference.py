@@ -170,8 +170,8 @@ def check_bicubic_memory(h: int, w: int, channels: int, scale: int,
 
 
 def _refuse(need: float, max_bytes: float, h: int, w: int, how: str, hint: str) -> None:
-    raise AmmsError(f"{w}x{h} input needs about {need / GB:.1f} GB {how}, over the "
-                    f"{max_bytes / GB:.1f} GB memory budget; {hint}")
+    raise AmmsError(f"{w}x{h} input needs about {_bytes(need)} {how}, over the "
+                    f"{_bytes(max_bytes)} memory budget; {hint}")
 
 
 def available_memory(device: str | torch.device = "cpu") -> int:
@@ -202,41 +202,70 @@ def plan(net: nn.Module, h: int, w: int, tile: int | str | None = None,
 
     tile: an LR tile size, None (the whole image) or ``"auto"``: the whole image when it
     fits both budgets, else the largest of ``TILES`` that does. A given tile (or None)
-    over a budget raises AmmsError naming the ``--tile`` that fits. The seconds are
-    ``amms_lib.speed``'s estimate (None when ``max_seconds`` is None: no timing).
+    over a budget raises AmmsError saying what it needs and what fits both budgets (no
+    ``--tile``, a ``--tile``, or nothing). The seconds are ``amms_lib.speed``'s estimate
+    (None when ``max_seconds`` is None: no timing).
     """
     from amms_lib import speed
 
     def seconds(t):
         return speed.estimate_seconds(net, h, w, t, overlap, ensemble)
 
+    def memory(t):
+        return estimate_memory(net, h, w, t, overlap)
+
     def fits(t):
-        return ((max_bytes is None or estimate_memory(net, h, w, t, overlap) <= max_bytes)
+        return ((max_bytes is None or memory(t) <= max_bytes)
                 and (max_seconds is None or seconds(t) <= max_seconds))
 
+    timed = max_seconds is not None
+    candidates = [None, *(t for t in TILES if t < max(h, w))]
+    fit = next((t for t in candidates if fits(t)), "none")
     if tile == "auto":
-        tile = next((t for t in (None, *TILES) if (t is None or t < max(h, w)) and fits(t)),
-                    "none")
-        if tile == "none":
+        if fit == "none":
+            fastest = min(candidates, key=seconds) if timed else candidates[-1]
+            needs = ", ".join(([_bytes(memory(fastest))] if max_bytes is not None else [])
+                              + ([f"{seconds(fastest):.0f} s"] if timed else []))
+            what = f"--tile {fastest}" if fastest else "the whole image"
             raise AmmsError(f"{w}x{h} input fits no tile within the budgets "
-                            f"({_budgets(max_bytes, max_seconds)}); raise them")
-    elif max_bytes is not None:
-        check_memory(net, h, w, max_bytes, tile, overlap)
-    if max_seconds is None:
-        return tile, None
-    need = seconds(tile)
-    if need > max_seconds:
-        how = f"with --tile {tile}" if tile else "untiled"
-        fit = next((t for t in TILES if t < max(h, w) and fits(t)), None)
-        hint = (f"use --tile {fit} (about {seconds(fit):.0f} s) or --tile auto"
-                if fit else "no --tile fits it")
-        raise AmmsError(f"{w}x{h} input would take about {need:.0f} s {how}, over the "
-                        f"{max_seconds:g} s time budget; {hint}, or raise --max-seconds")
-    return tile, need
+                            f"({_budgets(max_bytes, max_seconds)}); the cheapest, {what}, "
+                            f"needs about {needs}: {_raise_hint(max_bytes, timed, ensemble)}")
+        tile = fit
+    how = f"with --tile {tile}" if tile else "untiled"
+    over = []
+    if max_bytes is not None and memory(tile) > max_bytes:
+        over.append(f"needs about {_bytes(memory(tile))} {how}, over the "
+                    f"{_bytes(max_bytes)} memory budget")
+    if timed and seconds(tile) > max_seconds:
+        over.append(f"would take about {seconds(tile):.0f} s {how}, over the "
+                    f"{max_seconds:g} s time budget")
+    if over:
+        about = (lambda t: f" (about {seconds(t):.0f} s)") if timed else (lambda t: "")
+        if fit is None:
+            hint = f"run it without --tile{about(None)}"
+        elif fit == "none":
+            hint = f"no --tile fits: {_raise_hint(max_bytes, timed, ensemble)}"
+        else:
+            hint = f"use --tile {fit}{about(fit)} or --tile auto"
+        raise AmmsError(f"{w}x{h} input " + ", and ".join(over) + f"; {hint}")
+    return tile, (seconds(tile) if timed else None)
+
+
+def _raise_hint(max_bytes, timed: bool, ensemble: bool) -> str:
+    """What a user can change when nothing fits the budgets."""
+    ways = (["free memory or raise --max-memory"] if max_bytes is not None else []) + (
+        ["raise --max-seconds"] if timed else []) + (
+        ["drop --ensemble (8x the time)"] if ensemble else [])
+    return ", ".join(ways) or "make the image smaller"
+
+
+def _bytes(n: float) -> str:
+    """``12 MB`` below a gigabyte, ``1.5 GB`` above: a budget never reads as 0.0 GB."""
+    return f"{n / GB:.1f} GB" if n >= GB else f"{max(n / 1e6, 0.1):.3g} MB"
 
 
 def _budgets(max_bytes, max_seconds) -> str:
-    parts = ([f"{max_bytes / GB:.1f} GB"] if max_bytes is not None else []) + \
+    parts = ([_bytes(max_bytes)] if max_bytes is not None else []) + \
         ([f"{max_seconds:g} s"] if max_seconds is not None else [])
     return ", ".join(parts)
 

@@ -29,8 +29,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import platform
+import sys
 import time
 import weakref
 from contextlib import contextmanager
@@ -126,24 +128,40 @@ def cache_path() -> Path:
     return Path(base) / "amms_lib" / "speed.json"
 
 
+def _valid(entry) -> Rates | None:
+    """A cache entry as Rates, or None unless every rate is a positive number (att may
+    be inf: no attention) and the overheads are finite and not negative."""
+    try:
+        r = Rates(**{k: float(entry[k]) for k in ("conv", "att", "call", "shape")})
+    except (KeyError, TypeError, ValueError, OverflowError):
+        return None
+    if any(isinstance(entry[k], bool) for k in ("conv", "att", "call", "shape")):
+        return None
+    ok = (math.isfinite(r.conv) and r.conv > 0 and r.att > 0 and not math.isnan(r.att)
+          and all(math.isfinite(v) and 0 <= v < 60 for v in (r.call, r.shape)))
+    return r if ok else None
+
+
 def _read_cache(path: Path) -> dict:
     try:
         data = json.loads(path.read_text())
         return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return {}  # missing or damaged: measured again and rewritten
 
 
-def fit_rates(flops: FlopModel, sides, seconds, att_rate: float) -> Rates:
-    """``R_conv`` and ``t_call`` by least squares on relative error, from the forward
-    times with the attention's share (at ``att_rate`` FLOP/s) taken out."""
+def fit_rates(flops: FlopModel, sides, seconds, att_rate: float, call: float) -> Rates:
+    """``R_conv`` by least squares on relative error, from the forward times with the
+    attention's share (at ``att_rate`` FLOP/s) and the per-call overhead ``call``
+    (measured on a 4x4 input, where the arithmetic is nothing) taken out."""
     n = [s * s for s in sides]
-    rest = np.array([t - flops.attention(k) / att_rate for t, k in zip(seconds, n)])
-    a = np.array([np.ones(len(n)), [flops.conv(k) for k in n]]).T / np.array(seconds)[:, None]
-    (call, inv_rate), *_ = np.linalg.lstsq(a, rest / np.array(seconds), rcond=None)
-    if inv_rate <= 0:  # noise: all the time to the convolutions
-        inv_rate, call = sum(seconds) / sum(flops.conv(k) for k in n), 0.0
-    return Rates(conv=float(1 / inv_rate), att=att_rate, call=max(float(call), 0.0))
+    c = np.array([flops.conv(k) for k in n])
+    t = np.array(seconds, dtype=float)
+    rest = t - call - np.array([flops.attention(k) / att_rate for k in n])
+    inv_rate = float((c * rest / t**2).sum() / (c**2 / t**2).sum())
+    if not inv_rate > 0:  # noise: all the time to the convolutions
+        inv_rate = float(t.sum() / c.sum())
+    return Rates(conv=1 / inv_rate, att=att_rate, call=call)
 
 
 @torch.no_grad()
@@ -194,19 +212,17 @@ def calibrate(net: nn.Module, refresh: bool = False) -> Rates:
     if not refresh and key in _RATES:
         return _RATES[key]
     cache = _read_cache(path)
-    if not refresh and isinstance(cache.get(key), dict):
-        try:
-            _RATES[key] = Rates(**{k: float(cache[key][k])
-                                   for k in ("conv", "att", "call", "shape")})
-            return _RATES[key]
-        except (KeyError, TypeError, ValueError):
-            pass
+    if not refresh and (cached := _valid(cache.get(key))) is not None:
+        _RATES[key] = cached
+        return cached
     was_training = net.training
     net.eval()
     try:
         att = attention_rate(net)
         dtype = next(net.parameters()).dtype
         net(torch.rand(1, 3, 16, 16, device=device, dtype=dtype))  # one-off set-up
+        tiny = torch.rand(1, 3, 4, 4, device=device, dtype=dtype)
+        call = _fastest(lambda: net(tiny), device, repeats=3)  # overhead, no arithmetic
         cold, seconds = [], []  # per size: its first call, then the fastest of three more
         for s in PROBE_SIDES:
             x = torch.rand(1, 3, s, s, device=device, dtype=dtype)
@@ -214,15 +230,16 @@ def calibrate(net: nn.Module, refresh: bool = False) -> Rates:
             seconds.append(_fastest(lambda: net(x), device, repeats=3, warm=False))
     finally:
         net.train(was_training)
-    rates = fit_rates(flop_model(net), PROBE_SIDES, seconds, att)
+    rates = fit_rates(flop_model(net), PROBE_SIDES, seconds, att, call)
     shape = float(np.median([max(c - t, 0.0) for c, t in zip(cold, seconds)]))
     rates = Rates(rates.conv, rates.att, rates.call, shape)
     cache[key] = {**asdict(rates), "sides": list(PROBE_SIDES), "seconds": seconds,
                   "first_call_seconds": cold, "measured": time.strftime("%Y-%m-%d %H:%M")}
     try:
         atomic_write(path, lambda f: f.write(json.dumps(cache, indent=1)), mode="w")
-    except OSError:
-        pass
+    except OSError as exc:
+        print(f"warning: cannot write the speed cache {path} ({exc.strerror or exc}); "
+              "every run will time the network again", file=sys.stderr)
     _RATES[key] = rates
     return rates
 

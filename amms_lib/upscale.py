@@ -254,7 +254,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--max-memory", type=float, metavar="GB",
                     help="refuse images estimated above it (default: free memory)")
     ap.add_argument("--max-seconds", type=float, default=MAX_SECONDS, metavar="S",
-                    help=f"refuse images estimated above it (default {MAX_SECONDS:g})")
+                    help=f"refuse images estimated above it (default {MAX_SECONDS:g}; "
+                         "inf: no limit)")
     ap.add_argument("--format", choices=FORMATS, default="png",
                     help="output format; 'same' keeps the input's")
     ap.add_argument("-o", "--output", required=True, metavar="OUT",
@@ -262,8 +263,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     if args.tile not in (None, "auto") and args.tile < 1 or args.overlap < 0:
         ap.error("--tile must be >= 1 or auto, and --overlap >= 0")
-    if not (math.isfinite(args.max_seconds) and args.max_seconds > 0):
-        ap.error(f"--max-seconds must be a positive number, got {args.max_seconds}")
+    if not args.max_seconds > 0:  # nan and <= 0 are refused; inf means no time limit
+        ap.error(f"--max-seconds must be a positive number of seconds (inf: no limit), got "
+                 f"{args.max_seconds}")
     if args.max_memory is not None and not (math.isfinite(args.max_memory)
                                             and args.max_memory > 0):
         ap.error(f"--max-memory must be a positive number of GB, got {args.max_memory}")

@@ -133,7 +133,7 @@ def test_calibration_is_cached_per_network_and_a_damaged_cache_is_remeasured(
     monkeypatch.setattr(speed, "_fastest", lambda fn, device, **kw: calls.append(1) or 0.01)
     first = speed.calibrate(net)
     n = len(calls)
-    assert n == 1 + 2 * len(speed.PROBE_SIDES)  # the attention probe; per size cold, warm
+    assert n == 2 + 2 * len(speed.PROBE_SIDES)  # attention and 4x4 probes; per size cold, warm
     speed._RATES.clear()
     assert speed.calibrate(net) == first and len(calls) == n  # read from the file
     (tmp_path / "amms_lib" / "speed.json").write_text("{not json")
@@ -151,7 +151,7 @@ def test_calibration_is_cached_per_network_and_a_damaged_cache_is_remeasured(
 def test_fit_recovers_the_rates_of_a_made_up_machine(net):
     flops = speed.flop_model(net)
     seconds = [RATES.seconds(flops, s * s) for s in speed.PROBE_SIDES]
-    fit = speed.fit_rates(flops, speed.PROBE_SIDES, seconds, RATES.att)
+    fit = speed.fit_rates(flops, speed.PROBE_SIDES, seconds, RATES.att, RATES.call)
     assert fit.conv == pytest.approx(RATES.conv) and fit.call == pytest.approx(RATES.call)
 
 
@@ -159,7 +159,8 @@ def test_calibration_measures_the_first_call_at_a_new_shape(net, tmp_path, monke
     """First call at a size: warm time + set-up; the set-up is the median excess."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.setattr(speed, "_RATES", {})
-    times = iter([0.01] + [t for s in speed.PROBE_SIDES for t in (0.3 + s / 1e3, s / 1e3)])
+    times = iter([0.01, 0.002] + [t for s in speed.PROBE_SIDES
+                                  for t in (0.3 + s / 1e3, s / 1e3)])
     monkeypatch.setattr(speed, "_fastest", lambda fn, device, **kw: next(times))
     assert speed.calibrate(net).shape == pytest.approx(0.3)
 
@@ -222,3 +223,59 @@ def test_bad_time_options_are_one_line(tmp_path, capsys, ckpt, argv, says):
     with pytest.raises(SystemExit) as exc:
         cli(capsys, src, "--scale", 2, "--checkpoint", ckpt, *argv, "-o", tmp_path / "o")
     assert exc.value.code == 2 and says in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("entry", [
+    {"conv": 0, "att": 1e9, "call": 0.01, "shape": 0.0},
+    {"conv": "nan", "att": 1e9, "call": 0.01, "shape": 0.0},
+    {"conv": -1e9, "att": 1e9, "call": 0.01, "shape": 0.0},
+    {"conv": True, "att": 1e9, "call": 0.01, "shape": 0.0},
+    {"conv": 1e9, "att": 0, "call": 0.01, "shape": 0.0},
+    {"conv": 1e9, "att": 1e9, "call": 1e308, "shape": 0.0},
+    {"conv": 1e9, "att": 1e9, "call": 0.01},
+])
+def test_a_cache_entry_that_is_not_a_rate_is_measured_again(net, tmp_path, monkeypatch,
+                                                             entry):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(speed, "_RATES", {})
+    path = tmp_path / "amms_lib" / "speed.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({speed.signature(net, torch.device("cpu")): entry}))
+    calls = []
+    monkeypatch.setattr(speed, "_fastest", lambda fn, device, **kw: calls.append(1) or 0.01)
+    rates = speed.calibrate(net)
+    assert calls and rates.conv > 0 and np.isfinite(rates.conv) and rates.call < 1
+
+
+def test_an_unwritable_cache_is_one_warning(net, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "file"))
+    (tmp_path / "file").write_text("not a folder")
+    monkeypatch.setattr(speed, "_RATES", {})
+    monkeypatch.setattr(speed, "_fastest", lambda fn, device, **kw: 0.01)
+    assert speed.calibrate(net).conv > 0
+    err = capsys.readouterr().err
+    assert err.count("warning: cannot write the speed cache") == 1
+
+
+def test_tiny_tiles_pay_the_per_call_overhead(net, known_rates):
+    """A 1-pixel tile means one network call per pixel: the estimate must say so."""
+    per_pixel = speed.estimate_seconds(net, 20, 20, tile=1, overlap=0)
+    assert per_pixel >= 400 * RATES.call
+
+
+def test_the_hints_name_what_fits_both_budgets(net, known_rates):
+    from amms_lib.inference import estimate_memory
+
+    whole = speed.estimate_seconds(net, 200, 200)
+    with pytest.raises(AmmsError, match="run it without --tile"):  # --tile 1 is the slow one
+        plan(net, 200, 200, 1, overlap=0, max_seconds=whole * 1.5)
+    tight = estimate_memory(net, 200, 200, 48) * 1.01  # only small tiles fit the memory ...
+    with pytest.raises(AmmsError, match="no --tile fits: free memory or raise --max-memory, "
+                                        "raise --max-seconds"):
+        plan(net, 200, 200, None, max_bytes=tight, max_seconds=1e-6)  # ... and none the time
+    need = estimate_memory(net, 200, 200)
+    assert need < 2e9  # so half of it is a budget under a gigabyte
+    with pytest.raises(AmmsError, match=r"over the [\d.]+ MB memory budget"):  # not "0.0 GB"
+        plan(net, 200, 200, None, max_bytes=need / 2)
+    with pytest.raises(AmmsError, match="drop --ensemble"):
+        plan(net, 200, 200, "auto", ensemble=True, max_seconds=1e-6)
