@@ -1,0 +1,100 @@
+"""Reconstructions to compare: every method's SR of one image, with scores and timings.
+
+``reconstruct`` takes a benchmark image (LR and HR from the data folder); ``reconstruct_lr``
+a user's own image, which is the LR input itself and has no HR, so no scores. Networks
+come from registered checkpoints (``amms_lib.checkpoint``); one without a checkpoint is
+listed under ``missing`` instead of failing. Drawing them is ``amms_lib.compare``'s job.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from amms_lib import data
+from amms_lib.checkpoint import find_checkpoint, load_registered
+from amms_lib.errors import AmmsError
+from amms_lib.inference import upscale
+from amms_lib.metrics import evaluate
+from amms_lib.models import METHODS
+from amms_lib.resize import imresize
+
+UPLOADS = "your image"  # the set name of a user's own images (no HR)
+
+
+def parse_methods(methods) -> list[str]:
+    """``"bicubic, vdsr"`` or a sequence -> a checked list without repeats, in order."""
+    names = methods.split(",") if isinstance(methods, str) else list(methods)
+    names = list(dict.fromkeys(m.strip().lower() for m in names if m.strip()))
+    bad = [m for m in names if m not in METHODS]
+    if bad:
+        raise AmmsError(f"unknown method(s) {', '.join(bad)}; "
+                        f"choose from {', '.join(METHODS)}")
+    return names
+
+
+def reconstruct(set_name: str, image: str, scale: int, methods=METHODS, device="cpu",
+                folder=None, nets: dict | None = None) -> dict:
+    """LR, HR and every method's SR of one image, with (PSNR, SSIM) and timings.
+
+    Returns ``{set, image, scale, lr_source, lr, hr, sr: {method: uint8},
+    scores: {method: (psnr, ssim)}, seconds: {method: s}, missing: [method]}``;
+    ``missing`` holds the networks with no registered checkpoint in ``folder``
+    (default ``checkpoints/``). ``nets`` caches loaded networks across calls.
+    """
+    pair = data.load_pair(set_name, image, scale)
+    rec = dict(set=set_name, image=pair.name, scale=scale, lr_source=pair.lr_source,
+               lr=pair.lr, hr=pair.hr, sr={}, scores={}, seconds={}, missing=[])
+    return _run_methods(rec, methods, device, folder, nets)
+
+
+def reconstruct_lr(lr_img: np.ndarray, name: str, scale: int, methods=METHODS,
+                   device="cpu", folder=None, nets: dict | None = None, say=None) -> dict:
+    """``reconstruct`` for a user's own image, the LR input itself: no HR, so ``hr`` is
+    None and ``scores`` empty. A network runs tiled when the memory estimate asks for it
+    (``inference.plan``, tile "auto"); ``say(text)`` hears each method's estimated
+    seconds before it runs (the status line of the explorer)."""
+    rec = dict(set=UPLOADS, image=name, scale=scale, lr_source="your upload", lr=lr_img,
+               hr=None, sr={}, scores={}, seconds={}, missing=[])
+    return _run_methods(rec, methods, device, folder, nets, say=say, tile="auto")
+
+
+def _run_methods(rec: dict, methods, device, folder, nets, say=None, tile=None) -> dict:
+    """Fill ``rec``'s sr, scores (when it has an HR), seconds and missing."""
+    from amms_lib.inference import available_memory, plan
+
+    nets, folder = ({} if nets is None else nets), folder and Path(folder)
+    lr_img, scale, hr_img = rec["lr"], rec["scale"], rec["hr"]
+    for m in parse_methods(methods):
+        t0 = time.perf_counter()
+        if m == "bicubic":
+            sr_img = imresize(lr_img, scale)
+        else:
+            if (m, scale) not in nets:  # None: no checkpoint, remembered as such
+                found = find_checkpoint(m, scale, folder)
+                nets[m, scale] = found and load_registered(m, scale, device, folder)[0]
+            net = nets[m, scale]
+            if net is None:
+                rec["missing"].append(m)
+                continue
+            t = tile
+            if say is not None:
+                t, seconds = plan(net, *lr_img.shape[:2], tile, max_bytes=available_memory(
+                    next(net.parameters()).device), max_seconds=float("inf"))
+                how = f"tiles of {t}" if t else "whole image"
+                say(f"{m} x{scale} on {rec['image']}: about {seconds:.0f} s ({how}) ...")
+                t0 = time.perf_counter()  # the time column: the upscale, not the estimate
+            sr_img = upscale(net, lr_img, tile=t)
+        rec["sr"][m], rec["seconds"][m] = sr_img, time.perf_counter() - t0
+        if hr_img is not None:
+            rec["scores"][m] = evaluate(sr_img, hr_img, scale)
+    return rec
+
+
+def sr_shape(rec: dict) -> tuple:
+    """Shape of the SR images of a reconstruction: the HR's, or scale x the LR's."""
+    if rec["hr"] is not None:
+        return rec["hr"].shape
+    h, w = rec["lr"].shape[:2]
+    return (rec["scale"] * h, rec["scale"] * w, *rec["lr"].shape[2:])
