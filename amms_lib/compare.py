@@ -19,7 +19,7 @@ from PIL import Image
 
 from amms_lib.errors import AmmsError
 from amms_lib.images import as_rgb
-from amms_lib.models import METHODS
+from amms_lib.models import METHODS  # noqa: F401 (compare.METHODS, as before)
 from amms_lib.reconstruct import (  # noqa: F401 (compare.reconstruct is the notebooks' name)
     UPLOADS,
     parse_methods,
