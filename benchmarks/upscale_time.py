@@ -9,6 +9,14 @@ LR side runs ``amms_lib.inference.upscale`` once on a random uint8 image (after 
 SIDE:TILE`` rows run tiled with the default overlap. The issue's bar: every ratio within
 1.5x (measured / estimated between 0.67 and 1.5) on 2 cores. Other jobs on the same cores
 move both numbers; the calibration is measured under the same load as the rows.
+
+Each row also gives the achieved GFLOP/s of the whole network (its FLOPs, attention
+included, over the measured seconds), and the attention kernel's rate beside the
+machine's fp32 peak: cores x clock x FLOPs per cycle per core. The clock is the TSC's
+(BogoMIPS / 2 from /proc/cpuinfo, the base clock: boost would raise the peak), and a
+core's FLOPs per cycle are 2 FMA units x 16 fp32 lanes (AVX-512) x 2 = 64 on AMD Zen 4/5
+and recent Intel server cores (``--flops-per-cycle`` for another CPU). A large fp32 matrix
+product (torch.mm, 2048^2) is printed too: the ceiling a real kernel reaches here.
 """
 from __future__ import annotations
 
@@ -32,6 +40,32 @@ def measure(net, side: int, tile: int | None) -> float:
     return time.perf_counter() - t
 
 
+def peak_gflops(flops_per_cycle: int) -> tuple[float, str]:
+    """fp32 peak of the cores torch uses: threads x TSC clock x FLOPs per cycle."""
+    try:
+        bogo = next(float(line.split(":")[1]) for line in open("/proc/cpuinfo")
+                    if line.lower().startswith("bogomips"))
+    except (OSError, StopIteration, ValueError):
+        return float("nan"), "clock unknown (no BogoMIPS in /proc/cpuinfo)"
+    ghz, cores = bogo / 2 / 1000, torch.get_num_threads()
+    return cores * ghz * flops_per_cycle, (f"{cores} cores x {ghz:.2f} GHz (BogoMIPS / 2) x "
+                                           f"{flops_per_cycle} FLOP/cycle")
+
+
+def gemm_gflops(n: int = 2048) -> float:
+    """Achieved GFLOP/s of one n x n fp32 matrix product (fastest of 3)."""
+    a, b = torch.rand(n, n), torch.rand(n, n)
+    torch.mm(a, b)
+    best = min(_timed(lambda: torch.mm(a, b)) for _ in range(3))
+    return 2 * n**3 / best / 1e9
+
+
+def _timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", default="checkpoints/amms_x2.pt")
@@ -39,6 +73,8 @@ def main() -> None:
     ap.add_argument("--tiled", nargs="*", default=["512:128", "1000:128"],
                     help="SIDE:TILE rows")
     ap.add_argument("--json", help="write the rows here")
+    ap.add_argument("--flops-per-cycle", type=int, default=64,
+                    help="fp32 FLOPs per cycle per core (64: AVX-512 with two FMA units)")
     args = ap.parse_args()
     net, _ = load_model(args.checkpoint)
     t = time.perf_counter()
@@ -46,21 +82,32 @@ def main() -> None:
     print(f"calibration {time.perf_counter() - t:.1f} s: convolutions "
           f"{rates.conv / 1e9:.1f} GFLOP/s, attention {rates.att / 1e9:.1f} GFLOP/s, "
           f"{rates.call * 1e3:.1f} ms per call; {torch.get_num_threads()} threads")
+    peak, how = peak_gflops(args.flops_per_cycle)
+    gemm = gemm_gflops()
+    print(f"fp32 peak {peak:.0f} GFLOP/s ({how}); a 2048^2 matrix product reaches {gemm:.0f} "
+          f"({gemm / peak:.0%}); the attention kernel {rates.att / 1e9:.0f} "
+          f"({rates.att / 1e9 / peak:.0%} of peak)")
+    flops = speed.flop_model(net)
     upscale(net, np.zeros((16, 16, 3), np.uint8))  # one-off allocations
     rows = [(side, None) for side in args.sides]
     rows += [tuple(int(v) for v in spec.split(":")) for spec in args.tiled]
     out = []
-    print(f"{'LR side':>8} {'tile':>5} {'estimate s':>11} {'measured s':>11} {'ratio':>6}")
+    print(f"{'LR side':>8} {'tile':>5} {'estimate s':>11} {'measured s':>11} {'ratio':>6}"
+          f"{'GFLOP/s':>9}{'of peak':>8}")
     for side, tile in rows:
         est = speed.estimate_seconds(net, side, side, tile, OVERLAP)
         got = measure(net, side, tile)
+        work = sum(flops.conv(r * c) + flops.attention(r * c)
+                   for r, c in speed.windows(side, side, tile, OVERLAP))
         out.append({"side": side, "tile": tile, "estimate_s": est, "measured_s": got,
-                    "ratio": got / est})
-        print(f"{side:>8} {tile or '-':>5} {est:>11.2f} {got:>11.2f} {got / est:>6.2f}")
+                    "ratio": got / est, "gflops": work / got / 1e9})
+        print(f"{side:>8} {tile or '-':>5} {est:>11.2f} {got:>11.2f} {got / est:>6.2f}"
+              f"{work / got / 1e9:>9.1f}{work / got / 1e9 / peak:>8.0%}")
     worst = max(max(r["ratio"], 1 / r["ratio"]) for r in out)
     print(f"worst ratio {worst:.2f}x (bar: 1.5x)")
     if args.json:
         record = {"checkpoint": args.checkpoint, "threads": torch.get_num_threads(),
+                  "peak_gflops": peak, "peak_how": how, "gemm_gflops": gemm,
                   "rates": {"conv_gflops": rates.conv / 1e9, "att_gflops": rates.att / 1e9,
                             "call_ms": rates.call * 1e3}, "rows": out, "worst": worst}
         atomic_write(args.json, lambda f: f.write(json.dumps(record, indent=1)), mode="w")
