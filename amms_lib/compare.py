@@ -46,9 +46,8 @@ def make_box(shape, top: float = 0.3, left: float = 0.3, size: int = 48) -> tupl
     check_box(top, left, size)
     h, w = shape[:2]
     s = int(max(1, min(size, h, w)))
-    y = int(round(np.clip(top, 0, 1) * (h - s)))
-    x = int(round(np.clip(left, 0, 1) * (w - s)))
-    return y, x, s, s
+    # the same box as centred_box's with its centre at top * (h - s) + s / 2 (one rule)
+    return centred_box(shape, (top * (h - s) + s / 2) / h, (left * (w - s) + s / 2) / w, s)
 
 
 def zoom_crops(images: dict, box) -> dict:
