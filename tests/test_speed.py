@@ -108,21 +108,23 @@ def test_plan_refuses_over_the_time_budget_and_names_a_tile_that_fits(net, known
     assert plan(net, 300, 300, max_seconds=whole * 2) == (None, pytest.approx(whole))
 
 
-def test_auto_tile_is_the_whole_image_if_it_fits_else_the_largest_tile_that_does(
-        net, known_rates):
-    whole = speed.estimate_seconds(net, 300, 300)
-    assert plan(net, 300, 300, "auto", max_seconds=whole * 1.01)[0] is None
-    tile, seconds = plan(net, 300, 300, "auto", max_seconds=whole / 2)
-    assert tile in TILES and seconds <= whole / 2
-    bigger = [t for t in TILES if tile < t < 300]
-    assert all(speed.estimate_seconds(net, 300, 300, t) > whole / 2 for t in bigger)
+def test_auto_tile_is_the_fastest_setting_that_fits_both_budgets(net, known_rates):
+    options = [None, *(t for t in TILES if t < 300)]
+    est = {t: speed.estimate_seconds(net, 300, 300, t) for t in options}
+    tile, seconds = plan(net, 300, 300, "auto", max_seconds=1e9)
+    assert tile == min(est, key=est.get) and seconds == pytest.approx(min(est.values()))
+    limit = sorted(est.values())[1] * 1.001  # the fastest two fit: the fastest is chosen
+    assert plan(net, 300, 300, "auto", max_seconds=limit)[0] == min(est, key=est.get)
+    assert plan(net, 300, 300, "auto")[0] is None  # untimed: the whole image if it fits
     with pytest.raises(AmmsError, match="fits no tile"):
         plan(net, 300, 300, "auto", max_seconds=1e-9)
     # the memory budget counts too: the whole image would fit the time, not the memory
     from amms_lib.inference import estimate_memory
     budget = estimate_memory(net, 300, 300, 128)
     assert estimate_memory(net, 300, 300) > budget
-    assert plan(net, 300, 300, "auto", max_bytes=budget, max_seconds=whole * 2)[0] == 128
+    fit = [t for t in options if estimate_memory(net, 300, 300, t) <= budget]
+    chosen = plan(net, 300, 300, "auto", max_bytes=budget, max_seconds=1e9)[0]
+    assert chosen is not None and chosen == min(fit, key=est.get)
 
 
 def test_calibration_is_cached_per_network_and_a_damaged_cache_is_remeasured(
