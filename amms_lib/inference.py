@@ -223,11 +223,11 @@ def plan(net: nn.Module, h: int, w: int, tile: int | str | None = None,
 
     timed = max_seconds is not None
     candidates = [None, *(t for t in TILES if t < max(h, w))]
-    fit = next((t for t in candidates if fits(t)), "none")  # the hint: least tiling that fits
+    fitting = [t for t in candidates if fits(t)]  # each setting estimated once
+    fit = fitting[0] if fitting else "none"  # the hint: the least tiling that fits
     if tile == "auto":  # the fastest that fits; the whole image when nothing is timed
-        fitting = [t for t in candidates if fits(t)]
-        if fitting:
-            fit = min(fitting, key=seconds) if timed else fitting[0]
+        if fitting and timed:
+            fit = min(fitting, key=seconds)
         if fit == "none":
             fastest = min(candidates, key=seconds) if timed else candidates[-1]
             needs = ", ".join(([_bytes(memory(fastest))] if max_bytes is not None else [])
