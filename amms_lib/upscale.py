@@ -107,7 +107,7 @@ def file_upscaler(args, device: torch.device):
     net, _ = load_model(args.checkpoint, scale=args.scale, device=device)
     budget = (available_memory(device) if args.max_memory is None
               else args.max_memory * GB)
-    quiet = os.environ.get("TQDM_DISABLE", "0") not in ("", "0")
+    quiet = progress_off()
 
     def network(img, name: str):
         h, w = img.shape[:2]
@@ -189,7 +189,7 @@ def _run_locked(args, fn, out_dir: Path) -> int:
         report(name, why)
     inputs = {p.resolve() for p in files}
     written: dict[Path, Path] = {}  # output -> its input
-    quiet = os.environ.get("TQDM_DISABLE", "0") not in ("", "0")  # else: off if no TTY
+    quiet = progress_off()
     n_failed = len(bad)
     try:
         for src in tqdm(files, desc=f"x{args.scale}", unit="img", disable=quiet or None):
@@ -271,6 +271,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                             and args.max_memory > 0):
         ap.error(f"--max-memory must be a positive number of GB, got {args.max_memory}")
     return args
+
+
+def progress_off() -> bool:
+    """Whether TQDM_DISABLE asks for no bars (else a bar shows when there is a TTY)."""
+    return os.environ.get("TQDM_DISABLE", "0") not in ("", "0")
 
 
 def tile_arg(text: str) -> int | str:
