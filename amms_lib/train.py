@@ -59,6 +59,7 @@ from amms_lib.runtime import (
     FolderLock,
     atomic_write,
     cli,
+    cpu_bf16,
     resolve_device,
     seed_everything,
     stale_temp_files,
@@ -223,6 +224,20 @@ def val_set_name(cfg: TrainConfig) -> str:
     return cfg.val_set
 
 
+def use_autocast(cfg: TrainConfig, device: torch.device, say: bool = False) -> bool:
+    """bf16 autocast for this run: on CUDA whenever ``cfg.amp``; on the CPU only with
+    ``cfg.cpu_amp`` and a CPU that computes bf16 natively (``runtime.cpu_bf16``), since
+    emulated bf16 is several times slower than float32 (``say``: print that once)."""
+    if not cfg.amp or (device.type != "cuda" and not cfg.cpu_amp):
+        return False
+    if device.type == "cuda" or cpu_bf16():
+        return True
+    if say:
+        print("--cpu-amp: this CPU has no native bf16 (AVX512-BF16 or AMX), where autocast "
+              "runs several times slower than float32; training in float32", file=sys.stderr)
+    return False
+
+
 def measure_step_seconds(cfg: TrainConfig, steps: int = 3) -> float:
     """Seconds one training step of ``cfg`` takes on its device, measured on random
     batches of its shape after one warm-up step (the network, optimizer and settings of
@@ -241,7 +256,7 @@ def measure_step_seconds(cfg: TrainConfig, steps: int = 3) -> float:
     hr_b = torch.rand(cfg.batch_size, 3, p, p, device=device)
     if channels_last:
         lr_b = lr_b.contiguous(memory_format=torch.channels_last)
-    amp = cfg.amp and (device.type == "cuda" or cfg.cpu_amp)
+    amp = use_autocast(cfg, device)
     train_step(net, opt, lr_b, hr_b, amp)  # warm-up: allocations, kernel selection
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -287,7 +302,8 @@ def mode_config(quick: bool, model: str = "amms", scale: int = 2, *, channels: i
         batch_size=batch_size or 16, patch_size=patch_size or (32 * scale if quick else 192),
         lr=lr or (5e-4 if recipe == "fast" else 1e-4), recipe=recipe, lr_step_epochs=200,
         val_every=100 if quick else 1000, val_images=2 if quick else 0,
-        cpu_amp=amp and quick, channels_last=quick, workers=0 if quick else 4, amp=amp,
+        cpu_amp=amp and quick and cpu_bf16(), channels_last=quick,
+        workers=0 if quick else 4, amp=amp,
         log_every=5, train_sets=TRAIN_SETS if data.data_root() else (data.BUILTIN,), **fields)
     cfg.check()
     return cfg
@@ -611,7 +627,7 @@ def _train_locked(cfg, files, out: Path, rank: int, world: int, device, stop_aft
                   f"{step}); raise --max-minutes to train on", file=sys.stderr)
         return {"step": step, "best_psnr": best, "seconds": round(spent, 1)}
     loader = _loader(cfg, files, step, stop, spent, rank, world, device)
-    amp = cfg.amp and (device.type == "cuda" or cfg.cpu_amp)
+    amp = use_autocast(cfg, device, say=main_proc)
     bar = tqdm(total=None if cfg.max_minutes else stop - step, desc=f"{cfg.model} x{cfg.scale}",
                **({} if main_proc else {"disable": True}))  # TQDM_DISABLE=1 works too
     t0, seen, val_seconds = time.perf_counter(), 0, 0.0  # validation is not training time

@@ -47,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ablation_stats import analyse  # noqa: E402
 
 from amms_lib import data  # noqa: E402
-from amms_lib.runtime import atomic_write, repo_root  # noqa: E402
+from amms_lib.runtime import atomic_write, cpu_bf16, repo_root  # noqa: E402
 
 # The compact width with each idea given a fair size: the second-order MLP 32 -> 8 -> 32
 # (SAN's reduction 16 would leave 2 hidden units at 32 channels) and the non-local
@@ -66,6 +66,11 @@ VARIANTS = {  # name -> the ideas switched on
 EQUAL_MINUTES = "none@all-minutes"  # all-off for the minutes all-on took (same seed)
 TEST_SETS = ("Set5", "Set14", "BSD100")
 RUNS = repo_root() / "runs" / "ablation"
+
+
+def precision() -> str:
+    """What the runs' ``--cpu-amp`` gives on this machine (``train.use_autocast``)."""
+    return "bf16 autocast" if cpu_bf16() else "float32 (this CPU has no native bf16)"
 
 
 def model_kwargs(variant: str) -> dict:
@@ -93,6 +98,8 @@ def train_command(variant: str, seed: int, args, steps: int) -> list[str]:
 
 def score(variant: str, seed: int) -> dict:
     """Whole-image scores of a finished run's final weights (no selection)."""
+    import torch
+
     from amms_lib.benchmark import evaluate_set
     from amms_lib.checkpoint import load_model
     from amms_lib.inference import upscale
@@ -111,6 +118,7 @@ def score(variant: str, seed: int) -> dict:
             "train_minutes": round(ckpt["seconds"] / 60, 3),
             "it_s": [r["it_s"] for r in log if "it_s" in r][-1],
             "score_seconds": round(time.perf_counter() - t0, 1),
+            "precision": precision(), "cpu": torch.cpu.get_capabilities()["cpu_name"],
             "sets": {k: {"psnr": v["psnr"], "ssim": v["ssim"], "per_image": v["per_image"]}
                      for k, v in sets.items()}}
 
@@ -257,6 +265,8 @@ def main() -> None:
     args.threads_record = old.get("threads")
     # runs already in the results file count as done, so the study resumes on a new machine
     args.known = {(r["variant"], r["seed"]): r for r in old.get("runs", [])}
+    for r in args.known.values():  # runs before this field: all trained on AVX512-BF16 CPUs
+        r.setdefault("precision", "bf16 autocast")
     # the equal-minutes budget is measured once and kept, so that every seed shares it
     args.cost = old.get("equal_minutes") or measure_cost_ratio()
     args.equal_steps = round(args.steps * args.cost["ratio"])
