@@ -70,8 +70,18 @@ def effect(record: dict, with_v: str, without_v: str, name: str) -> dict | None:
     diffs = [a[s]["sets"][name]["psnr"] - b[s]["sets"][name]["psnr"] for s in seeds]
     per_image = [a[s]["sets"][name]["per_image"][k][0] - b[s]["sets"][name]["per_image"][k][0]
                  for s in seeds for k in a[s]["sets"][name]["per_image"]]
+    # a pair trained in different precisions (bf16 autocast vs float32, on different CPUs)
+    # mixes that change into the effect: say which, and the effect without those seeds
+    mixed = [s for s in seeds if _precision(a[s]) != _precision(b[s])]
+    same = [d for s, d in zip(seeds, diffs) if s not in mixed]
     return {**interval(diffs), "seeds": seeds, "per_seed": diffs,
-            "images_improved": sum(d > 0 for d in per_image) / len(per_image)}
+            "images_improved": sum(d > 0 for d in per_image) / len(per_image),
+            **({"mixed_precision_seeds": mixed, "same_precision": interval(same)}
+               if mixed and same else {})}
+
+
+def _precision(run: dict) -> str:
+    return run.get("precision", "bf16 autocast")
 
 
 def analyse(record: dict) -> dict:
@@ -121,6 +131,11 @@ def markdown(record: dict) -> str:
                     break
                 ci = (f" [{e['ci95'][0]:+.3f}, {e['ci95'][1]:+.3f}]"
                       + (" **resolved**" if e["resolved"] else "")) if e["ci95"] else " (1 seed)"
+                if "same_precision" in e:  # the seeds whose pair shares a precision
+                    same = e["same_precision"]
+                    ci += f"; same precision {same['mean']:+.3f}" + (
+                        f" [{same['ci95'][0]:+.3f}, {same['ci95'][1]:+.3f}]" if same["ci95"]
+                        else " (1 seed)")
                 cells.append(f"{e['mean']:+.3f}{ci}")
             if len(cells) == len(sets):
                 lines.append(f"| {idea} | {end} ({with_v} - {without_v}) | "

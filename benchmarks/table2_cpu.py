@@ -25,7 +25,10 @@ Every final network is scored on whole Set5, Set14 and BSD100 (and written with 
 budget: steps, minutes, CPU-hours, parameters) in the results file, rewritten after
 every stage. ``--register`` copies the finished x2/x3/x4 weights into ``checkpoints/``
 (``scripts/register_run.py --last``), which keeps better weights already there.
-Runs go to ``runs/table2/<model>_x<s>[_lr<lr>]/``.
+Runs go to ``runs/table2/<model>_x<s>[_lr<lr>]/``; every finished stage is in the results
+file and each x2 network's weights in ``benchmarks/results/table2_x2/``, so the study
+goes on across machines (commit both). ``--cpu-amp`` falls back to float32 on a CPU without
+native bf16 (``train.use_autocast``); the record says which CPU scored each row.
 """
 from __future__ import annotations
 
@@ -42,12 +45,14 @@ from pathlib import Path
 
 from amms_lib import data
 from amms_lib.amms import AMMSConfig
+from amms_lib.checkpoint import register
 from amms_lib.runtime import atomic_write, repo_root
 
 MODELS = ("srcnn", "vdsr", "lapsrn", "memnet", "amms")
 KWARGS = {"amms": AMMSConfig.small_kwargs()}  # the others at their papers' sizes
 SETS = ("Set5", "Set14", "BSD100")
 RUNS = repo_root() / "runs" / "table2"
+KEPT = repo_root() / "benchmarks" / "results" / "table2_x2"  # x2 weights, for resuming
 SWEEP, UP = 1 / 8, 1 / 4  # fractions of the x2 budget: each lr tried; x3 and x4 each
 
 
@@ -140,39 +145,53 @@ def score(model: str, scale: int, out: Path) -> dict:
             "init_from": ckpt["config"].get("init_from", ""),
             "seconds_per_image_1_thread": seconds,
             "score_seconds": round(time.perf_counter() - t0, 1),
+            "cpu": torch.cpu.get_capabilities()["cpu_name"],
             "sets": {s: {"psnr": v["psnr"], "ssim": v["ssim"]} for s, v in sets.items()}}
+
+
+def kept_x2(model: str) -> Path | None:
+    """The x2 weights x3 and x4 start from: the run's, or the copy kept in the repository
+    (``KEPT``) so that a new machine goes on where the committed results stop."""
+    for path in (run_dir(model, 2) / "last.pt", KEPT / f"{model}_x2.pt"):
+        if path.is_file():
+            return path
+    return None
 
 
 def one_model(model: str, args, steps: int, deadline: float, results: dict, save) -> None:
     """The three stages of one network (each skipped when already done)."""
-    sweep_steps = max(1, round(steps * SWEEP))
-    tried = {}
-    for lr in args.lrs:
-        out = run_dir(model, 2, lr)
-        if not run_training(command(model, 2, lr, sweep_steps, out), out, sweep_steps, deadline):
-            return
-        tried[lr] = heldout_psnr(out)
-    best = max(tried, key=tried.get)
-    results.setdefault(model, {})["lr_sweep"] = {
-        "steps": sweep_steps, "heldout_psnr": {f"{k:g}": v for k, v in tried.items()},
-        "chosen": best}
-    save()
-    x2 = run_dir(model, 2)
-    if not run_training(command(model, 2, best, steps, x2), x2, steps, deadline):
-        return
-    for scale, out, n, init in [(2, x2, steps, None),
-                                (3, run_dir(model, 3), round(steps * UP), x2 / "last.pt"),
-                                (4, run_dir(model, 4), round(steps * UP), x2 / "last.pt")]:
-        key = f"x{scale}"
-        if key in results[model]:
+    row = results.setdefault(model, {})
+    if "lr_sweep" not in row:
+        sweep_steps, tried = max(1, round(steps * SWEEP)), {}
+        for lr in args.lrs:
+            out = run_dir(model, 2, lr)
+            if not run_training(command(model, 2, lr, sweep_steps, out), out, sweep_steps,
+                                deadline):
+                return
+            tried[lr] = heldout_psnr(out)
+        row["lr_sweep"] = {"steps": sweep_steps, "chosen": max(tried, key=tried.get),
+                           "heldout_psnr": {f"{k:g}": v for k, v in tried.items()}}
+        save()
+    best = row["lr_sweep"]["chosen"]
+    for scale, n in [(2, steps), (3, max(1, round(steps * UP))), (4, max(1, round(steps * UP)))]:
+        key, out = f"x{scale}", run_dir(model, scale)
+        if key in row:
             continue
+        init = None if scale == 2 else kept_x2(model)
+        if scale > 2 and init is None:
+            print(f"{model} x{scale}: no x2 weights to start from (neither {run_dir(model, 2)} "
+                  f"nor {KEPT}); delete its x2 row to train it again", flush=True)
+            return
         if not run_training(command(model, scale, best, n, out, init), out, n, deadline):
             return
-        results[model][key] = score(model, scale, out)
+        row[key] = score(model, scale, out)
+        if scale == 2:  # kept with its record, for x3 and x4 on another machine
+            register(out / "last.pt", command="python benchmarks/table2_cpu.py", folder=KEPT,
+                     data="T91+BSD200 without data.HELDOUT", notes="x2 start of x3/x4")
         save()
-        row = results[model][key]
-        print(f"{model} x{scale}: {row['steps']} steps, {row['train_minutes']:.1f} min, "
-              + ", ".join(f"{s} {v['psnr']:.2f}" for s, v in row["sets"].items()), flush=True)
+        print(f"{model} x{scale}: {row[key]['steps']} steps, {row[key]['train_minutes']:.1f} "
+              "min, " + ", ".join(f"{s} {v['psnr']:.2f}" for s, v in row[key]["sets"].items()),
+              flush=True)
         if args.register:
             subprocess.run([sys.executable, str(repo_root() / "scripts" / "register_run.py"),
                             str(out), "--last", "--command",

@@ -15,7 +15,8 @@ included, over the measured seconds), and the attention kernel's rate beside the
 machine's fp32 peak: cores x clock x FLOPs per cycle per core. The clock is the TSC's
 (BogoMIPS / 2 from /proc/cpuinfo, the base clock: boost would raise the peak), and a
 core's FLOPs per cycle are 2 FMA units x 16 fp32 lanes (AVX-512) x 2 = 64 on AMD Zen 4/5
-and recent Intel server cores (``--flops-per-cycle`` for another CPU). A large fp32 matrix
+and recent Intel server cores, 32 with AVX2 (Zen 2/3), read from the CPU's flags
+(``--flops-per-cycle`` to override). A large fp32 matrix
 product (torch.mm, 2048^2) is printed too: the ceiling a real kernel reaches here.
 """
 from __future__ import annotations
@@ -38,6 +39,12 @@ def measure(net, side: int, tile: int | None) -> float:
     t = time.perf_counter()
     upscale(net, img, tile=tile)
     return time.perf_counter() - t
+
+
+def flops_per_cycle() -> int:
+    """2 FMA units x fp32 lanes (16 with AVX-512, 8 with AVX2) x 2 FLOPs per FMA."""
+    caps = torch.cpu.get_capabilities()
+    return 64 if caps.get("avx512_f") else 32 if caps.get("fma3") else 8
 
 
 def peak_gflops(flops_per_cycle: int) -> tuple[float, str]:
@@ -73,8 +80,9 @@ def main() -> None:
     ap.add_argument("--tiled", nargs="*", default=["512:128", "1000:128"],
                     help="SIDE:TILE rows")
     ap.add_argument("--json", help="write the rows here")
-    ap.add_argument("--flops-per-cycle", type=int, default=64,
-                    help="fp32 FLOPs per cycle per core (64: AVX-512 with two FMA units)")
+    ap.add_argument("--flops-per-cycle", type=int, default=flops_per_cycle(),
+                    help="fp32 FLOPs per cycle per core (default from the CPU's flags: 64 "
+                         "with AVX-512, 32 with AVX2 + FMA, two FMA units either way)")
     args = ap.parse_args()
     net, _ = load_model(args.checkpoint)
     t = time.perf_counter()
