@@ -26,7 +26,7 @@ budget: steps, minutes, CPU-hours, parameters) in the results file, rewritten af
 every stage. ``--register`` copies the finished x2/x3/x4 weights into ``checkpoints/``
 (``scripts/register_run.py --last``), which keeps better weights already there.
 Runs go to ``runs/table2/<model>_x<s>[_lr<lr>]/``; every finished stage is in the results
-file and each x2 network's weights in ``benchmarks/results/table2_x2/``, so the study
+file and each x2 network's weights beside it (``table2_cpu_x2/``), so the study
 goes on across machines (commit both). ``--cpu-amp`` falls back to float32 on a CPU without
 native bf16 (``train.use_autocast``); the record says which CPU scored each row.
 """
@@ -52,7 +52,6 @@ MODELS = ("srcnn", "vdsr", "lapsrn", "memnet", "amms")
 KWARGS = {"amms": AMMSConfig.small_kwargs()}  # the others at their papers' sizes
 SETS = ("Set5", "Set14", "BSD100")
 RUNS = repo_root() / "runs" / "table2"
-KEPT = repo_root() / "benchmarks" / "results" / "table2_x2"  # x2 weights, for resuming
 SWEEP, UP = 1 / 8, 1 / 4  # fractions of the x2 budget: each lr tried; x3 and x4 each
 
 
@@ -149,10 +148,16 @@ def score(model: str, scale: int, out: Path) -> dict:
             "sets": {s: {"psnr": v["psnr"], "ssim": v["ssim"]} for s, v in sets.items()}}
 
 
-def kept_x2(model: str) -> Path | None:
-    """The x2 weights x3 and x4 start from: the run's, or the copy kept in the repository
-    (``KEPT``) so that a new machine goes on where the committed results stop."""
-    for path in (run_dir(model, 2) / "last.pt", KEPT / f"{model}_x2.pt"):
+def kept_dir(results_file) -> Path:
+    """Where each x2 network is kept beside the results (``table2_cpu.json`` ->
+    ``table2_cpu_x2/``), so that a new machine goes on where the committed results stop."""
+    path = Path(results_file)
+    return path.with_name(f"{path.stem}_x2")
+
+
+def kept_x2(model: str, kept: Path) -> Path | None:
+    """The x2 weights x3 and x4 start from: the run's, else the copy kept in ``kept``."""
+    for path in (run_dir(model, 2) / "last.pt", kept / f"{model}_x2.pt"):
         if path.is_file():
             return path
     return None
@@ -177,17 +182,18 @@ def one_model(model: str, args, steps: int, deadline: float, results: dict, save
         key, out = f"x{scale}", run_dir(model, scale)
         if key in row:
             continue
-        init = None if scale == 2 else kept_x2(model)
+        init = None if scale == 2 else kept_x2(model, kept_dir(args.json))
         if scale > 2 and init is None:
             print(f"{model} x{scale}: no x2 weights to start from (neither {run_dir(model, 2)} "
-                  f"nor {KEPT}); delete its x2 row to train it again", flush=True)
+                  f"nor {kept_dir(args.json)}); delete its x2 row to train it again", flush=True)
             return
         if not run_training(command(model, scale, best, n, out, init), out, n, deadline):
             return
         row[key] = score(model, scale, out)
         if scale == 2:  # kept with its record, for x3 and x4 on another machine
-            register(out / "last.pt", command="python benchmarks/table2_cpu.py", folder=KEPT,
-                     data="T91+BSD200 without data.HELDOUT", notes="x2 start of x3/x4")
+            register(out / "last.pt", command="python benchmarks/table2_cpu.py",
+                     folder=kept_dir(args.json), data="T91+BSD200 without data.HELDOUT",
+                     notes="the start of x3 and x4")
         save()
         print(f"{model} x{scale}: {row[key]['steps']} steps, {row[key]['train_minutes']:.1f} "
               "min, " + ", ".join(f"{s} {v['psnr']:.2f}" for s, v in row[key]["sets"].items()),
