@@ -1,0 +1,79 @@
+"""What limits the attention kernel on this CPU: its rate against the width d of q and k.
+
+    python benchmarks/attention_rate.py [--sides 64 128] [--dims 8 16 32 64 128]
+        [--json benchmarks/results/attention_rate.json]
+
+The non-local block's attention, ``softmax(q k^T) v`` over N = side^2 positions, is
+4 N^2 d FLOPs (q k^T and weights @ v, d = dv) plus N^2 exponentials. For each side and d
+it times ``non_local.fused_attention`` (torch's flash kernel; fastest of 3) and prints
+GFLOP/s, the fraction of the fp32 peak (``upscale_time.peak_gflops``) and the ratio to a
+2048^2 matrix product timed in the same process (the rate a real kernel reaches here).
+Two parts are timed apart at each d: the q k^T product alone (an N x N output), and
+``exp`` over N^2 values, whose cost does not shrink with d. The compact AMMS has d = 16
+(32 channels, ``nl_reduction`` 2): if the rate climbs with d, the small width, not the
+kernel, keeps the attention far from peak.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from upscale_time import _timed, flops_per_cycle, gemm_gflops, peak_gflops  # noqa: E402
+
+from amms_lib.non_local import fused_attention  # noqa: E402
+from amms_lib.runtime import atomic_write  # noqa: E402
+
+
+def best(fn, repeats: int = 3) -> float:
+    fn()  # warm-up
+    return min(_timed(fn) for _ in range(repeats))
+
+
+def exp_seconds(n: int) -> float:
+    """Seconds of ``exp`` over N^2 values: the softmax's cost, whatever d is."""
+    scores = torch.rand(n, n)
+    return best(lambda: torch.exp(scores))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sides", type=int, nargs="+", default=[64, 128])
+    ap.add_argument("--dims", type=int, nargs="+", default=[8, 16, 32, 64, 128])
+    ap.add_argument("--json", help="write the rows here")
+    args = ap.parse_args()
+    peak, how = peak_gflops(flops_per_cycle())
+    gemm = gemm_gflops()
+    print(f"fp32 peak {peak:.0f} GFLOP/s ({how}); 2048^2 matrix product {gemm:.0f} GFLOP/s "
+          f"({gemm / peak:.0%}); {torch.get_num_threads()} threads")
+    rows = []
+    for side in args.sides:
+        n = side * side
+        exp_s = exp_seconds(n)
+        for d in args.dims:
+            q, k, v = (torch.rand(1, n, d) for _ in range(3))
+            att_s = best(lambda: fused_attention(q, k, v))
+            qk_s = best(lambda: torch.bmm(q, k.transpose(1, 2))) if n <= 16384 else None
+            rate = 4 * n * n * d / att_s / 1e9
+            row = {"side": side, "d": d, "seconds": att_s, "gflops": rate,
+                   "of_peak": rate / peak, "of_gemm": rate / gemm, "exp_seconds": exp_s,
+                   "qk_gflops": qk_s and 2 * n * n * d / qk_s / 1e9}
+            rows.append(row)
+            print(f"N = {side}^2, d = {d:3d}: {att_s * 1e3:8.1f} ms, {rate:6.1f} GFLOP/s = "
+                  f"{rate / peak:4.0%} of peak, {rate / gemm:4.0%} of the 2048^2 product; "
+                  f"q k^T alone {row['qk_gflops'] or float('nan'):6.1f} GFLOP/s; exp over "
+                  f"N^2 {exp_s * 1e3:7.1f} ms = {exp_s / att_s:4.0%} of the kernel's time",
+                  flush=True)
+    if args.json:
+        atomic_write(args.json, lambda f: f.write(json.dumps(
+            {"peak_gflops": peak, "peak_how": how, "gemm_gflops": gemm,
+             "threads": torch.get_num_threads(), "rows": rows}, indent=1)), mode="w")
+
+
+if __name__ == "__main__":
+    main()
