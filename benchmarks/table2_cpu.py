@@ -4,6 +4,7 @@ every row trained here on the same data for the same CPU time. Resumable.
     python benchmarks/table2_cpu.py [--minutes 20] [--models srcnn vdsr lapsrn memnet amms]
         [--lrs 2e-4 5e-4 1e-3] [--jobs 2] [--stop-minutes 150] [--register]
         [--json benchmarks/results/table2_cpu.json]
+    python benchmarks/table2_cpu.py --markdown [RESULTS.json]   # the README's table
 
 The budget is ``--minutes`` of the 2-core machine per network at x2, i.e. 2 x minutes of
 one core: the runs are single-threaded, two side by side (``--jobs 2``). Wall-clock
@@ -206,6 +207,46 @@ def one_model(model: str, args, steps: int, deadline: float, results: dict, save
                             "chosen on the held-out split"], check=False)
 
 
+def bicubic_rows() -> dict:
+    """Bicubic on the same sets and scales, the baseline beside every row."""
+    from amms_lib.benchmark import bicubic_upscaler, evaluate_set
+
+    return {f"x{scale}": {s: {k: v for k, v in evaluate_set(bicubic_upscaler(scale), s, scale)
+                              .items() if k in ("psnr", "ssim")} for s in SETS}
+            for scale in (2, 3, 4)}
+
+
+def rows(record: dict) -> list[dict]:
+    """One flat row per trained network and scale, in MODELS order, with its budget."""
+    return [{"model": m, "scale": int(key[1:]), **record["models"][m][key]}
+            for scale in (2, 3, 4) for m in MODELS
+            if (key := f"x{scale}") in record.get("models", {}).get(m, {})]
+
+
+def missing(record: dict) -> list[str]:
+    """"model xS" for every row of the design that has no result yet: named, not dropped."""
+    done = {(r["model"], r["scale"]) for r in rows(record)}
+    return [f"{m} x{s}" for s in (2, 3, 4) for m in MODELS if (m, s) not in done]
+
+
+def markdown(record: dict) -> str:
+    """The README's equal-budget table: PSNR/SSIM per set, with each row's budget."""
+    head = ("| x | method | params | steps | train min | lr | "
+            + " | ".join(f"{s} dB" for s in SETS) + " | s/image (Set14, 1 thread) |")
+    lines = [head, "|" + " --- |" * (head.count("|") - 1)]
+    for r in rows(record):
+        bic = record.get("bicubic", {}).get(f"x{r['scale']}", {})
+        cells = [f"{r['sets'][s]['psnr']:.2f}" + (f" ({r['sets'][s]['psnr'] - bic[s]['psnr']:+.2f})"
+                                                  if s in bic else "") for s in SETS]
+        lines.append(f"| {r['scale']} | {r['model']} | {r['params']:,} | {r['steps']:,} | "
+                     f"{r['train_minutes']:.1f} | {r['lr']:g} | " + " | ".join(cells)
+                     + f" | {r['seconds_per_image_1_thread']['Set14']:.2f} |")
+    for key, sets in sorted(record.get("bicubic", {}).items()):
+        lines.append(f"| {key[1:]} | bicubic | | | | | "
+                     + " | ".join(f"{sets[s]['psnr']:.2f}" for s in SETS) + " | |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--minutes", type=float, default=20.0,
@@ -236,9 +277,10 @@ def main() -> None:
             "minutes": args.minutes, "budget": "x2: minutes of 2 cores (2 x minutes of one "
             "core, single-threaded runs), turned into steps by each network's measured "
             f"seconds per step; lr sweep {SWEEP:g} of it per rate; x3, x4 {UP:g} each",
-            "seconds_per_step": costs, "steps_x2": steps, "models": results}, indent=1)),
-            "w")
+            "seconds_per_step": costs, "steps_x2": steps, "bicubic": bicubic,
+            "models": results}, indent=1)), "w")
 
+    bicubic = record.get("bicubic") or bicubic_rows()
     save()
     with ThreadPoolExecutor(args.jobs) as pool:
         list(pool.map(lambda m: one_model(m, args, steps[m], deadline, results, save),
@@ -246,4 +288,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--markdown"]:  # the README's table from a results file
+        print(markdown(json.loads(Path(sys.argv[2] if len(sys.argv) > 2 else
+                                       repo_root() / "benchmarks/results/table2_cpu.json")
+                                  .read_text())))
+    else:
+        main()
