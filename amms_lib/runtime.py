@@ -69,7 +69,8 @@ def seed_everything(seed: int) -> None:
 def cpu_bf16() -> bool:
     """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX). Elsewhere (AVX2-only
     CPUs) PyTorch emulates bf16 and autocast runs slower, not faster: a training step of the
-    compact AMMS measured 8x slower than float32 on a 2-core AVX2 EPYC."""
+    compact AMMS ran 7x slower than float32 on a 2-core AVX2 EPYC (benchmarks/results/
+    train_speed_avx2.json)."""
     caps = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
     return bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))
 
