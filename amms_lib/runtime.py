@@ -71,8 +71,17 @@ def cpu_bf16() -> bool:
     CPUs) PyTorch emulates bf16 and autocast runs slower, not faster: a training step of the
     compact AMMS ran 7x slower than float32 on a 2-core AVX2 EPYC (benchmarks/results/
     train_speed_avx2.json)."""
-    caps = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
+    caps = _cpu_capabilities()
     return bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))
+
+
+def cpu_name() -> str:
+    """The CPU's model name as torch reads it (recorded beside machine-dependent results)."""
+    return str(_cpu_capabilities().get("cpu_name", "unknown"))
+
+
+def _cpu_capabilities() -> dict:
+    return torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
 
 
 def figures_dir() -> Path:

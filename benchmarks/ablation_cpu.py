@@ -47,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ablation_stats import analyse  # noqa: E402
 
 from amms_lib import data  # noqa: E402
-from amms_lib.runtime import atomic_write, cpu_bf16, repo_root  # noqa: E402
+from amms_lib.runtime import atomic_write, cpu_bf16, cpu_name, repo_root  # noqa: E402
 
 # The compact width with each idea given a fair size: the second-order MLP 32 -> 8 -> 32
 # (SAN's reduction 16 would leave 2 hidden units at 32 channels) and the non-local
@@ -98,8 +98,6 @@ def train_command(variant: str, seed: int, args, steps: int) -> list[str]:
 
 def score(variant: str, seed: int) -> dict:
     """Whole-image scores of a finished run's final weights (no selection)."""
-    import torch
-
     from amms_lib.benchmark import evaluate_set
     from amms_lib.checkpoint import load_model
     from amms_lib.inference import upscale
@@ -118,7 +116,7 @@ def score(variant: str, seed: int) -> dict:
             "train_minutes": round(ckpt["seconds"] / 60, 3),
             "it_s": [r["it_s"] for r in log if "it_s" in r][-1],
             "score_seconds": round(time.perf_counter() - t0, 1),
-            "precision": precision(), "cpu": torch.cpu.get_capabilities()["cpu_name"],
+            "precision": precision(), "cpu": cpu_name(),
             "sets": {k: {"psnr": v["psnr"], "ssim": v["ssim"], "per_image": v["per_image"]}
                      for k, v in sets.items()}}
 

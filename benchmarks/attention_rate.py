@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from upscale_time import _timed, flops_per_cycle, gemm_gflops, peak_gflops  # noqa: E402
 
 from amms_lib.non_local import fused_attention  # noqa: E402
-from amms_lib.runtime import atomic_write  # noqa: E402
+from amms_lib.runtime import atomic_write, cpu_name  # noqa: E402
 
 
 def best(fn, repeats: int = 5) -> float:
@@ -59,7 +59,7 @@ def main() -> None:
                   flush=True)
     if args.json:
         atomic_write(args.json, lambda f: f.write(json.dumps(
-            {"cpu": torch.cpu.get_capabilities()["cpu_name"], "peak_gflops": peak,
+            {"cpu": cpu_name(), "peak_gflops": peak,
              "peak_how": how, "gemm_gflops": gemm,
              "threads": torch.get_num_threads(), "rows": rows}, indent=1)), mode="w")
 

@@ -47,7 +47,7 @@ from pathlib import Path
 from amms_lib import data
 from amms_lib.amms import AMMSConfig
 from amms_lib.checkpoint import register
-from amms_lib.runtime import atomic_write, repo_root
+from amms_lib.runtime import atomic_write, cpu_name, repo_root
 
 MODELS = ("srcnn", "vdsr", "lapsrn", "memnet", "amms")
 KWARGS = {"amms": AMMSConfig.small_kwargs()}  # the others at their papers' sizes
@@ -145,7 +145,7 @@ def score(model: str, scale: int, out: Path) -> dict:
             "init_from": ckpt["config"].get("init_from", ""),
             "seconds_per_image_1_thread": seconds,
             "score_seconds": round(time.perf_counter() - t0, 1),
-            "cpu": torch.cpu.get_capabilities()["cpu_name"],
+            "cpu": cpu_name(),
             "sets": {s: {"psnr": v["psnr"], "ssim": v["ssim"]} for s, v in sets.items()}}
 
 
@@ -179,7 +179,8 @@ def one_model(model: str, args, steps: int, deadline: float, results: dict, save
                            "heldout_psnr": {f"{k:g}": v for k, v in tried.items()}}
         save()
     best = row["lr_sweep"]["chosen"]
-    for scale, n in [(2, steps), (3, max(1, round(steps * UP))), (4, max(1, round(steps * UP)))]:
+    up = max(1, round(steps * UP))  # x3 and x4 each
+    for scale, n in [(2, steps), (3, up), (4, up)]:
         key, out = f"x{scale}", run_dir(model, scale)
         if key in row:
             continue
