@@ -16,6 +16,8 @@ the budget ends, whatever the machine's speed. The budget counts training time
 ``out_dir`` receives ``last.pt`` and ``best.pt`` (atomic), ``config.json`` and
 ``metrics.jsonl`` (one JSON object per logged step or validation). Validation, and so
 ``best.pt``, uses the held-out split of the training images (``data.HELDOUT``) by default.
+``--ema D`` also keeps an exponential moving average of the weights (decay ``D`` per
+step, e.g. 0.999), validated beside them (``psnr_ema``) and saved as ``ema.pt``.
 ``--resume`` continues from ``last.pt`` exactly: weights, optimizer, scheduler, step and
 the data position (patches are a function of (seed, sample index)); it refuses settings
 that would change the run (seed, batch, lr, recipe, ...). A folder that holds an earlier
@@ -37,6 +39,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -65,10 +68,10 @@ from amms_lib.runtime import (
     stale_temp_files,
 )
 
-OUT_FILES = ("last.pt", "best.pt", "config.json", "metrics.jsonl")  # what a run writes
+OUT_FILES = ("last.pt", "best.pt", "ema.pt", "config.json", "metrics.jsonl")  # what a run writes
 # what a resumed run must share with the run it continues, or it would not continue it
 RESUME_FIXED = ("seed", "batch_size", "patch_size", "lr", "recipe", "warmup",
-                "lr_step_epochs", "train_sets")
+                "lr_step_epochs", "train_sets", "ema")
 SSIM_WINDOW = 11  # metrics.ssim's Gaussian window: a validation crop must hold it
 
 
@@ -107,6 +110,7 @@ class TrainConfig:
     log_every: int = 10
     max_minutes: float = 0.0  # >0: the time budget (all resumes together) the schedule spans
     stop_minutes: float = 0.0  # >0: save and stop this process after so many minutes
+    ema: float = 0.0  # >0: also average the weights, w_ema <- ema w_ema + (1 - ema) w, per step
 
     @property
     def total_steps(self) -> int:
@@ -138,6 +142,8 @@ class TrainConfig:
         if self.patch_size % self.scale:
             raise AmmsError(f"patch_size {self.patch_size} must be a multiple of scale "
                             f"{self.scale}")
+        if not (math.isfinite(self.ema) and 0 <= self.ema < 1):
+            raise AmmsError(f"ema is a decay per step in [0, 1), e.g. 0.999; got {self.ema}")
         if self.warmup >= 1:
             raise AmmsError(f"warmup is a fraction of the run, below 1; got {self.warmup}")
         if self.recipe not in ("paper", "fast"):
@@ -490,8 +496,9 @@ def _open_run_dir(cfg: TrainConfig, out: Path, main_proc: bool, world: int,
     return lock
 
 
-def _resume(cfg: TrainConfig, net, opt, last: Path) -> tuple[int, float, float]:
-    """Load ``last.pt`` into ``net`` and ``opt``: (step, best PSNR, seconds spent)."""
+def _resume(cfg: TrainConfig, net, opt, ema, last: Path) -> tuple[int, float, float]:
+    """Load ``last.pt`` into ``net``, ``opt`` and ``ema`` (None: no average kept):
+    (step, best PSNR, seconds spent)."""
     ckpt = read_checkpoint(last)
     check_compatible(ckpt, last, cfg.model, cfg.scale)
     if ckpt["model_kwargs"] != cfg.model_kwargs:
@@ -510,13 +517,16 @@ def _resume(cfg: TrainConfig, net, opt, last: Path) -> tuple[int, float, float]:
                             "pass the same value, or start over with --overwrite")
     load_weights(net, ckpt["state_dict"], last)
     opt.load_state_dict(ckpt["optimizer"])
+    if ema is not None and "ema" in ckpt:  # else the average restarts from these weights
+        ema.load_state_dict(ckpt["ema"])
     torch.set_rng_state(ckpt["rng"])
     return ckpt["step"], ckpt.get("best_psnr", -math.inf), float(ckpt.get("seconds", 0.0))
 
 
-def _save(out: Path, net, opt, cfg: TrainConfig, step: int, best: float, spent: float,
+def _save(out: Path, net, opt, ema, cfg: TrainConfig, step: int, best: float, spent: float,
           metrics: dict) -> None:
-    """``last.pt``, and ``best.pt`` when this validation is the best so far (atomic)."""
+    """``last.pt``, ``best.pt`` when this validation is the best so far, and the averaged
+    weights as ``ema.pt`` when ``ema`` keeps them (atomic, each)."""
     last = out / "last.pt"
     if not all(torch.isfinite(p).all() for p in net.parameters()):
         kept = f"{last} is from before it" if last.is_file() else "nothing was saved"
@@ -526,9 +536,14 @@ def _save(out: Path, net, opt, cfg: TrainConfig, step: int, best: float, spent: 
                  step=step, best_psnr=best, metrics=metrics, config=asdict(cfg),
                  optimizer=opt.state_dict(), seconds=spent, rng=torch.get_rng_state())
     try:
-        save_checkpoint(last, net, **state)
+        save_checkpoint(last, net, **state, **({"ema": ema.state_dict()} if ema else {}))
         if "psnr" in metrics and metrics["psnr"] >= best:
             save_checkpoint(out / "best.pt", net, **state)
+        if ema is not None:  # weights and record only: what a benchmark or register reads
+            keep = {k: v for k, v in state.items() if k not in ("optimizer", "rng")}
+            keep["metrics"] = {"val_set": metrics.get("val_set"), **{
+                k[:-4]: v for k, v in metrics.items() if k.endswith("_ema")}}
+            save_checkpoint(out / "ema.pt", ema.module, **keep)
     except OSError as exc:
         raise AmmsError(f"could not write a checkpoint to {out} ({exc.strerror or exc}); "
                         "the files already there are as they were: free space and "
@@ -564,8 +579,9 @@ def train(cfg: TrainConfig, stop_after: int | None = None) -> dict:
 
 
 def _prepare(cfg: TrainConfig, out: Path, main_proc: bool, world: int, device):
-    """The network (and its DDP/compiled wrapper), Adam, and where the run stands:
-    (net, model, opt, step, best PSNR, seconds spent), resumed or started anew."""
+    """The network (and its DDP/compiled wrapper), Adam, the weight average (or None),
+    and where the run stands: (net, model, opt, ema, step, best PSNR, seconds spent),
+    resumed or started anew."""
     seed_everything(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -573,9 +589,12 @@ def _prepare(cfg: TrainConfig, out: Path, main_proc: bool, world: int, device):
     if device.type == "cuda" or cfg.channels_last:
         net = net.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8)
+    # the average's first update copies the weights (init_from or resumed ones included)
+    ema = (AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
+           if cfg.ema else None)
     step, best, spent = 0, -math.inf, 0.0  # spent: seconds of the time budget used
     if cfg.resume and (out / "last.pt").is_file():
-        step, best, spent = _resume(cfg, net, opt, out / "last.pt")
+        step, best, spent = _resume(cfg, net, opt, ema, out / "last.pt")
     elif cfg.init_from:
         kept = load_init_weights(net, cfg)
         if main_proc:
@@ -592,7 +611,7 @@ def _prepare(cfg: TrainConfig, out: Path, main_proc: bool, world: int, device):
             net, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.compile:
         model = torch.compile(model)
-    return net, model, opt, step, best, spent
+    return net, model, opt, ema, step, best, spent
 
 
 def _loader(cfg: TrainConfig, files, step: int, stop: int, spent: float, rank: int,
@@ -616,7 +635,7 @@ def _train_locked(cfg, files, out: Path, rank: int, world: int, device, stop_aft
     the lr, runs ``train_step``, agrees with the other ranks on time and divergence, logs,
     and validates and saves on schedule; split further, those would share eight locals."""
     main_proc = rank == 0
-    net, model, opt, step, best, spent = _prepare(cfg, out, main_proc, world, device)
+    net, model, opt, ema, step, best, spent = _prepare(cfg, out, main_proc, world, device)
     log = out / "metrics.jsonl"
     channels_last = device.type == "cuda" or cfg.channels_last
     last_step = 2**62 if cfg.max_minutes else cfg.total_steps  # a budget ends by time alone
@@ -641,6 +660,8 @@ def _train_locked(cfg, files, out: Path, rank: int, world: int, device, stop_aft
         if channels_last:
             lr_b = lr_b.contiguous(memory_format=torch.channels_last)
         loss = train_step(model, opt, lr_b, hr_b, amp)
+        if ema is not None:
+            ema.update_parameters(net)
         step, seen = step + 1, seen + 1
         bar.update()
         # every rank must agree on the time spent (it sets the lr) and on when to stop
@@ -667,11 +688,12 @@ def _train_locked(cfg, files, out: Path, rank: int, world: int, device, stop_aft
         if (cfg.val_every and step % cfg.val_every == 0) or end:
             tv = time.perf_counter()
             if main_proc:
-                metrics = validate(net, cfg)
+                metrics = validate(net, cfg) | ({f"{k}_ema": v for k, v in validate(
+                    ema.module, cfg).items() if k != "val_set"} if ema else {})
                 best = max(best, metrics["psnr"])
                 _log(log, {"step": step, "seconds": round(spent, 2), **metrics})
                 bar.set_postfix(loss=f"{loss:.4f}", psnr=f"{metrics['psnr']:.2f}")
-                _save(out, net, opt, cfg, step, best, spent, metrics)  # with validations
+                _save(out, net, opt, ema, cfg, step, best, spent, metrics)  # with validations
             if world > 1:
                 dist.barrier()
             val_seconds += time.perf_counter() - tv

@@ -1,84 +1,220 @@
-"""Which AMMS size buys the most Set5 PSNR per CPU-minute? Train each for the same minutes.
+"""Which compact AMMS is the strongest that 1-2 hours of 2 CPU cores can train? Resumable.
 
-    python benchmarks/config_study.py [--minutes 8] [--scale 2] [--configs c32m2 c48m2 c48m4]
+    python benchmarks/config_study.py [--hours 1.5] [--configs c32m2 c48m2] [--ema 0.999]
+        [--lr 5e-4] [--jobs 2] [--stop-minutes 150] [--register]
+        [--json benchmarks/results/config_study_cpu.json]
 
-Each configuration trains from scratch with the same recipe, patches, seed and time budget
-(the fast recipe laid over the budget, so each ends its schedule when the time is up;
-bf16 autocast and channels-last, the fastest safe CPU setting: see train_speed.py),
-validating on the whole of Set5 every ``--val-every`` steps (validation time is not
-counted). Runs go to ``runs/study/<name>/``; the table is printed and, with ``--json``,
-saved with every validation point (PSNR against training minutes) for notebook 04.
+Each configuration trains x2 from scratch for the same budget: ``--hours`` of the 2-core
+machine, as single-thread runs side by side (so 2 x hours of one core each), turned into
+steps by each configuration's measured seconds per step (``cpu_jobs``); the fast recipe
+(warm-up, cosine to 0) over those steps, batches of 16 HR patches of 64 x 64, seed 0, on
+T91 + BSD200 without the held-out images. Every run also keeps an exponential moving average
+of its weights (``--ema``, ``train --ema``): validated beside the weights at the same steps,
+so the two are compared on the same run for free.
+
+Nothing is chosen on a test set. The final weights and the final average of every run are
+scored on the whole held-out split (``data.HELDOUT``, 15 images); the higher of the two is
+that configuration's result, and the configuration with the best held-out result wins. Its
+x2 weights then start x3 and x4 (a quarter of the budget each, ``--init-from``: the body
+kept, the upsampler new), again weights or average by held-out. Only the chosen weights of
+each run are scored on whole Set5, Set14 and BSD100 (reported, never used to choose).
+``--register`` ships the winner's x2/x3/x4 (``scripts/register_run.py``, which refuses
+weights that score below the registered ones on the run's validation images).
+
+Runs go to ``runs/config_study/<config>_x<s>/``; the results file is rewritten after every
+finished stage and holds the step budgets, so the study goes on where it stopped, on this
+machine or another (a finished x2 run's chosen weights are kept beside the results file, in
+``config_study_cpu_x2/``, for x3 and x4 on a new machine).
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from amms_lib.models import build_model
-from amms_lib.profile import count_parameters
-from amms_lib.runtime import atomic_write, repo_root
-from amms_lib.train import read_metrics
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from cpu_jobs import heldout_curve, run_training, seconds_per_step, train_command  # noqa: E402
+
+from amms_lib import data  # noqa: E402
+from amms_lib.amms import AMMSConfig  # noqa: E402
+from amms_lib.runtime import atomic_write, cpu_name, repo_root  # noqa: E402
 
 CONFIGS = {  # name -> AMMSConfig overrides (paper-sized default: 64 channels, 4 x AMMS, M=2)
-    "c32m2": dict(channels=32, n_amms=2, n_am=1),
-    "c48m2": dict(channels=48, n_amms=2, n_am=1),
-    "c48m4": dict(channels=48, n_amms=4, n_am=1),
+    "c32m2": AMMSConfig.small_kwargs(),  # today's shipped size
+    "c48m2": dict(channels=48, n_amms=2, n_am=1),  # wider
+    "c32m4": dict(channels=32, n_amms=4, n_am=1),  # deeper
 }
+TEST_SETS = ("Set5", "Set14", "BSD100")
+RUNS = repo_root() / "runs" / "config_study"
+UP = 1 / 4  # x3 and x4 each: this fraction of the x2 budget
+POINTS = 10  # validations per run (5 held-out images each): the curves
 
 
-def run(name: str, args) -> dict:
-    out = repo_root() / "runs" / "study" / name
-    cmd = [sys.executable, "-m", "amms_lib.train", "--model", "amms", "--scale", str(args.scale),
-           "--model-kwargs", json.dumps(CONFIGS[name]), "--recipe", "fast", "--lr", str(args.lr),
-           "--max-minutes", str(args.minutes), "--batch-size", "16",
-           "--patch-size", str(32 * args.scale), "--val-every", str(args.val_every),
-           "--workers", "0", "--cpu-amp", "--channels-last", "--no-resume",
-           "--out-dir", str(out)]
-    print(" ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True, env={"TQDM_DISABLE": "1", **os.environ})
-    log = read_metrics(out)
-    curve = [(r["seconds"] / 60, r["psnr"]) for r in log if "psnr" in r]
-    rates = [r["it_s"] for r in log if "it_s" in r]
-    params = count_parameters(build_model("amms", args.scale, **CONFIGS[name]))
-    return {"name": name, "config": CONFIGS[name], "params": params, "it_s": rates[-1],
-            "steps": log[-1]["step"], "curve": curve, "final_psnr": curve[-1][1]}
+def run_dir(name: str, scale: int) -> Path:
+    return RUNS / f"{name}_x{scale}"
 
 
-def run_bicubic(scale: int) -> float:
-    """Set5 PSNR of MATLAB bicubic at ``scale``: the line every curve must clear."""
-    from amms_lib.benchmark import bicubic_upscaler, evaluate_set
+def command(name: str, scale: int, steps: int, out: Path, args,
+            init_from: Path | None = None) -> list[str]:
+    return train_command("amms", scale, CONFIGS[name], args.lr, steps, out,
+                         init_from=init_from, val_every=max(1, steps // POINTS),
+                         extra=("--ema", str(args.ema)))
 
-    return evaluate_set(bicubic_upscaler(scale), "Set5", scale)["psnr"]
+
+def evaluate(path: Path, scale: int, sets) -> dict:
+    """Whole-image PSNR/SSIM of one checkpoint's weights on ``sets`` (one thread)."""
+    import torch
+
+    from amms_lib.benchmark import evaluate_set
+    from amms_lib.checkpoint import load_model
+    from amms_lib.inference import upscale
+
+    torch.set_num_threads(1)
+    net, _ = load_model(path, model="amms", scale=scale)
+    return {s: {k: v for k, v in evaluate_set(lambda lr: upscale(net, lr), s, scale).items()
+                if k in ("psnr", "ssim")} for s in sets}
+
+
+def score(name: str, scale: int, out: Path) -> dict:
+    """A finished run: both candidates on the whole held-out split, the better one (the
+    run's result) on the test sets, and the run's budget and curves."""
+    from amms_lib.checkpoint import read_checkpoint
+    from amms_lib.models import build_model
+    from amms_lib.profile import count_parameters
+
+    t0 = time.perf_counter()
+    heldout = {w: evaluate(out / f"{w}.pt", scale, [data.HELDOUT])[data.HELDOUT]
+               for w in ("last", "ema")}
+    chosen = max(heldout, key=lambda w: heldout[w]["psnr"])
+    ckpt = read_checkpoint(out / "last.pt")
+    return {"config": name, "model_kwargs": CONFIGS[name], "scale": scale,
+            "params": count_parameters(build_model("amms", scale, **CONFIGS[name])),
+            "steps": ckpt["step"], "train_minutes": round(ckpt["seconds"] / 60, 2),
+            "core_hours": round(ckpt["seconds"] / 3600, 3),
+            "init_from": ckpt["config"].get("init_from", ""),
+            "curve": {"steps_heldout5_psnr": heldout_curve(out),
+                      "steps_heldout5_psnr_ema": heldout_curve(out, "psnr_ema")},
+            "heldout": heldout, "chosen": chosen,
+            "sets": evaluate(out / f"{chosen}.pt", scale, TEST_SETS),
+            "score_seconds": round(time.perf_counter() - t0, 1), "cpu": cpu_name()}
+
+
+def kept(args) -> Path:
+    """Where each finished x2 run's chosen weights are kept beside the results."""
+    path = Path(args.json)
+    return path.with_name(f"{path.stem}_x2")
+
+
+def stage(name: str, scale: int, steps: int, args, deadline: float, results: dict, save,
+          init_from: Path | None = None) -> bool:
+    """Train and score one run (skipped when its result is in the file); False if stopped."""
+    key = f"{name}_x{scale}"
+    if key in results:
+        return True
+    out = run_dir(name, scale)
+    if not run_training(command(name, scale, steps, out, args, init_from), out, steps,
+                        deadline):
+        return False
+    results[key] = score(name, scale, out)
+    if scale == 2:  # x3 and x4 start here, on this machine or the next
+        kept(args).mkdir(parents=True, exist_ok=True)
+        src = out / f"{results[key]['chosen']}.pt"
+        atomic_write(kept(args) / f"{name}.pt", lambda f: f.write(src.read_bytes()))
+    save()
+    r = results[key]
+    print(f"{key}: {r['steps']} steps, {r['train_minutes']:.1f} min; held-out "
+          + ", ".join(f"{w} {v['psnr']:.2f}" for w, v in r["heldout"].items())
+          + f"; {r['chosen']}: " + ", ".join(f"{s} {v['psnr']:.2f}" for s, v in r["sets"].items()),
+          flush=True)
+    return True
+
+
+def ship(name: str, scale: int, results: dict) -> None:
+    """Register the winner's run at ``scale`` (its chosen weights) in ``checkpoints/``."""
+    r = results[f"{name}_x{scale}"]
+    subprocess.run([sys.executable, str(repo_root() / "scripts" / "register_run.py"),
+                    str(run_dir(name, scale)), "--ema" if r["chosen"] == "ema" else "--last",
+                    "--command", "python benchmarks/config_study.py " + " ".join(sys.argv[1:]),
+                    "--selection", f"configuration and its {r['chosen']} weights chosen on "
+                    "the whole held-out split; a fixed-step cosine run, no checkpoint selection"],
+                   check=False)
+
+
+def winner(results: dict, names) -> dict:
+    """The configuration whose x2 result scores highest on the held-out split."""
+    best = max(names, key=lambda n: results[f"{n}_x2"]["heldout"][
+        results[f"{n}_x2"]["chosen"]]["psnr"])
+    return {"config": best, "weights": results[f"{best}_x2"]["chosen"],
+            "why": "highest whole held-out PSNR at x2 (" + ", ".join(
+                f"{n} {results[f'{n}_x2']['heldout'][results[f'{n}_x2']['chosen']]['psnr']:.3f}"
+                for n in names) + " dB)"}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--minutes", type=float, default=8)
-    ap.add_argument("--scale", type=int, default=2)
+    ap.add_argument("--hours", type=float, default=1.5,
+                    help="x2 budget per configuration, in hours of the 2-core machine")
+    ap.add_argument("--configs", nargs="+", default=["c32m2", "c48m2"], choices=list(CONFIGS))
+    ap.add_argument("--ema", type=float, default=0.999, help="weight-average decay per step")
     ap.add_argument("--lr", type=float, default=5e-4)
-    ap.add_argument("--val-every", type=int, default=300)
-    ap.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
-    ap.add_argument("--json", help="save the table and curves here")
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--stop-minutes", type=float, default=0.0)
+    ap.add_argument("--register", action="store_true")
+    ap.add_argument("--json", default=str(repo_root() / "benchmarks" / "results"
+                                          / "config_study_cpu.json"))
     args = ap.parse_args()
-    rows = [run(name, args) for name in args.configs]
-    print(f"\n{args.minutes:g} training minutes each, x{args.scale}, Set5 PSNR (Y, shaved)")
-    print(f"{'config':<8}{'params':>10}{'it/s':>7}{'steps':>7}{'Set5 dB':>9}")
-    for r in rows:
-        print(f"{r['name']:<8}{r['params']:>10,}{r['it_s']:>7.2f}{r['steps']:>7}"
-              f"{r['final_psnr']:>9.2f}")
-    bicubic = run_bicubic(args.scale)
-    print(f"{'bicubic':<8}{'':>10}{'':>7}{'':>7}{bicubic:>9.2f}")
-    if args.json:
-        record = {"minutes": args.minutes, "scale": args.scale, "lr": args.lr,
-                  "bicubic_set5": bicubic,
-                  "command": "python benchmarks/config_study.py " + " ".join(sys.argv[1:]),
-                  "rows": rows}
-        atomic_write(Path(args.json), lambda f: f.write(json.dumps(record, indent=1)), "w")
+    path = Path(args.json)
+    record = json.loads(path.read_text()) if path.is_file() else {}
+    for key in ("hours", "ema", "lr"):
+        if record.get(key) not in (None, getattr(args, key)):
+            raise SystemExit(f"{path} holds a study with {key}={record[key]}; pass --json "
+                             "another file for another study")
+    deadline = time.time() + 60 * args.stop_minutes if args.stop_minutes else float("inf")
+    costs = record.get("seconds_per_step") or seconds_per_step(
+        {n: (lambda out, k, n=n: command(n, 2, k, out, args)) for n in args.configs})
+    steps = {n: max(1, round(2 * 3600 * args.hours / costs[n])) for n in args.configs}
+    print("seconds per step (1 thread): " + ", ".join(f"{n} {costs[n]:.3f}" for n in costs)
+          + "; x2 steps: " + ", ".join(f"{n} {k}" for n, k in steps.items()), flush=True)
+    results = record.get("runs", {})
+
+    def save():
+        from amms_lib.benchmark import bicubic_upscaler, evaluate_set
+
+        bicubic = record.get("bicubic") or {
+            f"x{s}": {d: {k: v for k, v in evaluate_set(bicubic_upscaler(s), d, s).items()
+                          if k in ("psnr", "ssim")} for d in (data.HELDOUT, *TEST_SETS)}
+            for s in (2, 3, 4)}
+        record.update(command="python benchmarks/config_study.py " + " ".join(sys.argv[1:]),
+                      hours=args.hours, ema=args.ema, lr=args.lr,
+                      budget="x2: hours of 2 cores (2 x hours of one core, single-threaded "
+                      f"runs), turned into steps by each configuration's measured seconds "
+                      f"per step; x3, x4: {UP:g} of it each", seconds_per_step=costs,
+                      steps_x2=steps, bicubic=bicubic, runs=results)
+        atomic_write(path, lambda f: f.write(json.dumps(record, indent=1)), "w")
+
+    save()
+    with ThreadPoolExecutor(args.jobs) as pool:
+        done = list(pool.map(lambda n: stage(n, 2, steps[n], args, deadline, results, save),
+                             args.configs))
+    if not all(done):
+        return
+    record["winner"] = win = winner(results, args.configs)
+    save()
+    print(f"winner: {win['config']} ({win['weights']}): {win['why']}", flush=True)
+    init = kept(args) / f"{win['config']}.pt"
+    up = max(1, round(steps[win["config"]] * UP))
+    with ThreadPoolExecutor(args.jobs) as pool:
+        done = list(pool.map(lambda s: stage(win["config"], s, up, args, deadline, results,
+                                             save, init), (3, 4)))
+    if args.register and all(done):
+        for scale in (2, 3, 4):
+            ship(win["config"], scale, results)
 
 
 if __name__ == "__main__":

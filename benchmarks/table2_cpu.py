@@ -35,19 +35,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from amms_lib import data
-from amms_lib.amms import AMMSConfig
-from amms_lib.checkpoint import register
-from amms_lib.runtime import atomic_write, cpu_name, repo_root
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from cpu_jobs import heldout_curve, run_training, seconds_per_step, train_command  # noqa: E402
+
+from amms_lib.amms import AMMSConfig  # noqa: E402
+from amms_lib.checkpoint import register  # noqa: E402
+from amms_lib.runtime import atomic_write, cpu_name, repo_root  # noqa: E402
 
 MODELS = ("srcnn", "vdsr", "lapsrn", "memnet", "amms")
 KWARGS = {"amms": AMMSConfig.small_kwargs()}  # the others at their papers' sizes
@@ -63,64 +63,20 @@ def run_dir(model: str, scale: int, lr: float | None = None) -> Path:
 def command(model: str, scale: int, lr: float, steps: int, out: Path,
             init_from: Path | None = None) -> list[str]:
     """The training command of one finished run of ``steps`` (one thread)."""
-    cmd = [sys.executable, "-m", "amms_lib.train", "--model", model, "--scale", str(scale),
-           "--model-kwargs", json.dumps(KWARGS.get(model, {})), "--recipe", "fast",
-           "--lr", str(lr), "--batch-size", "16", "--patch-size", str(32 * scale),
-           "--epochs", "1", "--iters-per-epoch", str(steps), "--val-every", "0",
-           "--val-set", data.HELDOUT, "--val-images", "5", "--workers", "0",
-           "--threads", "1", "--cpu-amp", "--channels-last", "--log-every", "50",
-           "--resume", "--out-dir", str(out)]
-    return cmd + (["--init-from", str(init_from)] if init_from else [])
+    return train_command(model, scale, KWARGS.get(model, {}), lr, steps, out,
+                         init_from=init_from)
 
 
-def measure_step_costs(models, steps: int = 20, rounds: int = 2) -> dict[str, float]:
+def measure_step_costs(models) -> dict[str, float]:
     """Seconds per training step of each network at x2, one thread, by the runs' own
-    command: short runs of every network alternate (so all see the same load); median."""
-    from amms_lib.checkpoint import read_checkpoint
-
-    times = {m: [] for m in models}
-    env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
-    with tempfile.TemporaryDirectory() as tmp:
-        for r in range(rounds):
-            for m in models:
-                out = Path(tmp) / f"{m}_{r}"
-                subprocess.run(command(m, 2, 5e-4, steps, out), env=env, check=True,
-                               capture_output=True)
-                times[m].append(read_checkpoint(out / "last.pt")["seconds"] / steps)
-    return {m: statistics.median(t) for m, t in times.items()}
-
-
-def run_training(cmd: list[str], out: Path, steps: int, deadline: float) -> bool:
-    """Run (or resume) one training to its last step; False when stopped or failed."""
-    if (out / "last.pt").is_file() and _step(out) >= steps:
-        return True
-    left = (deadline - time.time()) / 60
-    if left < 1:
-        return False
-    out.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
-    extra = ["--stop-minutes", f"{left:.2f}"] if left != float("inf") else []
-    with open(out / "train.log", "a") as log:
-        proc = subprocess.run(cmd + extra, stdout=log, stderr=subprocess.STDOUT, env=env)
-    if proc.returncode != 0:
-        print(f"{out.name}: training failed (exit {proc.returncode}); see {out}/train.log",
-              flush=True)
-        return False
-    return _step(out) >= steps
-
-
-def _step(out: Path) -> int:
-    from amms_lib.train import read_metrics
-
-    log = read_metrics(out) if (out / "metrics.jsonl").is_file() else []
-    return log[-1]["step"] if log else 0
+    command (``cpu_jobs.seconds_per_step``: short runs alternating; median)."""
+    return seconds_per_step({m: (lambda out, n, m=m: command(m, 2, 5e-4, n, out))
+                             for m in models})
 
 
 def heldout_psnr(out: Path) -> float:
     """The run's final validation on the held-out split (its last metrics line)."""
-    from amms_lib.train import read_metrics
-
-    return [r["psnr"] for r in read_metrics(out) if "psnr" in r][-1]
+    return heldout_curve(out)[-1][1]
 
 
 def score(model: str, scale: int, out: Path) -> dict:

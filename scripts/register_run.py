@@ -1,11 +1,12 @@
 """Register a training run's best checkpoint in checkpoints/, with its record.
 
     python scripts/register_run.py runs/train/amms_small_x2 --command "SCALE=2 ... train_cpu.sh" \
-        [--data "T91+BSD200"] [--notes "..."] [--selection "..."] [--last] [--force] \
+        [--data "T91+BSD200"] [--notes "..."] [--selection "..."] [--last | --ema] [--force] \
         [--folder checkpoints] [--commit SHA]
 
 Copies ``OUT/best.pt`` (``--last``: ``OUT/last.pt``, the final weights, for a schedule that
-needs no selection) as weights only to ``<folder>/<model>_x<scale>.pt`` and records in
+needs no selection; ``--ema``: ``OUT/ema.pt``, the final average of the weights of a run
+trained with ``--ema``) as weights only to ``<folder>/<model>_x<scale>.pt`` and records in
 ``<folder>/metadata.json``: the command, commit, data, iterations, the validation score and
 set, how the weights were selected, the validation curve ``[[training minutes, PSNR], ...]``,
 the training minutes the registered checkpoint took (validation excluded), the device, and on
@@ -30,19 +31,22 @@ from amms_lib.train import TrainConfig, read_metrics, validate
 
 def record(out: Path, args) -> tuple[Path, dict, dict]:
     """(the checkpoint to register, its run's config, the metadata fields of the run)."""
-    src = out / ("last.pt" if args.last else "best.pt")
+    src = out / ("ema.pt" if args.ema else "last.pt" if args.last else "best.pt")
+    key = "psnr_ema" if args.ema else "psnr"  # the validations of the registered weights
     ckpt = read_checkpoint(src)
     try:
         cfg = json.loads((out / "config.json").read_text())
     except (OSError, ValueError) as exc:
         raise AmmsError(f"{out}/config.json: {exc}") from None
-    curve = [[round(r["seconds"] / 60, 2), round(r["psnr"], 4)]
-             for r in read_metrics(out) if "psnr" in r and "seconds" in r]
+    curve = [[round(r["seconds"] / 60, 2), round(r[key], 4)]
+             for r in read_metrics(out) if key in r and "seconds" in r]
     if "seconds" not in ckpt or not curve:
         raise AmmsError(f"{out} has no training times (trained before they were logged); "
                         "register it with amms_lib.checkpoint.register")
     minutes = ckpt["seconds"] / 60
-    how = (f"final weights after {ckpt['step']} steps (no selection)" if args.last else
+    how = (f"final average of the weights (decay {cfg.get('ema')} per step) after "
+           f"{ckpt['step']} steps (no selection)" if args.ema else
+           f"final weights after {ckpt['step']} steps (no selection)" if args.last else
            f"best of {len(curve)} validations on {cfg.get('val_set')}")
     extra = {"curve": curve, "train_minutes": round(minutes, 1), "device": args.device,
              "selection": args.selection or how, "val_set": cfg.get("val_set")}
@@ -65,7 +69,10 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default="T91+BSD200")
     ap.add_argument("--notes", default="")
     ap.add_argument("--selection", default="", help="how the weights were chosen")
-    ap.add_argument("--last", action="store_true", help="register last.pt, not best.pt")
+    which = ap.add_mutually_exclusive_group()
+    which.add_argument("--last", action="store_true", help="register last.pt, not best.pt")
+    which.add_argument("--ema", action="store_true",
+                       help="register ema.pt (the final weight average), not best.pt")
     ap.add_argument("--device", default="cpu", help="what trained it: cpu, or e.g. 'H100'")
     ap.add_argument("--force", action="store_true",
                     help="replace a registered checkpoint that scores higher")

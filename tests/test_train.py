@@ -597,3 +597,50 @@ def test_cpu_autocast_only_where_the_cpu_computes_bf16(monkeypatch, capsys):
     assert train_mod.use_autocast(cfg, cuda)  # CUDA: amp whatever the CPU
     assert not train_mod.use_autocast(train_mod.TrainConfig(model="srcnn", scale=2), cpu)
     assert not train_mod.mode_config(True, "srcnn", 2, device="cpu").cpu_amp
+
+
+def test_weight_average_follows_its_formula_and_resumes_exactly(use_data, tmp_path):
+    """ema.pt against the formula w_ema <- d w_ema + (1 - d) w, folded in float64 over the
+    weights of runs stopped after 1..6 steps (the paper recipe: the lr does not depend on
+    the run's length, so a k-step run is the first k steps of the 6-step one)."""
+    d = 0.6
+    weights = []
+    for k in range(1, 7):
+        run = tmp_path / f"k{k}"
+        train(_cfg(tmp_path, recipe="paper", iters_per_epoch=k, val_every=0, out_dir=str(run)))
+        weights.append(read_checkpoint(run / "last.pt")["state_dict"])
+    ref = {k: v.double() for k, v in weights[0].items()}  # the first update copies
+    for w in weights[1:]:
+        ref = {k: d * ref[k] + (1 - d) * w[k].double() for k in ref}
+    whole = _cfg(tmp_path, recipe="paper", ema=d, out_dir=str(tmp_path / "whole"))
+    train(whole)
+    got = read_checkpoint(tmp_path / "whole" / "ema.pt")
+    assert got["step"] == 6 and "optimizer" not in got
+    for k, v in ref.items():
+        np.testing.assert_allclose(got["state_dict"][k].double(), v, rtol=1e-5, atol=1e-7)
+    assert not torch.equal(got["state_dict"]["head.weight"], weights[-1]["head.weight"])
+    vals = [r for r in read_metrics(whole.out_dir) if "psnr" in r]
+    assert [r["step"] for r in vals] == [3, 6] and all("psnr_ema" in r for r in vals)
+    assert got["metrics"]["psnr"] == vals[-1]["psnr_ema"]
+    killed = _cfg(tmp_path, recipe="paper", ema=d, out_dir=str(tmp_path / "killed"))
+    train(killed, stop_after=5)  # the last checkpoint (and average) is from step 3
+    train(replace(killed, resume=True))
+    again = read_checkpoint(tmp_path / "killed" / "ema.pt")["state_dict"]
+    for k, v in got["state_dict"].items():
+        np.testing.assert_allclose(again[k], v, rtol=1e-6)
+    with pytest.raises(AmmsError, match="ema is a decay"):
+        train(_cfg(tmp_path, ema=1.0, out_dir=str(tmp_path / "bad")))
+    # registered with --ema: the average's weights, its own curve, and how it was chosen
+    import runpy
+
+    register_run = runpy.run_path(str(Path(__file__).parents[1] / "scripts" / "register_run.py"),
+                                  run_name="imported")
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    assert register_run["main"]([whole.out_dir, "--ema", "--command", "train --ema 0.6",
+                                 "--folder", str(folder), "--commit", "abc"]) == 0
+    meta = json.loads((folder / "metadata.json").read_text())["amms_x2.pt"]
+    assert meta["selection"].startswith("final average of the weights (decay 0.6")
+    assert [p for _, p in meta["curve"]] == [round(r["psnr_ema"], 4) for r in vals]
+    shipped = read_checkpoint(folder / "amms_x2.pt")["state_dict"]
+    assert torch.equal(shipped["head.weight"], got["state_dict"]["head.weight"])

@@ -1,0 +1,90 @@
+"""Training runs for the CPU studies (table2_cpu.py, config_study.py): one command per run,
+resumable across sessions, budgets in steps.
+
+A study's budget is CPU time, but wall-clock minutes of runs that share 2 cores with other
+jobs are not comparable, so a budget is turned into steps once, by each run's own
+measured seconds per step (``seconds_per_step``), and every run is a finished cosine
+schedule over its steps (the fast recipe): a run cut short by ``deadline`` resumes
+exactly from its last save the next time, on this machine or another.
+"""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from amms_lib import data
+
+
+def train_command(model: str, scale: int, kwargs: dict, lr: float, steps: int, out: Path, *,
+                  init_from: Path | None = None, val_every: int = 0, val_images: int = 5,
+                  extra: tuple = ()) -> list[str]:
+    """The command of one single-thread run of ``steps`` (fast recipe, batches of 16 HR
+    patches of 32 x scale pixels, validated on ``val_images`` of the held-out split)."""
+    cmd = [sys.executable, "-m", "amms_lib.train", "--model", model, "--scale", str(scale),
+           "--model-kwargs", json.dumps(kwargs), "--recipe", "fast",
+           "--lr", str(lr), "--batch-size", "16", "--patch-size", str(32 * scale),
+           "--epochs", "1", "--iters-per-epoch", str(steps), "--val-every", str(val_every),
+           "--val-set", data.HELDOUT, "--val-images", str(val_images), "--workers", "0",
+           "--threads", "1", "--cpu-amp", "--channels-last", "--log-every", "50",
+           "--resume", "--out-dir", str(out), *extra]
+    return cmd + (["--init-from", str(init_from)] if init_from else [])
+
+
+def _env() -> dict:
+    return {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
+
+
+def seconds_per_step(commands: dict, steps: int = 20, rounds: int = 2) -> dict[str, float]:
+    """Training seconds per step (validation excluded) of each ``name -> command(out,
+    steps)``, by the runs' own command: short runs of all of them alternate, so that all
+    see the same load; the median of ``rounds``."""
+    from amms_lib.checkpoint import read_checkpoint
+
+    times = {name: [] for name in commands}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(rounds):
+            for name, make in commands.items():
+                out = Path(tmp) / f"{name}_{r}"
+                subprocess.run(make(out, steps), env=_env(), check=True, capture_output=True)
+                times[name].append(read_checkpoint(out / "last.pt")["seconds"] / steps)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def last_step(out: Path) -> int:
+    """The last step a run's log records (0 before its first)."""
+    from amms_lib.train import read_metrics
+
+    log = read_metrics(out) if (out / "metrics.jsonl").is_file() else []
+    return log[-1]["step"] if log else 0
+
+
+def run_training(cmd: list[str], out: Path, steps: int, deadline: float) -> bool:
+    """Run (or resume) one training to its last step, its output in ``out/train.log``;
+    False when ``deadline`` (a ``time.time()``) stopped it, or it failed (said in one line)."""
+    if (out / "last.pt").is_file() and last_step(out) >= steps:
+        return True
+    left = (deadline - time.time()) / 60
+    if left < 1:
+        return False
+    out.mkdir(parents=True, exist_ok=True)
+    extra = ["--stop-minutes", f"{left:.2f}"] if left != float("inf") else []
+    with open(out / "train.log", "a") as log:
+        proc = subprocess.run(cmd + extra, stdout=log, stderr=subprocess.STDOUT, env=_env())
+    if proc.returncode != 0:
+        print(f"{out.name}: training failed (exit {proc.returncode}); see {out}/train.log",
+              flush=True)
+        return False
+    return last_step(out) >= steps
+
+
+def heldout_curve(out: Path, key: str = "psnr") -> list[list[float]]:
+    """``[[step, held-out PSNR], ...]`` of a run's validations (``psnr_ema``: its average)."""
+    from amms_lib.train import read_metrics
+
+    return [[r["step"], r[key]] for r in read_metrics(out) if key in r]

@@ -1,0 +1,33 @@
+"""The CPU studies' run helper (benchmarks/cpu_jobs.py): a run stopped by its deadline
+resumes to its last step, a finished run is not trained again, a failure is one line."""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+from cpu_jobs import heldout_curve, last_step, run_training, train_command  # noqa: E402
+
+from amms_lib.amms import AMMSConfig  # noqa: E402
+from amms_lib.checkpoint import read_checkpoint  # noqa: E402
+
+
+def test_a_run_stops_at_its_deadline_resumes_and_is_not_trained_twice(use_data, tmp_path,
+                                                                       capsys):
+    out = tmp_path / "run"
+    cmd = train_command("amms", 2, AMMSConfig.tiny_kwargs(), 5e-4, 4, out, val_every=2,
+                        val_images=1, extra=("--train-sets", "T91", "--val-max-side", "24"))
+    assert not run_training(cmd, out, 4, deadline=time.time() + 30)  # under a minute left
+    assert not out.exists()
+    assert run_training(cmd, out, 4, deadline=float("inf"))
+    assert last_step(out) == 4 and [s for s, _ in heldout_curve(out)] == [2, 4]
+    log = (out / "train.log").read_text()
+    assert run_training(cmd, out, 4, deadline=float("inf"))  # done: nothing runs
+    assert (out / "train.log").read_text() == log
+    assert read_checkpoint(out / "last.pt")["config"]["threads"] == 1
+    bad = train_command("amms", 2, {"channels": -1}, 5e-4, 4, tmp_path / "bad")
+    assert not run_training(bad, tmp_path / "bad", 4, deadline=float("inf"))
+    assert "bad: training failed (exit 2); see" in capsys.readouterr().out
+    assert "channels" in (tmp_path / "bad" / "train.log").read_text()
