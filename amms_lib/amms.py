@@ -60,8 +60,8 @@ class AMMSConfig:
 
     @staticmethod
     def small_kwargs() -> dict:
-        """Overrides of the compact configuration the shipped CPU weights use (chosen by
-        ``benchmarks/config_study.py``: the most Set5 PSNR per CPU-minute of those tried)."""
+        """Overrides of the compact configuration the shipped CPU weights use (chosen by an
+        8-minute study on Set5; ``benchmarks/config_study.py`` re-asks on the held-out split)."""
         return dict(channels=32, n_amms=2, n_am=1)
 
     @staticmethod

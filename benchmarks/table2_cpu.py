@@ -18,9 +18,13 @@ its steps):
    final PSNR on the held-out split (``data.HELDOUT``, 5 images) wins. No test set is
    ever used to choose;
 2. x2: the whole budget at that rate; the final weights are the result (no selection);
-3. x3 and x4: a quarter of the budget each, from the x2 weights (``--init-from``: every
-   tensor of matching shape; the upsampler is new). LapSRN's x4 is two x2 pyramid levels:
-   its second level starts from scratch, and its x3 level has a new transposed conv.
+3. x3 and x4: a quarter of the budget's minutes each, from the x2 weights (``--init-from``:
+   every tensor of matching shape; the upsampler is new). A step at x3 or x4 costs more than
+   at x2 by the network's ratio of FLOPs per patch (``up_ratios``: 2.25 and 4 for networks
+   that work at HR resolution, about 1.1 and 1.5 for AMMS, 1.1 and 5 for LapSRN's pyramid),
+   so each gets a quarter of its x2 steps divided by that ratio. LapSRN's x4 is two x2
+   pyramid levels: its second level starts from scratch, and its x3 level has a new
+   transposed conv.
 
 Every final network is scored on whole Set5, Set14 and BSD100 (and written with its
 budget: steps, minutes, CPU-hours, parameters) in the results file, rewritten after
@@ -74,6 +78,18 @@ def measure_step_costs(models) -> dict[str, float]:
                              for m in models})
 
 
+def up_ratios(models) -> dict[str, dict[str, float]]:
+    """How much more a training step costs at x3 and x4 than at x2, per network: the
+    ratio of its FLOPs on the same LR patch (32 x 32; ``profile.flops_by_part``)."""
+    from amms_lib.models import build_model
+    from amms_lib.profile import flops_by_part
+
+    def flops(m, s):
+        return flops_by_part(build_model(m, s, **KWARGS.get(m, {})), (32, 32))["total"]
+
+    return {m: {f"x{s}": flops(m, s) / flops(m, 2) for s in (3, 4)} for m in models}
+
+
 def heldout_psnr(out: Path) -> float:
     """The run's final validation on the held-out split (its last metrics line)."""
     return heldout_curve(out)[-1][1]
@@ -120,11 +136,12 @@ def kept_x2(model: str, kept: Path) -> Path | None:
     return None
 
 
-def one_model(model: str, args, steps: int, deadline: float, results: dict, save) -> None:
-    """The three stages of one network (each skipped when already done)."""
+def one_model(model: str, args, steps: dict, deadline: float, results: dict, save) -> None:
+    """The three stages of one network (each skipped when already done); ``steps``:
+    ``{"x2": n, "x3": n, "x4": n}``."""
     row = results.setdefault(model, {})
     if "lr_sweep" not in row:
-        sweep_steps, tried = max(1, round(steps * SWEEP)), {}
+        sweep_steps, tried = max(1, round(steps["x2"] * SWEEP)), {}
         for lr in args.lrs:
             out = run_dir(model, 2, lr)
             if not run_training(command(model, 2, lr, sweep_steps, out), out, sweep_steps,
@@ -135,9 +152,8 @@ def one_model(model: str, args, steps: int, deadline: float, results: dict, save
                            "heldout_psnr": {f"{k:g}": v for k, v in tried.items()}}
         save()
     best = row["lr_sweep"]["chosen"]
-    up = max(1, round(steps * UP))  # x3 and x4 each
-    for scale, n in [(2, steps), (3, up), (4, up)]:
-        key, out = f"x{scale}", run_dir(model, scale)
+    for scale in (2, 3, 4):
+        key, out, n = f"x{scale}", run_dir(model, scale), steps[f"x{scale}"]
         if key in row:
             continue
         init = None if scale == 2 else kept_x2(model, kept_dir(args.json))
@@ -223,9 +239,14 @@ def main() -> None:
                          "another file for another budget")
     deadline = time.time() + 60 * args.stop_minutes if args.stop_minutes else float("inf")
     costs = record.get("seconds_per_step") or measure_step_costs(args.models)
-    steps = {m: max(1, round(2 * 60 * args.minutes / costs[m])) for m in args.models}
+    ratios = record.get("up_ratios") or up_ratios(MODELS)
+    steps = {}
+    for m in args.models:
+        x2 = max(1, round(2 * 60 * args.minutes / costs[m]))
+        steps[m] = {"x2": x2, **{k: max(1, round(x2 * UP / r)) for k, r in ratios[m].items()}}
     print("seconds per step (1 thread): " + ", ".join(f"{m} {costs[m]:.3f}" for m in costs)
-          + "; x2 steps: " + ", ".join(f"{m} {n}" for m, n in steps.items()), flush=True)
+          + "; steps x2/x3/x4: " + ", ".join(f"{m} {'/'.join(map(str, n.values()))}"
+                                              for m, n in steps.items()), flush=True)
     results = record.get("models", {})
 
     def save():
@@ -233,8 +254,10 @@ def main() -> None:
             "command": "python benchmarks/table2_cpu.py " + " ".join(sys.argv[1:]),
             "minutes": args.minutes, "budget": "x2: minutes of 2 cores (2 x minutes of one "
             "core, single-threaded runs), turned into steps by each network's measured "
-            f"seconds per step; lr sweep {SWEEP:g} of it per rate; x3, x4 {UP:g} each",
-            "seconds_per_step": costs, "steps_x2": steps, "bicubic": bicubic,
+            f"seconds per step; lr sweep {SWEEP:g} of it per rate; x3, x4 {UP:g} of its "
+            f"minutes each (x2 steps x {UP:g} / the network's FLOPs ratio at that scale)",
+            "seconds_per_step": costs, "up_ratios": ratios, "steps": steps,
+            "bicubic": bicubic,
             "models": results}, indent=1)), "w")
 
     bicubic = record.get("bicubic") or bicubic_rows()
