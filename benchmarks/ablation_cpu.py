@@ -178,7 +178,8 @@ def collect(args) -> dict:
               "variants": {k: list(v) for k, v in VARIANTS.items()},
               "equal_minutes_variant": EQUAL_MINUTES,
               "recipe": "fast (2% warm-up, cosine to 0), batch 16, 64x64 HR patches, "
-                        "bf16 autocast + channels-last, x2",
+                        "channels-last, x2; bf16 autocast on CPUs with native bf16, float32 "
+                        "elsewhere (each run's precision field)",
               "bicubic": {k: {"psnr": v["psnr"], "ssim": v["ssim"],
                               "per_image": v["per_image"]}
                           for k, v in bicubic_scores().items()},
