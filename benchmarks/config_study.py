@@ -38,7 +38,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from cpu_jobs import heldout_curve, run_training, seconds_per_step, train_command  # noqa: E402
+from cpu_jobs import (  # noqa: E402
+    bicubic_rows,
+    heldout_curve,
+    run_training,
+    seconds_per_step,
+    train_command,
+)
 
 from amms_lib import data  # noqa: E402
 from amms_lib.amms import AMMSConfig  # noqa: E402
@@ -183,13 +189,9 @@ def main() -> None:
           + "; x2 steps: " + ", ".join(f"{n} {k}" for n, k in steps.items()), flush=True)
     results = record.get("runs", {})
 
-    def save():
-        from amms_lib.benchmark import bicubic_upscaler, evaluate_set
+    bicubic = record.get("bicubic") or bicubic_rows((data.HELDOUT, *TEST_SETS))
 
-        bicubic = record.get("bicubic") or {
-            f"x{s}": {d: {k: v for k, v in evaluate_set(bicubic_upscaler(s), d, s).items()
-                          if k in ("psnr", "ssim")} for d in (data.HELDOUT, *TEST_SETS)}
-            for s in (2, 3, 4)}
+    def save():
         record.update(command="python benchmarks/config_study.py " + " ".join(sys.argv[1:]),
                       hours=args.hours, ema=args.ema, lr=args.lr,
                       budget="x2: hours of 2 cores (2 x hours of one core, single-threaded "

@@ -83,6 +83,15 @@ def run_training(cmd: list[str], out: Path, steps: int, deadline: float) -> bool
     return last_step(out) >= steps
 
 
+def bicubic_rows(sets) -> dict:
+    """Bicubic PSNR/SSIM on ``sets`` at x2, x3 and x4: the baseline beside every row."""
+    from amms_lib.benchmark import bicubic_upscaler, evaluate_set
+
+    return {f"x{scale}": {s: {k: v for k, v in evaluate_set(bicubic_upscaler(scale), s, scale)
+                              .items() if k in ("psnr", "ssim")} for s in sets}
+            for scale in (2, 3, 4)}
+
+
 def heldout_curve(out: Path, key: str = "psnr") -> list[list[float]]:
     """``[[step, held-out PSNR], ...]`` of a run's validations (``psnr_ema``: its average)."""
     from amms_lib.train import read_metrics

@@ -47,7 +47,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from cpu_jobs import heldout_curve, run_training, seconds_per_step, train_command  # noqa: E402
+from cpu_jobs import (  # noqa: E402
+    bicubic_rows,
+    heldout_curve,
+    run_training,
+    seconds_per_step,
+    train_command,
+)
 
 from amms_lib.amms import AMMSConfig  # noqa: E402
 from amms_lib.checkpoint import register  # noqa: E402
@@ -180,15 +186,6 @@ def one_model(model: str, args, steps: dict, deadline: float, results: dict, sav
                             "chosen on the held-out split"], check=False)
 
 
-def bicubic_rows() -> dict:
-    """Bicubic on the same sets and scales, the baseline beside every row."""
-    from amms_lib.benchmark import bicubic_upscaler, evaluate_set
-
-    return {f"x{scale}": {s: {k: v for k, v in evaluate_set(bicubic_upscaler(scale), s, scale)
-                              .items() if k in ("psnr", "ssim")} for s in SETS}
-            for scale in (2, 3, 4)}
-
-
 def rows(record: dict) -> list[dict]:
     """One flat row per trained network and scale, in MODELS order, with its budget."""
     return [{"model": m, "scale": int(key[1:]), **record["models"][m][key]}
@@ -260,7 +257,7 @@ def main() -> None:
             "bicubic": bicubic,
             "models": results}, indent=1)), "w")
 
-    bicubic = record.get("bicubic") or bicubic_rows()
+    bicubic = record.get("bicubic") or bicubic_rows(SETS)
     save()
     with ThreadPoolExecutor(args.jobs) as pool:
         list(pool.map(lambda m: one_model(m, args, steps[m], deadline, results, save),
