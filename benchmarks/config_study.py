@@ -66,9 +66,9 @@ def run_dir(name: str, scale: int) -> Path:
 
 
 def command(name: str, scale: int, steps: int, out: Path, args,
-            init_from: Path | None = None) -> list[str]:
+            init_from: Path | None = None, points: int = POINTS) -> list[str]:
     return train_command("amms", scale, CONFIGS[name], args.lr, steps, out,
-                         init_from=init_from, val_every=max(1, steps // POINTS),
+                         init_from=init_from, val_every=max(1, steps // points),
                          extra=("--ema", str(args.ema)))
 
 
@@ -183,7 +183,8 @@ def main() -> None:
                              "another file for another study")
     deadline = time.time() + 60 * args.stop_minutes if args.stop_minutes else float("inf")
     costs = record.get("seconds_per_step") or seconds_per_step(
-        {n: (lambda out, k, n=n: command(n, 2, k, out, args)) for n in args.configs})
+        {n: (lambda out, k, n=n: command(n, 2, k, out, args, points=1))  # 1 validation: fast
+         for n in args.configs})
     steps = {n: max(1, round(2 * 3600 * args.hours / costs[n])) for n in args.configs}
     print("seconds per step (1 thread): " + ", ".join(f"{n} {costs[n]:.3f}" for n in costs)
           + "; x2 steps: " + ", ".join(f"{n} {k}" for n, k in steps.items()), flush=True)
