@@ -25,7 +25,7 @@ from pathlib import Path
 
 from amms_lib.checkpoint import load_model, read_checkpoint, read_metadata, register
 from amms_lib.errors import AmmsError
-from amms_lib.runtime import cli
+from amms_lib.runtime import cli, repo_root
 from amms_lib.train import TrainConfig, read_metrics, validate
 
 
@@ -53,11 +53,18 @@ def record(out: Path, args) -> tuple[Path, dict, dict]:
     if args.device == "cpu":
         threads = cfg.get("threads") or 2
         extra.update(threads=threads, cpu_hours=round(minutes / 60 * threads / 2, 3))
-    if cfg.get("init_from"):
-        init = read_checkpoint(cfg["init_from"])
-        meta = read_metadata().get(Path(cfg["init_from"]).name, {})
-        extra.update(init_from=cfg["init_from"], init_step=init.get("step"),
-                     init_minutes=meta.get("train_minutes"))
+    if cfg.get("init_from"):  # where it started: the path (repo-relative inside the
+        # checkout), that checkpoint's steps and training minutes (its own record when the
+        # starting point was never registered, e.g. a study's kept x2 weights)
+        init_path = Path(cfg["init_from"]).resolve()
+        init = read_checkpoint(init_path)
+        meta = read_metadata(init_path.parent).get(init_path.name, {}) \
+            if (init_path.parent / "metadata.json").is_file() else {}
+        minutes = meta.get("train_minutes") or (round(init["seconds"] / 60, 1)
+                                                if "seconds" in init else None)
+        shown = (init_path.relative_to(repo_root()) if init_path.is_relative_to(repo_root())
+                 else init_path)
+        extra.update(init_from=str(shown), init_step=init.get("step"), init_minutes=minutes)
     return src, cfg, extra
 
 

@@ -644,3 +644,12 @@ def test_weight_average_follows_its_formula_and_resumes_exactly(use_data, tmp_pa
     assert [p for _, p in meta["curve"]] == [round(r["psnr_ema"], 4) for r in vals]
     shipped = read_checkpoint(folder / "amms_x2.pt")["state_dict"]
     assert torch.equal(shipped["head.weight"], got["state_dict"]["head.weight"])
+    # started from weights never registered (a study's kept x2): their own steps and minutes
+    x3 = _cfg(tmp_path, scale=3, patch_size=24, iters_per_epoch=1, val_every=1,
+              out_dir=str(tmp_path / "x3"), init_from=str(tmp_path / "whole" / "ema.pt"))
+    train(x3)
+    assert register_run["main"]([x3.out_dir, "--last", "--command", "train x3",
+                                 "--folder", str(folder), "--commit", "abc"]) == 0
+    meta3 = json.loads((folder / "metadata.json").read_text())["amms_x3.pt"]
+    assert meta3["init_step"] == 6 and meta3["init_minutes"] == round(got["seconds"] / 60, 1)
+    assert meta3["init_from"] == str((tmp_path / "whole" / "ema.pt").resolve())
