@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cpu_jobs import (  # noqa: E402
     bicubic_rows,
     heldout_curve,
+    precision,
     run_training,
     seconds_per_step,
     train_command,
@@ -107,7 +108,8 @@ def score(name: str, scale: int, out: Path) -> dict:
                       "steps_heldout5_psnr_ema": heldout_curve(out, "psnr_ema")},
             "heldout": heldout, "chosen": chosen,
             "sets": evaluate(out / f"{chosen}.pt", scale, TEST_SETS),
-            "score_seconds": round(time.perf_counter() - t0, 1), "cpu": cpu_name()}
+            "score_seconds": round(time.perf_counter() - t0, 1), "cpu": cpu_name(),
+            "precision": precision(ckpt)}
 
 
 def kept(args) -> Path:

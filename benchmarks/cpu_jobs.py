@@ -23,17 +23,26 @@ from amms_lib import data
 
 def train_command(model: str, scale: int, kwargs: dict, lr: float, steps: int, out: Path, *,
                   init_from: Path | None = None, val_every: int = 0, val_images: int = 5,
-                  extra: tuple = ()) -> list[str]:
+                  bf16: bool = True, extra: tuple = ()) -> list[str]:
     """The command of one single-thread run of ``steps`` (fast recipe, batches of 16 HR
-    patches of 32 x scale pixels, validated on ``val_images`` of the held-out split)."""
+    patches of 32 x scale pixels, validated on ``val_images`` of the held-out split);
+    ``bf16``: bf16 autocast where the CPU computes it natively (else float32 anyway)."""
     cmd = [sys.executable, "-m", "amms_lib.train", "--model", model, "--scale", str(scale),
            "--model-kwargs", json.dumps(kwargs), "--recipe", "fast",
            "--lr", str(lr), "--batch-size", "16", "--patch-size", str(32 * scale),
            "--epochs", "1", "--iters-per-epoch", str(steps), "--val-every", str(val_every),
            "--val-set", data.HELDOUT, "--val-images", str(val_images), "--workers", "0",
-           "--threads", "1", "--cpu-amp", "--channels-last", "--log-every", "50",
-           "--resume", "--out-dir", str(out), *extra]
+           "--threads", "1", *(["--cpu-amp"] if bf16 else []), "--channels-last",
+           "--log-every", "50", "--resume", "--out-dir", str(out), *extra]
     return cmd + (["--init-from", str(init_from)] if init_from else [])
+
+
+def precision(ckpt: dict) -> str:
+    """What a run just finished on this machine trained in: ``bfloat16 autocast`` (asked
+    for, and native here) or ``float32``."""
+    from amms_lib.runtime import cpu_bf16
+
+    return "bfloat16 autocast" if ckpt["config"].get("cpu_amp") and cpu_bf16() else "float32"
 
 
 def _env() -> dict:

@@ -32,8 +32,10 @@ every stage. ``--register`` copies the finished x2/x3/x4 weights into ``checkpoi
 (``scripts/register_run.py --last``), which keeps better weights already there.
 Runs go to ``runs/table2/<model>_x<s>[_lr<lr>]/``; every finished stage is in the results
 file and each x2 network's weights beside it (``table2_cpu_x2/``), so the study
-goes on across machines (commit both). ``--cpu-amp`` falls back to float32 on a CPU without
-native bf16 (``train.use_autocast``); the record says which CPU scored each row.
+goes on across machines (commit both). Every row trains in float32 (no ``--cpu-amp``): the
+first rows were trained on an AVX2-only CPU, where bf16 is not native, and a machine with
+AVX512-BF16 would otherwise train the rest in bf16 autocast, a second difference between
+rows beside the network; the record says which CPU scored each row and its precision.
 """
 from __future__ import annotations
 
@@ -50,6 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cpu_jobs import (  # noqa: E402
     bicubic_rows,
     heldout_curve,
+    precision,
     run_training,
     seconds_per_step,
     train_command,
@@ -74,7 +77,7 @@ def command(model: str, scale: int, lr: float, steps: int, out: Path,
             init_from: Path | None = None) -> list[str]:
     """The training command of one finished run of ``steps`` (one thread)."""
     return train_command(model, scale, KWARGS.get(model, {}), lr, steps, out,
-                         init_from=init_from)
+                         init_from=init_from, bf16=False)  # every row in float32
 
 
 def measure_step_costs(models) -> dict[str, float]:
@@ -123,7 +126,7 @@ def score(model: str, scale: int, out: Path) -> dict:
             "init_from": ckpt["config"].get("init_from", ""),
             "seconds_per_image_1_thread": seconds,
             "score_seconds": round(time.perf_counter() - t0, 1),
-            "cpu": cpu_name(),
+            "cpu": cpu_name(), "precision": precision(ckpt),
             "sets": {s: {"psnr": v["psnr"], "ssim": v["ssim"]} for s, v in sets.items()}}
 
 

@@ -8,10 +8,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-from cpu_jobs import heldout_curve, last_step, run_training, train_command  # noqa: E402
+from cpu_jobs import (  # noqa: E402
+    heldout_curve,
+    last_step,
+    precision,
+    run_training,
+    train_command,
+)
 
 from amms_lib.amms import AMMSConfig  # noqa: E402
 from amms_lib.checkpoint import read_checkpoint  # noqa: E402
+from amms_lib.runtime import cpu_bf16  # noqa: E402
 
 
 def test_a_run_stops_at_its_deadline_resumes_and_is_not_trained_twice(use_data, tmp_path,
@@ -31,3 +38,19 @@ def test_a_run_stops_at_its_deadline_resumes_and_is_not_trained_twice(use_data, 
     assert not run_training(bad, tmp_path / "bad", 4, deadline=float("inf"))
     assert "bad: training failed (exit 2); see" in capsys.readouterr().out
     assert "channels" in (tmp_path / "bad" / "train.log").read_text()
+
+
+def test_a_float32_run_says_so_and_a_bf16_run_only_where_the_cpu_computes_it(use_data,
+                                                                            tmp_path):
+    """table2_cpu trains every row in float32 (``bf16=False``); the record's precision is
+    what the run did on this CPU, not what it asked for."""
+    runs = {}
+    for bf16 in (False, True):
+        out = tmp_path / f"bf16_{bf16}"
+        cmd = train_command("amms", 2, AMMSConfig.tiny_kwargs(), 5e-4, 1, out, bf16=bf16,
+                            extra=("--train-sets", "T91"))
+        assert ("--cpu-amp" in cmd) == bf16
+        assert run_training(cmd, out, 1, deadline=float("inf"))
+        runs[bf16] = precision(read_checkpoint(out / "last.pt"))
+    assert runs[False] == "float32"
+    assert runs[True] == ("bfloat16 autocast" if cpu_bf16() else "float32")
