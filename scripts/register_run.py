@@ -1,14 +1,15 @@
 """Register a training run's best checkpoint in checkpoints/, with its record.
 
     python scripts/register_run.py runs/train/amms_small_x2 --command "SCALE=2 ... train_cpu.sh" \
-        [--data "T91+BSD200"] [--notes "..."] [--selection "..."] [--last | --ema] [--force] \
-        [--folder checkpoints] [--commit SHA]
+        [--data "T91+BSD200 without heldout"] [--notes "..."] [--selection "..."] \
+        [--last | --ema] [--force] [--folder checkpoints] [--commit SHA]
 
 Copies ``OUT/best.pt`` (``--last``: ``OUT/last.pt``, the final weights, for a schedule that
 needs no selection; ``--ema``: ``OUT/ema.pt``, the final average of the weights of a run
 trained with ``--ema``) as weights only to ``<folder>/<model>_x<scale>.pt`` and records in
 ``<folder>/metadata.json``: the command, commit, data, iterations, the validation score and
-set, how the weights were selected, the validation curve ``[[training minutes, PSNR], ...]``,
+set and which of its pixels (``val_images``, ``val_max_side``: what ``train.validate``
+scores), how the weights were selected, the validation curve ``[[training minutes, PSNR], ...]``,
 the training minutes the registered checkpoint took (validation excluded), the device, and on
 a CPU the torch threads and CPU-hours (hours of a 2-core machine: minutes / 60 * threads / 2);
 for a run started from another checkpoint, which one and how many minutes that one had trained.
@@ -23,6 +24,7 @@ import json
 import sys
 from pathlib import Path
 
+from amms_lib import data
 from amms_lib.checkpoint import load_model, read_checkpoint, read_metadata, register
 from amms_lib.errors import AmmsError
 from amms_lib.runtime import cli, repo_root
@@ -49,7 +51,8 @@ def record(out: Path, args) -> tuple[Path, dict, dict]:
            f"final weights after {ckpt['step']} steps (no selection)" if args.last else
            f"best of {len(curve)} validations on {cfg.get('val_set')}")
     extra = {"curve": curve, "train_minutes": round(minutes, 1), "device": args.device,
-             "selection": args.selection or how, "val_set": cfg.get("val_set")}
+             "selection": args.selection or how, "val_set": cfg.get("val_set"),
+             "val_images": cfg.get("val_images", 0), "val_max_side": cfg.get("val_max_side", 0)}
     if args.device == "cpu":
         threads = cfg.get("threads") or 2
         extra.update(threads=threads, cpu_hours=round(minutes / 60 * threads / 2, 3))
@@ -73,7 +76,9 @@ def main(argv=None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out_dir")
     ap.add_argument("--command", required=True, help="the command that trained it")
-    ap.add_argument("--data", default="T91+BSD200")
+    ap.add_argument("--data", default="",
+                    help="what it trained on (default: the run's train_sets, which never "
+                    "include the held-out split)")
     ap.add_argument("--notes", default="")
     ap.add_argument("--selection", default="", help="how the weights were chosen")
     which = ap.add_mutually_exclusive_group()
@@ -96,7 +101,9 @@ def main(argv=None) -> int:
         def score(path: Path) -> float:  # both on this run's validation pixels
             return validate(load_model(path)[0], val)["psnr"]
 
-        path = register(src, command=args.command, data=args.data, notes=args.notes,
+        trained_on = args.data or ("+".join(cfg.get("train_sets") or ("T91", "BSD200"))
+                                   + f" without {data.HELDOUT}")
+        path = register(src, command=args.command, data=trained_on, notes=args.notes,
                         folder=args.folder, commit=args.commit, score=score,
                         force=args.force, **extra)
         ckpt = read_checkpoint(src)

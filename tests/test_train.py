@@ -641,6 +641,8 @@ def test_weight_average_follows_its_formula_and_resumes_exactly(use_data, tmp_pa
                                  "--folder", str(folder), "--commit", "abc"]) == 0
     meta = json.loads((folder / "metadata.json").read_text())["amms_x2.pt"]
     assert meta["selection"].startswith("final average of the weights (decay 0.6")
+    assert (meta["val_images"], meta["val_max_side"]) == (whole.val_images, whole.val_max_side)
+    assert meta["data"] == "T91 without heldout"
     assert [p for _, p in meta["curve"]] == [round(r["psnr_ema"], 4) for r in vals]
     shipped = read_checkpoint(folder / "amms_x2.pt")["state_dict"]
     assert torch.equal(shipped["head.weight"], got["state_dict"]["head.weight"])
