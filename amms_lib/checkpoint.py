@@ -177,7 +177,9 @@ def register(src, *, command: str, data: str, folder: Path | None = None,
 
     Nothing registered is replaced by worse weights: with ``score`` (path -> PSNR on one
     validation set), a checkpoint already registered under the same name is scored too,
-    and a lower new score is refused unless ``force``. The metadata is read and checked
+    and a lower new score is refused unless ``force``; except a checkpoint whose record
+    says it trained on the held-out images (``heldout_note``), which the held-out split
+    cannot judge, so it is replaced (and the caller told). The metadata is read and checked
     before anything is written, and the new weights are renamed into place only after the
     metadata holding their hash is written: a failure leaves both as they were.
     """
@@ -189,7 +191,12 @@ def register(src, *, command: str, data: str, folder: Path | None = None,
     ckpt = read_checkpoint(src)
     name = f"{ckpt['model']}_x{ckpt['scale']}.pt"
     meta = read_metadata(folder)  # a damaged record fails here, before any write
-    if score is not None and not force and (folder / name).is_file() and name in meta:
+    unfair = name in meta and "heldout_note" in meta[name]
+    if unfair:
+        print(f"{name}: the registered weights trained on the held-out images "
+              "(heldout_note), so no validation score can rank them: replacing them")
+    if score is not None and not force and not unfair and (folder / name).is_file() \
+            and name in meta:
         old, new = score(folder / name), score(Path(src))
         if new < old:
             raise AmmsError(f"{src} scores {new:.2f} dB on the validation set, below the "

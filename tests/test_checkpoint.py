@@ -186,6 +186,12 @@ def test_registration_never_replaces_better_weights_and_fails_whole(ckpt, tmp_pa
     register(worse, command="bad", data="d", folder=folder, commit="b", score=score,
              force=True)  # asked for: replaced
     assert read_metadata(folder)["amms_x2.pt"]["command"] == "bad"
+    # weights whose record says they trained on the held-out images are not judged by it
+    register(path, command="good", data="d", folder=folder, commit="a", heldout_note="x")
+    assert "heldout_note" in read_metadata(folder)["amms_x2.pt"]
+    register(worse, command="bad", data="d", folder=folder, commit="b", score=score)
+    assert read_metadata(folder)["amms_x2.pt"]["command"] == "bad"
+    assert "heldout_note" not in read_metadata(folder)["amms_x2.pt"]
     for bad in ("{not json", "[1, 2]", '{"amms_x2.pt": null}'):
         (folder / "metadata.json").write_text(bad)
         weights = shipped.read_bytes()
