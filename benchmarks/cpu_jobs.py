@@ -20,9 +20,11 @@ from pathlib import Path
 
 from amms_lib import data
 
+VAL_IMAGES = 5  # held-out images a study's run validates on (the first of data.HELDOUT)
+
 
 def train_command(model: str, scale: int, kwargs: dict, lr: float, steps: int, out: Path, *,
-                  init_from: Path | None = None, val_every: int = 0, val_images: int = 5,
+                  init_from: Path | None = None, val_every: int = 0, val_images: int = VAL_IMAGES,
                   bf16: bool = True, extra: tuple = ()) -> list[str]:
     """The command of one single-thread run of ``steps`` (fast recipe, batches of 16 HR
     patches of 32 x scale pixels, validated on ``val_images`` of the held-out split);

@@ -28,8 +28,9 @@ its steps):
 
 Every final network is scored on whole Set5, Set14 and BSD100 (and written with its
 budget: steps, minutes, CPU-hours, parameters) in the results file, rewritten after
-every stage. ``--register`` copies the finished x2/x3/x4 weights into ``checkpoints/``
-(``scripts/register_run.py --last``), which keeps better weights already there.
+every stage. ``--register`` then copies every finished row's final weights not yet there into
+``checkpoints/`` (``ship``: from the run, or at x2 from the kept copy), keeping better weights
+already there.
 Runs go to ``runs/table2/<model>_x<s>[_lr<lr>]/``; every finished stage is in the results
 file and each x2 network's weights beside it (``table2_cpu_x2/``), so the study
 goes on across machines (commit both). Every row trains in float32 (no ``--cpu-amp``): the
@@ -50,6 +51,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from cpu_jobs import (  # noqa: E402
+    VAL_IMAGES,
     bicubic_rows,
     heldout_curve,
     precision,
@@ -58,6 +60,7 @@ from cpu_jobs import (  # noqa: E402
     train_command,
 )
 
+from amms_lib import data  # noqa: E402
 from amms_lib.amms import AMMSConfig  # noqa: E402
 from amms_lib.checkpoint import register  # noqa: E402
 from amms_lib.runtime import atomic_write, cpu_name, repo_root  # noqa: E402
@@ -181,12 +184,49 @@ def one_model(model: str, args, steps: dict, deadline: float, results: dict, sav
         print(f"{model} x{scale}: {row[key]['steps']} steps, {row[key]['train_minutes']:.1f} "
               "min, " + ", ".join(f"{s} {v['psnr']:.2f}" for s, v in row[key]["sets"].items()),
               flush=True)
-        if args.register:
-            subprocess.run([sys.executable, str(repo_root() / "scripts" / "register_run.py"),
-                            str(out), "--last", "--command",
-                            "python benchmarks/table2_cpu.py " + " ".join(sys.argv[1:]),
-                            "--selection", "final weights of a fixed-step cosine run; lr "
-                            "chosen on the held-out split"], check=False)
+
+
+def registered(model: str, scale: int, row: dict) -> bool:
+    """Whether ``checkpoints/`` already holds this row's weights (this study, same steps)."""
+    from amms_lib.checkpoint import read_metadata
+
+    info = read_metadata().get(f"{model}_x{scale}.pt", {})
+    return (info.get("command", "").startswith("python benchmarks/table2_cpu.py")
+            and info.get("iterations") == row["steps"])
+
+
+def ship(model: str, scale: int, row: dict, args) -> None:
+    """Register one finished row's final weights in ``checkpoints/``: from its run when this
+    machine has it (``register_run.py --last``: with the run's curve), else, at x2, from the
+    copy kept beside the results, with the row's budget; else say what is missing."""
+    command = "python benchmarks/table2_cpu.py " + " ".join(sys.argv[1:])
+    selection = "final weights of a fixed-step cosine run; lr chosen on the held-out split"
+    out = run_dir(model, scale)
+    if (out / "last.pt").is_file():
+        subprocess.run([sys.executable, str(repo_root() / "scripts" / "register_run.py"),
+                        str(out), "--last", "--command", command, "--selection", selection],
+                       check=False)
+        return
+    kept = kept_dir(args.json) / f"{model}_x{scale}.pt"
+    if not kept.is_file():
+        print(f"{model} x{scale}: its weights are not on this machine ({out} is gone and only "
+              f"x2 is kept); delete its row from {args.json} and run again to retrain it",
+              flush=True)
+        return
+    from amms_lib.checkpoint import load_model
+    from amms_lib.train import TrainConfig, validate
+
+    val = TrainConfig(scale=scale, val_set=data.HELDOUT, val_images=VAL_IMAGES)
+    psnr = validate(load_model(kept)[0], val)["psnr"]
+    register(kept, command=command, data=f"T91+BSD200 without {data.HELDOUT}",
+             score=lambda p: validate(load_model(p)[0], val)["psnr"], selection=selection,
+             notes=f"registered from the copy kept in {kept_dir(args.json).name}/",
+             device="cpu", threads=1, lr=row["lr"], precision=row.get("precision"),
+             train_minutes=round(row["train_minutes"], 1),
+             cpu_hours=round(row["core_hours"] / 2, 3), val_set=data.HELDOUT,
+             val_images=val.val_images, val_max_side=0,
+             curve=[[round(row["train_minutes"], 2), round(psnr, 4)]])
+    print(f"registered {model}_x{scale}.pt from {kept} (held-out {psnr:.2f} dB)", flush=True)
 
 
 def rows(record: dict) -> list[dict]:
@@ -265,6 +305,12 @@ def main() -> None:
     with ThreadPoolExecutor(args.jobs) as pool:
         list(pool.map(lambda m: one_model(m, args, steps[m], deadline, results, save),
                       args.models))
+    if args.register:  # every finished row not yet in checkpoints/, on this machine or not
+        for m in args.models:
+            for scale in (2, 3, 4):
+                row = results.get(m, {}).get(f"x{scale}")
+                if row and not registered(m, scale, row):
+                    ship(m, scale, row, args)
 
 
 if __name__ == "__main__":

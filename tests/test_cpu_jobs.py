@@ -49,3 +49,37 @@ def test_a_float32_run_says_so_and_a_bf16_run_only_where_the_cpu_computes_it(tmp
     assert precision({"config": {"cpu_amp": False}}) == "float32"
     assert precision({"config": {"cpu_amp": True}}) == (
         "bfloat16 autocast" if cpu_bf16() else "float32")
+
+
+def test_table2_registers_a_finished_row_from_its_kept_copy(use_data, tmp_path, monkeypatch,
+                                                            capsys):
+    """A row finished on another machine: at x2 its kept copy is registered with the row's
+    budget (once), at x3 the missing weights are named, not invented."""
+    from types import SimpleNamespace
+
+    import table2_cpu
+
+    import amms_lib.checkpoint as ck
+
+    monkeypatch.setattr(ck, "checkpoints_dir", lambda: tmp_path / "checkpoints")
+    monkeypatch.setattr(table2_cpu, "RUNS", tmp_path / "runs")  # no run on "this machine"
+    monkeypatch.setattr(table2_cpu, "VAL_IMAGES", 1)  # the study's 5, but quicker
+    (tmp_path / "checkpoints").mkdir()
+    out = tmp_path / "run"
+    cmd = train_command("srcnn", 2, {}, 5e-4, 2, out, extra=("--train-sets", "T91"))
+    assert run_training(cmd, out, 2, deadline=float("inf"))
+    args = SimpleNamespace(json=str(tmp_path / "table2_cpu.json"))
+    table2_cpu.kept_dir(args.json).mkdir()
+    ck.register(out / "last.pt", command="kept", data="d", folder=table2_cpu.kept_dir(args.json))
+    row = {"steps": 2, "lr": 5e-4, "train_minutes": 0.5, "core_hours": 0.008,
+           "precision": "float32"}
+    assert not table2_cpu.registered("srcnn", 2, row)
+    table2_cpu.ship("srcnn", 2, row, args)
+    meta = ck.read_metadata()["srcnn_x2.pt"]
+    assert table2_cpu.registered("srcnn", 2, row)
+    assert (meta["val_set"], meta["val_images"], meta["threads"], meta["cpu_hours"]) == (
+        "heldout", 1, 1, 0.004)
+    assert meta["curve"][0][0] == 0.5 and meta["selection"].startswith("final weights")
+    table2_cpu.ship("srcnn", 3, row, args)
+    assert "srcnn x3: its weights are not on this machine" in capsys.readouterr().out
+    assert "srcnn_x3.pt" not in ck.read_metadata()
