@@ -23,8 +23,10 @@ weights that score below the registered ones on the run's validation images).
 
 Runs go to ``runs/config_study/<config>_x<s>/``; the results file is rewritten after every
 finished stage and holds the step budgets, so the study goes on where it stopped, on this
-machine or another (a finished x2 run's chosen weights are kept beside the results file, in
-``config_study_cpu_x2/``, for x3 and x4 on a new machine).
+machine or another: a run stopped by ``--stop-minutes`` leaves its exact state (weights, Adam,
+average, data position) in ``config_study_cpu_state/`` and a finished x2 run its chosen
+weights in ``config_study_cpu_x2/`` (for x3 and x4), both beside the results file: commit
+them, and a new machine resumes.
 """
 from __future__ import annotations
 
@@ -118,6 +120,12 @@ def kept(args) -> Path:
     return path.with_name(f"{path.stem}_x2")
 
 
+def state(args, key: str) -> Path:
+    """Where an unfinished run's resumable state is kept beside the results (to commit)."""
+    path = Path(args.json)
+    return path.with_name(f"{path.stem}_state") / key
+
+
 def stage(name: str, scale: int, steps: int, args, deadline: float, results: dict, save,
           init_from: Path | None = None) -> bool:
     """Train and score one run (skipped when its result is in the file); False if stopped."""
@@ -126,7 +134,7 @@ def stage(name: str, scale: int, steps: int, args, deadline: float, results: dic
         return True
     out = run_dir(name, scale)
     if not run_training(command(name, scale, steps, out, args, init_from), out, steps,
-                        deadline):
+                        deadline, state(args, key)):
         return False
     results[key] = score(name, scale, out)
     if scale == 2:  # x3 and x4 start here, on this machine or the next

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import time
 from pathlib import Path
 
 from amms_lib import data
+from amms_lib.runtime import atomic_write
 
 VAL_IMAGES = 5  # held-out images a study's run validates on (the first of data.HELDOUT)
 
@@ -75,23 +77,64 @@ def last_step(out: Path) -> int:
     return log[-1]["step"] if log else 0
 
 
-def run_training(cmd: list[str], out: Path, steps: int, deadline: float) -> bool:
-    """Run (or resume) one training to its last step, its output in ``out/train.log``;
-    False when ``deadline`` (a ``time.time()``) stopped it, or it failed (said in one line)."""
-    if (out / "last.pt").is_file() and last_step(out) >= steps:
-        return True
-    left = (deadline - time.time()) / 60
-    if left < 1:
+STATE_FILES = ("last.pt", "metrics.jsonl")  # what a run resumes from, exactly
+
+
+def _saved_step(folder: Path) -> int:
+    from amms_lib.checkpoint import read_checkpoint
+
+    return read_checkpoint(folder / "last.pt")["step"] if (folder / "last.pt").is_file() else 0
+
+
+def keep_state(out: Path, state: Path) -> None:
+    """Copy an unfinished run's resumable state (weights, Adam, average, data position) to
+    ``state``, a folder to commit: a run of hours outlives the machine (sessions end)."""
+    state.mkdir(parents=True, exist_ok=True)
+    for name in STATE_FILES:
+        atomic_write(state / name, lambda f, n=name: f.write((out / n).read_bytes()))
+
+
+def restore_state(out: Path, state: Path) -> bool:
+    """Put a kept state back in ``out`` where it is ahead of what ``out`` holds (a new
+    machine: nothing); True if it did."""
+    if _saved_step(state) <= _saved_step(out):
         return False
     out.mkdir(parents=True, exist_ok=True)
-    extra = ["--stop-minutes", f"{left:.2f}"] if left != float("inf") else []
-    with open(out / "train.log", "a") as log:
-        proc = subprocess.run(cmd + extra, stdout=log, stderr=subprocess.STDOUT, env=_env())
-    if proc.returncode != 0:
-        print(f"{out.name}: training failed (exit {proc.returncode}); see {out}/train.log",
-              flush=True)
-        return False
-    return last_step(out) >= steps
+    for name in STATE_FILES:
+        atomic_write(out / name, lambda f, n=name: f.write((state / n).read_bytes()))
+    print(f"{out.name}: resumed from the state kept in {state} (step {_saved_step(out)})",
+          flush=True)
+    return True
+
+
+def run_training(cmd: list[str], out: Path, steps: int, deadline: float,
+                 state: Path | None = None) -> bool:
+    """Run (or resume) one training to its last step, its output in ``out/train.log``;
+    False when ``deadline`` (a ``time.time()``) stopped it, or it failed (said in one line).
+    With ``state``: a run stopped by the deadline leaves its state there (``keep_state``),
+    a run starts from it when it is ahead of ``out``, and a finished run removes it."""
+    if state is not None:
+        restore_state(out, state)
+    done = (out / "last.pt").is_file() and last_step(out) >= steps
+    if not done:
+        left = (deadline - time.time()) / 60
+        if left < 1:
+            return False
+        out.mkdir(parents=True, exist_ok=True)
+        extra = ["--stop-minutes", f"{left:.2f}"] if left != float("inf") else []
+        with open(out / "train.log", "a") as log:
+            proc = subprocess.run(cmd + extra, stdout=log, stderr=subprocess.STDOUT,
+                                  env=_env())
+        if proc.returncode != 0:
+            print(f"{out.name}: training failed (exit {proc.returncode}); see "
+                  f"{out}/train.log", flush=True)
+            return False
+        done = last_step(out) >= steps
+    if state is not None and done:
+        shutil.rmtree(state, ignore_errors=True)
+    elif state is not None and (out / "last.pt").is_file():
+        keep_state(out, state)
+    return done
 
 
 def bicubic_rows(sets) -> dict:

@@ -32,8 +32,9 @@ every stage. ``--register`` then copies every finished row's final weights not y
 ``checkpoints/`` (``ship``: from the run, or at x2 from the kept copy), keeping better weights
 already there.
 Runs go to ``runs/table2/<model>_x<s>[_lr<lr>]/``; every finished stage is in the results
-file and each x2 network's weights beside it (``table2_cpu_x2/``), so the study
-goes on across machines (commit both). Every row trains in float32 (no ``--cpu-amp``): the
+file and each x2 network's weights beside it (``table2_cpu_x2/``), and a run stopped by
+``--stop-minutes`` leaves its exact state in ``table2_cpu_state/``, so the study goes on
+across machines (commit all three). Every row trains in float32 (no ``--cpu-amp``): the
 first rows were trained on an AVX2-only CPU, where bf16 is not native, and a machine with
 AVX512-BF16 would otherwise train the rest in bf16 autocast, a second difference between
 rows beside the network; the record says which CPU scored each row and its precision.
@@ -140,6 +141,13 @@ def kept_dir(results_file) -> Path:
     return path.with_name(f"{path.stem}_x2")
 
 
+def state_dir(results_file, out: Path) -> Path:
+    """Where a run stopped by the deadline keeps its resumable state, beside the results
+    (``table2_cpu_state/<run>/``: commit it, and a new machine resumes the run exactly)."""
+    path = Path(results_file)
+    return path.with_name(f"{path.stem}_state") / out.name
+
+
 def kept_x2(model: str, kept: Path) -> Path | None:
     """The x2 weights x3 and x4 start from: the run's, else the copy kept in ``kept``."""
     for path in (run_dir(model, 2) / "last.pt", kept / f"{model}_x2.pt"):
@@ -153,15 +161,19 @@ def one_model(model: str, args, steps: dict, deadline: float, results: dict, sav
     ``{"x2": n, "x3": n, "x4": n}``."""
     row = results.setdefault(model, {})
     if "lr_sweep" not in row:
-        sweep_steps, tried = max(1, round(steps["x2"] * SWEEP)), {}
+        sweep_steps = max(1, round(steps["x2"] * SWEEP))
+        tried = row.setdefault("lr_tried", {})  # each finished rate, saved as it finishes
         for lr in args.lrs:
             out = run_dir(model, 2, lr)
+            if f"{lr:g}" in tried:
+                continue
             if not run_training(command(model, 2, lr, sweep_steps, out), out, sweep_steps,
-                                deadline):
+                                deadline, state_dir(args.json, out)):
                 return
-            tried[lr] = heldout_psnr(out)
-        row["lr_sweep"] = {"steps": sweep_steps, "chosen": max(tried, key=tried.get),
-                           "heldout_psnr": {f"{k:g}": v for k, v in tried.items()}}
+            tried[f"{lr:g}"] = heldout_psnr(out)
+            save()
+        row["lr_sweep"] = {"steps": sweep_steps, "chosen": float(max(tried, key=tried.get)),
+                           "heldout_psnr": row.pop("lr_tried")}
         save()
     best = row["lr_sweep"]["chosen"]
     for scale in (2, 3, 4):
@@ -173,7 +185,8 @@ def one_model(model: str, args, steps: dict, deadline: float, results: dict, sav
             print(f"{model} x{scale}: no x2 weights to start from (neither {run_dir(model, 2)} "
                   f"nor {kept_dir(args.json)}); delete its x2 row to train it again", flush=True)
             return
-        if not run_training(command(model, scale, best, n, out, init), out, n, deadline):
+        if not run_training(command(model, scale, best, n, out, init), out, n, deadline,
+                            state_dir(args.json, out)):
             return
         row[key] = score(model, scale, out)
         if scale == 2:  # kept with its record, for x3 and x4 on another machine

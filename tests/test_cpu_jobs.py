@@ -2,12 +2,14 @@
 resumes to its last step, a finished run is not trained again, a failure is one line."""
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
+import torch  # noqa: E402
 from cpu_jobs import (  # noqa: E402
     heldout_curve,
     last_step,
@@ -24,8 +26,14 @@ from amms_lib.runtime import cpu_bf16  # noqa: E402
 def test_a_run_stops_at_its_deadline_resumes_and_is_not_trained_twice(use_data, tmp_path,
                                                                        capsys):
     out = tmp_path / "run"
-    cmd = train_command("amms", 2, AMMSConfig.tiny_kwargs(), 5e-4, 4, out, val_every=2,
-                        val_images=1, extra=("--train-sets", "T91", "--val-max-side", "24"))
+
+    def cmd_of(steps, out):  # the paper recipe: a 2-step run is the first 2 steps of 4
+        return train_command("amms", 2, AMMSConfig.tiny_kwargs(), 5e-4, steps, out,
+                             val_every=2, val_images=1, extra=(
+                                 "--train-sets", "T91", "--val-max-side", "24",
+                                 "--recipe", "paper"))
+
+    cmd = cmd_of(4, out)
     assert not run_training(cmd, out, 4, deadline=time.time() + 30)  # under a minute left
     assert not out.exists()
     assert run_training(cmd, out, 4, deadline=float("inf"))
@@ -34,6 +42,16 @@ def test_a_run_stops_at_its_deadline_resumes_and_is_not_trained_twice(use_data, 
     assert run_training(cmd, out, 4, deadline=float("inf"))  # done: nothing runs
     assert (out / "train.log").read_text() == log
     assert read_checkpoint(out / "last.pt")["config"]["threads"] == 1
+    # a run stopped half-way keeps its state; on a "new machine" (its folder gone) it resumes
+    # from that state, ends where the uninterrupted run ended, and the state is removed
+    half, state = tmp_path / "half", tmp_path / "state" / "half"
+    assert not run_training(cmd_of(2, half), half, 4, float("inf"), state=state)
+    assert sorted(p.name for p in state.iterdir()) == ["last.pt", "metrics.jsonl"]
+    shutil.rmtree(half)
+    assert run_training(cmd_of(4, half), half, 4, float("inf"), state=state)
+    assert "resumed from the state kept in" in capsys.readouterr().out and not state.exists()
+    for k, v in read_checkpoint(out / "last.pt")["state_dict"].items():
+        assert torch.equal(read_checkpoint(half / "last.pt")["state_dict"][k], v), k
     bad = train_command("amms", 2, {"channels": -1}, 5e-4, 4, tmp_path / "bad")
     assert not run_training(bad, tmp_path / "bad", 4, deadline=float("inf"))
     assert "bad: training failed (exit 2); see" in capsys.readouterr().out
