@@ -6,7 +6,8 @@ image) and an image branch (a transposed conv that doubles the image); the level
 output is their sum. Published size: depth 10, 64 channels (x4 = two levels).
 x3 is not a power of two: it uses a single x3 level (documented deviation). The feature
 branch's transposed convs are 4x4 (5x5 at x3), not the released code's 3x3, so that the
-size doubles exactly: 875k parameters at x4 instead of 812k (tests/test_network.py).
+size doubles exactly: 875k parameters at x4 instead of 812k (tests/test_network.py). Every
+transposed conv starts as bilinear upsampling (``up_conv``), as the paper's.
 """
 from __future__ import annotations
 
@@ -14,10 +15,28 @@ import torch
 from torch import nn
 
 
+def bilinear_kernel(s: int, k: int) -> torch.Tensor:
+    """(k, k) weights of bilinear interpolation by ``s`` as a stride-``s`` transposed conv
+    (the FCN construction; k = 2s - s % 2): 4x4 for x2, 5x5 for x3."""
+    f = (k + 1) // 2
+    centre = f - 1 if k % 2 else f - 0.5
+    taps = 1 - (torch.arange(k, dtype=torch.float64) - centre).abs() / f
+    return torch.outer(taps, taps).float()
+
+
 def up_conv(c_in: int, c_out: int, s: int) -> nn.ConvTranspose2d:
-    """Transposed conv that multiplies the size by exactly s (s = 2 or 3)."""
+    """Transposed conv that multiplies the size by exactly s (s = 2 or 3), initialised as
+    bilinear upsampling of each channel by itself, bias 0, as the LapSRN paper initialises
+    its transposed convs (from a bilinear filter): the image branch of a new level starts
+    as an interpolation of its input, not as noise."""
     k, p = {2: (4, 1), 3: (5, 1)}[s]
-    return nn.ConvTranspose2d(c_in, c_out, k, stride=s, padding=p)
+    conv = nn.ConvTranspose2d(c_in, c_out, k, stride=s, padding=p)
+    with torch.no_grad():
+        conv.weight.zero_()
+        for c in range(min(c_in, c_out)):
+            conv.weight[c, c] = bilinear_kernel(s, k)
+        conv.bias.zero_()
+    return conv
 
 
 class LapSRNLevel(nn.Module):

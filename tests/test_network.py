@@ -297,3 +297,20 @@ def test_summary_parts_add_up():
     assert {"head", "sf", "df", "re", "total"} <= set(parts)
     assert sum(r["params"] for r in rows[:-1]) == parts["total"]["params"]
     assert sum(r["gflops"] for r in rows[:-1]) == pytest.approx(parts["total"]["gflops"])
+
+
+@pytest.mark.parametrize("s", [2, 3])
+def test_lapsrn_transposed_convs_start_as_bilinear_upsampling(s):
+    """Against torch's bilinear interpolation (align_corners=False), float64, away from the
+    border: a new LapSRN level's image branch interpolates, it does not add noise."""
+    from amms_lib.lapsrn import up_conv
+
+    conv = up_conv(3, 3, s).double()
+    x = torch.rand(1, 3, 9, 11, dtype=torch.float64)
+    ref = F.interpolate(x, scale_factor=s, mode="bilinear", align_corners=False)
+    with torch.no_grad():
+        got = conv(x)
+    assert got.shape == ref.shape
+    torch.testing.assert_close(got[..., s:-s, s:-s], ref[..., s:-s, s:-s])
+    net = build_model("lapsrn", s, depth=1, channels=8)
+    assert torch.count_nonzero(net.levels[0].up_image.bias) == 0
