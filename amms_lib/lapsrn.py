@@ -7,12 +7,15 @@ output is their sum. Published size: depth 10, 64 channels (x4 = two levels).
 x3 is not a power of two: it uses a single x3 level (documented deviation). The feature
 branch's transposed convs are 4x4 (5x5 at x3), not the released code's 3x3, so that the
 size doubles exactly: 875k parameters at x4 instead of 812k (tests/test_network.py). Every
-transposed conv starts as bilinear upsampling (``up_conv``), as the paper's.
+transposed conv starts as bilinear upsampling (``up_conv``) and every conv as He et al.'s
+normal (``weight_init.he_init``, leaky slope 0.2), as the paper's.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from amms_lib.weight_init import he_init
 
 
 def bilinear_kernel(s: int, k: int) -> torch.Tensor:
@@ -49,6 +52,7 @@ class LapSRNLevel(nn.Module):
         self.features = nn.Sequential(*layers)
         self.to_residual = nn.Conv2d(channels, 3, 3, padding=1)
         self.up_image = up_conv(3, 3, s)
+        he_init(self, negative_slope=0.2)  # the convs; the transposed ones stay bilinear
 
     def forward(self, feat, img):
         feat = self.features(feat)

@@ -1,6 +1,7 @@
 """VDSR (Kim et al., CVPR 2016): 20 3x3 conv layers learning the residual of bicubic.
 
-Published size: 20 layers of 64 channels. On RGB here (the original uses Y).
+Published size: 20 layers of 64 channels. On RGB here (the original uses Y). Initialised as
+the paper's (He et al.; ``weight_init.he_init``).
 """
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import torch
 from torch import nn
 
 from amms_lib.resize import imresize
+from amms_lib.weight_init import he_init
 
 
 class VDSR(nn.Module):
@@ -20,7 +22,7 @@ class VDSR(nn.Module):
         for _ in range(depth - 2):
             layers += [nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(True)]
         layers.append(nn.Conv2d(channels, 3, 3, padding=1))
-        self.body = nn.Sequential(*layers)
+        self.body = he_init(nn.Sequential(*layers))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         up = imresize(x, self.scale)

@@ -314,3 +314,22 @@ def test_lapsrn_transposed_convs_start_as_bilinear_upsampling(s):
     torch.testing.assert_close(got[..., s:-s, s:-s], ref[..., s:-s, s:-s])
     net = build_model("lapsrn", s, depth=1, channels=8)
     assert torch.count_nonzero(net.levels[0].up_image.bias) == 0
+
+
+def test_vdsr_and_lapsrn_start_from_he_init_and_keep_the_signal_through_their_depth():
+    """He et al.'s formula (std sqrt(2 / (1 + a^2) / fan_in), bias 0) for every conv; through
+    VDSR's 19 conv-ReLU layers the activations keep their scale (PyTorch's default init
+    shrinks the variance 6x a layer: a standard deviation of 4.5e-8 after 19 without the
+    biases, 0.014 with them, against 0.37 here)."""
+    torch.manual_seed(0)
+    vdsr, lap = build_model("vdsr", 2), build_model("lapsrn", 2)
+    for net, slope in ((vdsr, 0.0), (lap, 0.2)):
+        convs = [m for m in net.modules() if type(m) is nn.Conv2d]
+        for m in convs:
+            fan_in = m.in_channels * m.kernel_size[0] * m.kernel_size[1]
+            want = (2 / (1 + slope**2) / fan_in) ** 0.5
+            assert abs(m.weight.double().std().item() / want - 1) < 0.1 and not m.bias.any()
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        h = vdsr.body[:-1](x)  # after the last ReLU
+    assert 0.2 < h.std().item() < 5, h.std().item()
