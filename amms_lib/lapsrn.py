@@ -8,7 +8,8 @@ x3 is not a power of two: it uses a single x3 level (documented deviation). The 
 branch's transposed convs are 4x4 (5x5 at x3), not the released code's 3x3, so that the
 size doubles exactly: 875k parameters at x4 instead of 812k (tests/test_network.py). Every
 transposed conv starts as bilinear upsampling (``up_conv``) and every conv as He et al.'s
-normal (``weight_init.he_init``, leaky slope 0.2), as the paper's.
+normal (``weight_init.he_init``, leaky slope 0.2), as the paper's, but for the residual
+conv of each level, which starts at 0: a new network is bilinear upsampling.
 """
 from __future__ import annotations
 
@@ -52,7 +53,7 @@ class LapSRNLevel(nn.Module):
         self.features = nn.Sequential(*layers)
         self.to_residual = nn.Conv2d(channels, 3, 3, padding=1)
         self.up_image = up_conv(3, 3, s)
-        he_init(self, negative_slope=0.2)  # the convs; the transposed ones stay bilinear
+        he_init(self, negative_slope=0.2, zero=self.to_residual)  # transposed: bilinear
 
     def forward(self, feat, img):
         feat = self.features(feat)

@@ -1,7 +1,7 @@
 """VDSR (Kim et al., CVPR 2016): 20 3x3 conv layers learning the residual of bicubic.
 
 Published size: 20 layers of 64 channels. On RGB here (the original uses Y). Initialised as
-the paper's (He et al.; ``weight_init.he_init``).
+the paper's (He et al.; ``weight_init.he_init``), but for the last conv, which starts at 0.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ class VDSR(nn.Module):
         for _ in range(depth - 2):
             layers += [nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(True)]
         layers.append(nn.Conv2d(channels, 3, 3, padding=1))
-        self.body = he_init(nn.Sequential(*layers))
+        self.body = he_init(nn.Sequential(*layers), zero=layers[-1])  # starts as bicubic
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         up = imresize(x, self.scale)
