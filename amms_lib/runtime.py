@@ -84,6 +84,15 @@ def _cpu_capabilities() -> dict:
     return torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
 
 
+def relative(path) -> str:
+    """``path`` relative to the checkout when it lies inside it (records that travel between
+    machines and worktrees), else as it is; "" stays ""."""
+    if not path:
+        return ""
+    p = Path(path).resolve()
+    return str(p.relative_to(repo_root())) if p.is_relative_to(repo_root()) else str(path)
+
+
 def figures_dir() -> Path:
     """``figures/`` in the repository: curated figures the notebooks regenerate
     (``AMMS_FIGURES`` redirects them, e.g. for test runs with other parameters)."""

@@ -42,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from cpu_jobs import (  # noqa: E402
     bicubic_rows,
+    drop_state,
     heldout_curve,
     precision,
     run_training,
@@ -142,6 +143,7 @@ def stage(name: str, scale: int, steps: int, args, deadline: float, results: dic
         src = out / f"{results[key]['chosen']}.pt"
         atomic_write(kept(args) / f"{name}.pt", lambda f: f.write(src.read_bytes()))
     save()
+    drop_state(state(args, key))  # only now: the result is in the record
     r = results[key]
     print(f"{key}: {r['steps']} steps, {r['train_minutes']:.1f} min; held-out "
           + ", ".join(f"{w} {v['psnr']:.2f}" for w, v in r["heldout"].items())

@@ -112,7 +112,8 @@ def run_training(cmd: list[str], out: Path, steps: int, deadline: float,
     """Run (or resume) one training to its last step, its output in ``out/train.log``;
     False when ``deadline`` (a ``time.time()``) stopped it, or it failed (said in one line).
     With ``state``: a run stopped by the deadline leaves its state there (``keep_state``),
-    a run starts from it when it is ahead of ``out``, and a finished run removes it."""
+    and a run starts from it when it is ahead of ``out``; the caller removes it
+    (``drop_state``) once the finished run's result is saved."""
     if state is not None:
         restore_state(out, state)
     done = (out / "last.pt").is_file() and last_step(out) >= steps
@@ -130,11 +131,14 @@ def run_training(cmd: list[str], out: Path, steps: int, deadline: float,
                   f"{out}/train.log", flush=True)
             return False
         done = last_step(out) >= steps
-    if state is not None and done:
-        shutil.rmtree(state, ignore_errors=True)
-    elif state is not None and (out / "last.pt").is_file():
+    if state is not None and not done and (out / "last.pt").is_file():
         keep_state(out, state)
     return done
+
+
+def drop_state(state: Path) -> None:
+    """Remove a kept state once its run's result is in the record (commit the removal)."""
+    shutil.rmtree(state, ignore_errors=True)
 
 
 def bicubic_rows(sets) -> dict:

@@ -30,7 +30,7 @@ Every final network is scored on whole Set5, Set14 and BSD100 (and written with 
 budget: steps, minutes, CPU-hours, parameters) in the results file, rewritten after
 every stage. ``--register`` then copies every finished row's final weights not yet there into
 ``checkpoints/`` (``ship``: from the run, or at x2 from the kept copy), keeping better weights
-already there.
+already there; not AMMS's (``SHIPPED``: the shipped AMMS is the size study's).
 Runs go to ``runs/table2/<model>_x<s>[_lr<lr>]/``; every finished stage is in the results
 file and each x2 network's weights beside it (``table2_cpu_x2/``), and a run stopped by
 ``--stop-minutes`` leaves its exact state in ``table2_cpu_state/``, so the study goes on
@@ -54,6 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cpu_jobs import (  # noqa: E402
     VAL_IMAGES,
     bicubic_rows,
+    drop_state,
     heldout_curve,
     precision,
     run_training,
@@ -64,11 +65,14 @@ from cpu_jobs import (  # noqa: E402
 from amms_lib import data  # noqa: E402
 from amms_lib.amms import AMMSConfig  # noqa: E402
 from amms_lib.checkpoint import register  # noqa: E402
-from amms_lib.runtime import atomic_write, cpu_name, repo_root  # noqa: E402
+from amms_lib.runtime import atomic_write, cpu_name, relative, repo_root  # noqa: E402
 
 MODELS = ("srcnn", "vdsr", "lapsrn", "memnet", "amms")
 KWARGS = {"amms": AMMSConfig.small_kwargs()}  # the others at their papers' sizes
 SETS = ("Set5", "Set14", "BSD100")
+# registered by --register; the shipped AMMS comes from benchmarks/config_study.py (hours,
+# not this table's minutes), so this table's AMMS row is never shipped over it
+SHIPPED = ("srcnn", "vdsr", "lapsrn", "memnet")
 RUNS = repo_root() / "runs" / "table2"
 SWEEP, UP = 1 / 8, 1 / 4  # fractions of the x2 budget: each lr tried; x3 and x4 each
 
@@ -127,7 +131,7 @@ def score(model: str, scale: int, out: Path) -> dict:
     return {"model": model, "scale": scale, "lr": ckpt["config"]["lr"],
             "steps": ckpt["step"], "train_minutes": round(ckpt["seconds"] / 60, 2),
             "core_hours": round(ckpt["seconds"] / 3600, 3), "params": count_parameters(net),
-            "init_from": ckpt["config"].get("init_from", ""),
+            "init_from": relative(ckpt["config"].get("init_from", "")),
             "seconds_per_image_1_thread": seconds,
             "score_seconds": round(time.perf_counter() - t0, 1),
             "cpu": cpu_name(), "precision": precision(ckpt),
@@ -167,11 +171,13 @@ def one_model(model: str, args, steps: dict, deadline: float, results: dict, sav
             out = run_dir(model, 2, lr)
             if f"{lr:g}" in tried:
                 continue
+            state = state_dir(args.json, out)
             if not run_training(command(model, 2, lr, sweep_steps, out), out, sweep_steps,
-                                deadline, state_dir(args.json, out)):
+                                deadline, state):
                 return
             tried[f"{lr:g}"] = heldout_psnr(out)
             save()
+            drop_state(state)
         row["lr_sweep"] = {"steps": sweep_steps, "chosen": float(max(tried, key=tried.get)),
                            "heldout_psnr": row.pop("lr_tried")}
         save()
@@ -185,15 +191,16 @@ def one_model(model: str, args, steps: dict, deadline: float, results: dict, sav
             print(f"{model} x{scale}: no x2 weights to start from (neither {run_dir(model, 2)} "
                   f"nor {kept_dir(args.json)}); delete its x2 row to train it again", flush=True)
             return
-        if not run_training(command(model, scale, best, n, out, init), out, n, deadline,
-                            state_dir(args.json, out)):
+        state = state_dir(args.json, out)
+        if not run_training(command(model, scale, best, n, out, init), out, n, deadline, state):
             return
         row[key] = score(model, scale, out)
         if scale == 2:  # kept with its record, for x3 and x4 on another machine
             register(out / "last.pt", command="python benchmarks/table2_cpu.py",
-                     folder=kept_dir(args.json), data="T91+BSD200 without data.HELDOUT",
-                     notes="the start of x3 and x4")
+                     folder=kept_dir(args.json), data=f"T91+BSD200 without {data.HELDOUT}",
+                     notes="the start of x3 and x4", train_minutes=row[key]["train_minutes"])
         save()
+        drop_state(state)  # only now: the row is in the record
         print(f"{model} x{scale}: {row[key]['steps']} steps, {row[key]['train_minutes']:.1f} "
               "min, " + ", ".join(f"{s} {v['psnr']:.2f}" for s, v in row[key]["sets"].items()),
               flush=True)
@@ -212,10 +219,12 @@ def ship(model: str, scale: int, row: dict, args) -> None:
     """Register one finished row's final weights in ``checkpoints/``: from its run when this
     machine has it (``register_run.py --last``: with the run's curve), else, at x2, from the
     copy kept beside the results, with the row's budget; else say what is missing."""
+    from amms_lib.checkpoint import read_checkpoint
+
     command = "python benchmarks/table2_cpu.py " + " ".join(sys.argv[1:])
     selection = "final weights of a fixed-step cosine run; lr chosen on the held-out split"
     out = run_dir(model, scale)
-    if (out / "last.pt").is_file():
+    if (out / "last.pt").is_file() and read_checkpoint(out / "last.pt")["step"] == row["steps"]:
         subprocess.run([sys.executable, str(repo_root() / "scripts" / "register_run.py"),
                         str(out), "--last", "--command", command, "--selection", selection],
                        check=False)
@@ -302,8 +311,8 @@ def main() -> None:
                                               for m, n in steps.items()), flush=True)
     results = record.get("models", {})
 
-    def save():
-        atomic_write(path, lambda f: f.write(json.dumps({
+    def save():  # the study's keys rewritten, every other key of the record kept
+        atomic_write(path, lambda f: f.write(json.dumps({**record,
             "command": "python benchmarks/table2_cpu.py " + " ".join(sys.argv[1:]),
             "minutes": args.minutes, "budget": "x2: minutes of 2 cores (2 x minutes of one "
             "core, single-threaded runs), turned into steps by each network's measured "
@@ -319,10 +328,10 @@ def main() -> None:
         list(pool.map(lambda m: one_model(m, args, steps[m], deadline, results, save),
                       args.models))
     if args.register:  # every finished row not yet in checkpoints/, on this machine or not
-        for m in args.models:
+        for m in SHIPPED:
             for scale in (2, 3, 4):
                 row = results.get(m, {}).get(f"x{scale}")
-                if row and not registered(m, scale, row):
+                if m in args.models and row and not registered(m, scale, row):
                     ship(m, scale, row, args)
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from amms_lib import data
 from amms_lib.checkpoint import load_model, read_checkpoint, read_metadata, register
 from amms_lib.errors import AmmsError
-from amms_lib.runtime import cli, repo_root
+from amms_lib.runtime import cli, relative
 from amms_lib.train import TrainConfig, read_metrics, validate
 
 
@@ -65,9 +65,8 @@ def record(out: Path, args) -> tuple[Path, dict, dict]:
             if (init_path.parent / "metadata.json").is_file() else {}
         minutes = meta.get("train_minutes") or (round(init["seconds"] / 60, 1)
                                                 if "seconds" in init else None)
-        shown = (init_path.relative_to(repo_root()) if init_path.is_relative_to(repo_root())
-                 else init_path)
-        extra.update(init_from=str(shown), init_step=init.get("step"), init_minutes=minutes)
+        extra.update(init_from=relative(init_path), init_step=init.get("step"),
+                     init_minutes=minutes)
     return src, cfg, extra
 
 

@@ -11,6 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import torch  # noqa: E402
 from cpu_jobs import (  # noqa: E402
+    drop_state,
     heldout_curve,
     last_step,
     precision,
@@ -49,7 +50,11 @@ def test_a_run_stops_at_its_deadline_resumes_and_is_not_trained_twice(use_data, 
     assert sorted(p.name for p in state.iterdir()) == ["last.pt", "metrics.jsonl"]
     shutil.rmtree(half)
     assert run_training(cmd_of(4, half), half, 4, float("inf"), state=state)
-    assert "resumed from the state kept in" in capsys.readouterr().out and not state.exists()
+    assert "resumed from the state kept in" in capsys.readouterr().out
+    assert "steps 2..4" in (half / "train.log").read_text()  # trained from the kept step
+    assert state.exists()  # until the caller has saved the result
+    drop_state(state)
+    assert not state.exists()
     for k, v in read_checkpoint(out / "last.pt")["state_dict"].items():
         assert torch.equal(read_checkpoint(half / "last.pt")["state_dict"][k], v), k
     bad = train_command("amms", 2, {"channels": -1}, 5e-4, 4, tmp_path / "bad")
