@@ -524,7 +524,7 @@ def _resume(cfg: TrainConfig, net, opt, ema, last: Path) -> tuple[int, float, fl
 
 
 def _save(out: Path, net, opt, ema, cfg: TrainConfig, step: int, best: float, spent: float,
-          metrics: dict) -> None:
+          metrics: dict, precision: str = "float32") -> None:
     """``last.pt``, ``best.pt`` when this validation is the best so far, and the averaged
     weights as ``ema.pt`` when ``ema`` keeps them (atomic, each)."""
     last = out / "last.pt"
@@ -534,7 +534,8 @@ def _save(out: Path, net, opt, ema, cfg: TrainConfig, step: int, best: float, sp
                         f"diverged; {kept}. Lower --lr")
     state = dict(name=cfg.model, scale=cfg.scale, model_kwargs=cfg.model_kwargs,
                  step=step, best_psnr=best, metrics=metrics, config=asdict(cfg),
-                 optimizer=opt.state_dict(), seconds=spent, rng=torch.get_rng_state())
+                 optimizer=opt.state_dict(), seconds=spent, rng=torch.get_rng_state(),
+                 precision=precision)  # what this process computed in, not what was asked
     try:
         save_checkpoint(last, net, **state, **({"ema": ema.state_dict()} if ema else {}))
         if "psnr" in metrics and metrics["psnr"] >= best:
@@ -693,7 +694,8 @@ def _train_locked(cfg, files, out: Path, rank: int, world: int, device, stop_aft
                 best = max(best, metrics["psnr"])
                 _log(log, {"step": step, "seconds": round(spent, 2), **metrics})
                 bar.set_postfix(loss=f"{loss:.4f}", psnr=f"{metrics['psnr']:.2f}")
-                _save(out, net, opt, ema, cfg, step, best, spent, metrics)  # with validations
+                _save(out, net, opt, ema, cfg, step, best, spent, metrics,  # with validations
+                      "bfloat16 autocast" if amp else "float32")
             if world > 1:
                 dist.barrier()
             val_seconds += time.perf_counter() - tv

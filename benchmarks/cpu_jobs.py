@@ -42,10 +42,12 @@ def train_command(model: str, scale: int, kwargs: dict, lr: float, steps: int, o
 
 
 def precision(ckpt: dict) -> str:
-    """What a run just finished on this machine trained in: ``bfloat16 autocast`` (asked
-    for, and native here) or ``float32``."""
+    """What a run trained in: ``bfloat16 autocast`` or ``float32``, as its checkpoint
+    records it (its last process's); older checkpoints: derived on this machine."""
     from amms_lib.runtime import cpu_bf16
 
+    if "precision" in ckpt:
+        return ckpt["precision"]
     return "bfloat16 autocast" if ckpt["config"].get("cpu_amp") and cpu_bf16() else "float32"
 
 

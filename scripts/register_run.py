@@ -51,6 +51,8 @@ def record(out: Path, args) -> tuple[Path, dict, dict]:
            f"final weights after {ckpt['step']} steps (no selection)" if args.last else
            f"best of {len(curve)} validations on {cfg.get('val_set')}")
     extra = {"curve": curve, "train_minutes": round(minutes, 1), "device": args.device,
+             "lr": cfg.get("lr"), **({"precision": ckpt["precision"]} if "precision" in ckpt
+                                      else {}),
              "selection": args.selection or how, "val_set": cfg.get("val_set"),
              "val_images": cfg.get("val_images", 0), "val_max_side": cfg.get("val_max_side", 0)}
     if args.device == "cpu":

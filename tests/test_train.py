@@ -615,7 +615,7 @@ def test_weight_average_follows_its_formula_and_resumes_exactly(use_data, tmp_pa
     whole = _cfg(tmp_path, recipe="paper", ema=d, out_dir=str(tmp_path / "whole"))
     train(whole)
     got = read_checkpoint(tmp_path / "whole" / "ema.pt")
-    assert got["step"] == 6 and "optimizer" not in got
+    assert got["step"] == 6 and "optimizer" not in got and got["precision"] == "float32"
     for k, v in ref.items():
         np.testing.assert_allclose(got["state_dict"][k].double(), v, rtol=1e-5, atol=1e-7)
     assert not torch.equal(got["state_dict"]["head.weight"], weights[-1]["head.weight"])
@@ -643,6 +643,7 @@ def test_weight_average_follows_its_formula_and_resumes_exactly(use_data, tmp_pa
     assert meta["selection"].startswith("final average of the weights (decay 0.6")
     assert (meta["val_images"], meta["val_max_side"]) == (whole.val_images, whole.val_max_side)
     assert meta["data"] == "T91 without heldout"
+    assert (meta["lr"], meta["precision"]) == (whole.lr, "float32")
     assert [p for _, p in meta["curve"]] == [round(r["psnr_ema"], 4) for r in vals]
     shipped = read_checkpoint(folder / "amms_x2.pt")["state_dict"]
     assert torch.equal(shipped["head.weight"], got["state_dict"]["head.weight"])
