@@ -41,6 +41,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from cpu_jobs import (  # noqa: E402
+    VAL_IMAGES,
     bicubic_rows,
     drop_state,
     heldout_curve,
@@ -194,6 +195,11 @@ def main() -> None:
             raise SystemExit(f"{path} holds a study with {key}={record[key]}; pass --json "
                              "another file for another study")
     deadline = time.time() + 60 * args.stop_minutes if args.stop_minutes else float("inf")
+    if "seconds_per_step" not in record:  # measured here: say on what, in which precision
+        from amms_lib.runtime import cpu_bf16
+
+        record["costs_measured_on"] = {"cpu": cpu_name(), "precision": "bfloat16 autocast"
+                                       if cpu_bf16() else "float32"}
     costs = record.get("seconds_per_step") or seconds_per_step(
         {n: (lambda out, k, n=n: command(n, 2, k, out, args, points=1))  # 1 validation: fast
          for n in args.configs})
@@ -210,7 +216,7 @@ def main() -> None:
                       budget="x2: hours of 2 cores (2 x hours of one core, single-threaded "
                       f"runs), turned into steps by each configuration's measured seconds "
                       f"per step; x3, x4: {UP:g} of it each", seconds_per_step=costs,
-                      steps_x2=steps, bicubic=bicubic, runs=results)
+                      val_images=VAL_IMAGES, steps_x2=steps, bicubic=bicubic, runs=results)
         atomic_write(path, lambda f: f.write(json.dumps(record, indent=1)), "w")
 
     save()
