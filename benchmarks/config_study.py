@@ -34,6 +34,7 @@ import argparse
 import json
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -130,15 +131,20 @@ def state(args, key: str) -> Path:
 
 def stage(name: str, scale: int, steps: int, args, deadline: float, results: dict, save,
           init_from: Path | None = None) -> bool:
-    """Train and score one run (skipped when its result is in the file); False if stopped."""
+    """Train and score one run (skipped when its result is in the file), and with
+    ``--register`` ship it at x3/x4 (x2: once it has won); False if stopped."""
     key = f"{name}_x{scale}"
     if key in results:
+        if args.register and scale > 2:
+            ship(name, scale, results, args, save)
         return True
     out = run_dir(name, scale)
     if not run_training(command(name, scale, steps, out, args, init_from), out, steps,
                         deadline, state(args, key)):
         return False
-    results[key] = score(name, scale, out)
+    scored = score(name, scale, out)
+    with RECORD_LOCK:  # not while another thread writes the record
+        results[key] = scored
     if scale == 2:  # x3 and x4 start here, on this machine or the next
         kept(args).mkdir(parents=True, exist_ok=True)
         src = out / f"{results[key]['chosen']}.pt"
@@ -150,18 +156,55 @@ def stage(name: str, scale: int, steps: int, args, deadline: float, results: dic
           + ", ".join(f"{w} {v['psnr']:.2f}" for w, v in r["heldout"].items())
           + f"; {r['chosen']}: " + ", ".join(f"{s} {v['psnr']:.2f}" for s, v in r["sets"].items()),
           flush=True)
+    if args.register and scale > 2:
+        ship(name, scale, results, args, save)
     return True
 
 
-def ship(name: str, scale: int, results: dict) -> None:
-    """Register the winner's run at ``scale`` (its chosen weights) in ``checkpoints/``."""
-    r = results[f"{name}_x{scale}"]
-    subprocess.run([sys.executable, str(repo_root() / "scripts" / "register_run.py"),
-                    str(run_dir(name, scale)), "--ema" if r["chosen"] == "ema" else "--last",
-                    "--command", "python benchmarks/config_study.py " + " ".join(sys.argv[1:]),
-                    "--selection", f"configuration and its {r['chosen']} weights chosen on "
-                    "the whole held-out split; a fixed-step cosine run, no checkpoint selection"],
-                   check=False)
+RECORD_LOCK = threading.RLock()  # stages run in parallel threads: one writer at a time
+
+
+def ship(name: str, scale: int, results: dict, args, save) -> None:
+    """Register a winner's chosen weights at ``scale`` in ``checkpoints/``, once: from its run
+    (``register_run.py``, with the run's curve), or at x2 from the kept copy when the run
+    finished on another machine; else say what is missing."""
+    from amms_lib.checkpoint import load_model, read_checkpoint, register
+    from amms_lib.train import TrainConfig, validate
+
+    key = f"{name}_x{scale}"
+    r = results[key]
+    if r.get("registered"):
+        return
+    command = "python benchmarks/config_study.py " + " ".join(sys.argv[1:])
+    selection = (f"configuration and its {r['chosen']} weights chosen on the whole held-out "
+                 "split; a fixed-step cosine run, no checkpoint selection")
+    src, copy = run_dir(name, scale) / f"{r['chosen']}.pt", kept(args) / f"{name}.pt"
+    with RECORD_LOCK:
+        if src.is_file() and read_checkpoint(src)["step"] == r["steps"]:
+            ok = subprocess.run([sys.executable, str(repo_root() / "scripts" / "register_run.py"),
+                                 str(run_dir(name, scale)),
+                                 "--ema" if r["chosen"] == "ema" else "--last",
+                                 "--command", command, "--selection", selection]).returncode == 0
+        elif scale == 2 and copy.is_file():
+            val = TrainConfig(scale=2, val_set=data.HELDOUT, val_images=VAL_IMAGES)
+            per_step = r["train_minutes"] / r["steps"]
+            curve = r["curve"]["steps_heldout5_psnr" + ("_ema" if r["chosen"] == "ema" else "")]
+            register(copy, command=command, data=f"T91+BSD200 without {data.HELDOUT}",
+                     score=lambda p: validate(load_model(p)[0], val)["psnr"],
+                     selection=selection, notes=f"registered from {kept(args).name}/{copy.name}",
+                     device="cpu", threads=1, lr=args.lr, precision=r.get("precision"),
+                     train_minutes=round(r["train_minutes"], 1),
+                     cpu_hours=round(r["core_hours"] / 2, 3), val_set=data.HELDOUT,
+                     val_images=VAL_IMAGES, val_max_side=0,
+                     curve=[[round(k * per_step, 2), round(v, 4)] for k, v in curve])
+            ok = True
+        else:
+            print(f"{key}: its weights are not on this machine (the run finished on another "
+                  "and only x2 is kept); nothing registered", flush=True)
+            ok = False
+        if ok:
+            r["registered"] = True
+            save()
 
 
 def winner(results: dict, names) -> dict:
@@ -211,6 +254,10 @@ def main() -> None:
     bicubic = record.get("bicubic") or bicubic_rows((data.HELDOUT, *TEST_SETS))
 
     def save():
+        with RECORD_LOCK:
+            _save()
+
+    def _save():
         record.update(command="python benchmarks/config_study.py " + " ".join(sys.argv[1:]),
                       hours=args.hours, ema=args.ema, lr=args.lr,
                       budget="x2: hours of 2 cores (2 x hours of one core, single-threaded "
@@ -228,14 +275,13 @@ def main() -> None:
     record["winner"] = win = winner(results, args.configs)
     save()
     print(f"winner: {win['config']} ({win['weights']}): {win['why']}", flush=True)
+    if args.register:
+        ship(win["config"], 2, results, args, save)
     init = kept(args) / f"{win['config']}.pt"
     up = max(1, round(steps[win["config"]] * UP))
     with ThreadPoolExecutor(args.jobs) as pool:
-        done = list(pool.map(lambda s: stage(win["config"], s, up, args, deadline, results,
-                                             save, init), (3, 4)))
-    if args.register and all(done):
-        for scale in (2, 3, 4):
-            ship(win["config"], scale, results)
+        list(pool.map(lambda s: stage(win["config"], s, up, args, deadline, results, save,
+                                      init), (3, 4)))
 
 
 if __name__ == "__main__":

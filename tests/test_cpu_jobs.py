@@ -106,3 +106,38 @@ def test_table2_registers_a_finished_row_from_its_kept_copy(use_data, tmp_path, 
     table2_cpu.ship("srcnn", 3, row, args)
     assert "srcnn x3: its weights are not on this machine" in capsys.readouterr().out
     assert "srcnn_x3.pt" not in ck.read_metadata()
+
+
+def test_size_study_ships_a_winner_finished_elsewhere_from_its_kept_copy(use_data, tmp_path,
+                                                                       monkeypatch):
+    """config_study.ship at x2 without the run on this machine: the kept copy, once, with
+    the record's budget and its curve in minutes; at x3 without the run: nothing."""
+    from types import SimpleNamespace
+
+    import config_study
+
+    import amms_lib.checkpoint as ck
+
+    monkeypatch.setattr(ck, "checkpoints_dir", lambda: tmp_path / "checkpoints")
+    monkeypatch.setattr(config_study, "RUNS", tmp_path / "runs")
+    (tmp_path / "checkpoints").mkdir()
+    out = tmp_path / "run"
+    assert run_training(train_command("amms", 2, AMMSConfig.tiny_kwargs(), 5e-4, 2, out,
+                                      extra=("--train-sets", "T91")), out, 2, float("inf"))
+    args = SimpleNamespace(json=str(tmp_path / "study.json"), lr=5e-4)
+    config_study.kept(args).mkdir()
+    shutil.copy(out / "last.pt", config_study.kept(args) / "tiny.pt")
+    results = {"tiny_x2": {"steps": 2, "train_minutes": 0.5, "core_hours": 0.008,
+                           "chosen": "last", "precision": "float32",
+                           "curve": {"steps_heldout5_psnr": [[1, 30.0], [2, 31.0]]}},
+               "tiny_x3": {"steps": 1, "chosen": "last"}}
+    saved = []
+    config_study.ship("tiny", 2, results, args, lambda: saved.append(1))
+    meta = ck.read_metadata()["amms_x2.pt"]
+    assert meta["curve"] == [[0.25, 30.0], [0.5, 31.0]] and meta["cpu_hours"] == 0.004
+    assert meta["selection"].startswith("configuration and its last weights chosen")
+    assert results["tiny_x2"]["registered"] and saved == [1]
+    config_study.ship("tiny", 2, results, args, lambda: saved.append(2))  # once
+    assert saved == [1]
+    config_study.ship("tiny", 3, results, args, lambda: saved.append(3))
+    assert "amms_x3.pt" not in ck.read_metadata() and saved == [1]
