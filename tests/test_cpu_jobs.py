@@ -89,7 +89,8 @@ def test_table2_registers_a_finished_row_from_its_kept_copy(use_data, tmp_path, 
     monkeypatch.setattr(table2_cpu, "VAL_IMAGES", 1)  # the study's 5, but quicker
     (tmp_path / "checkpoints").mkdir()
     out = tmp_path / "run"
-    cmd = train_command("srcnn", 2, {}, 5e-4, 2, out, extra=("--train-sets", "T91"))
+    cmd = train_command("srcnn", 2, {}, 5e-4, 2, out, val_images=1,
+                        extra=("--train-sets", "T91", "--val-max-side", "24"))
     assert run_training(cmd, out, 2, deadline=float("inf"))
     args = SimpleNamespace(json=str(tmp_path / "table2_cpu.json"))
     table2_cpu.kept_dir(args.json).mkdir()
@@ -123,7 +124,9 @@ def test_size_study_ships_a_winner_finished_elsewhere_from_its_kept_copy(use_dat
     (tmp_path / "checkpoints").mkdir()
     out = tmp_path / "run"
     assert run_training(train_command("amms", 2, AMMSConfig.tiny_kwargs(), 5e-4, 2, out,
-                                      extra=("--train-sets", "T91")), out, 2, float("inf"))
+                                      val_images=1, extra=("--train-sets", "T91",
+                                                           "--val-max-side", "24")),
+                        out, 2, float("inf"))
     args = SimpleNamespace(json=str(tmp_path / "study.json"), lr=5e-4)
     config_study.kept(args).mkdir()
     shutil.copy(out / "last.pt", config_study.kept(args) / "tiny.pt")
