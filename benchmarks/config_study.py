@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import threading
 import time
@@ -43,10 +42,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from cpu_jobs import (  # noqa: E402
     VAL_IMAGES,
+    beside,
     bicubic_rows,
     drop_state,
     heldout_curve,
     precision,
+    register_kept,
+    register_run_dir,
     run_training,
     seconds_per_step,
     train_command,
@@ -119,14 +121,12 @@ def score(name: str, scale: int, out: Path) -> dict:
 
 def kept(args) -> Path:
     """Where each finished x2 run's chosen weights are kept beside the results."""
-    path = Path(args.json)
-    return path.with_name(f"{path.stem}_x2")
+    return beside(args.json, "x2")
 
 
 def state(args, key: str) -> Path:
     """Where an unfinished run's resumable state is kept beside the results (to commit)."""
-    path = Path(args.json)
-    return path.with_name(f"{path.stem}_state") / key
+    return beside(args.json, "state") / key
 
 
 def stage(name: str, scale: int, steps: int, args, deadline: float, results: dict, save,
@@ -168,8 +168,7 @@ def ship(name: str, scale: int, results: dict, args, save) -> None:
     """Register a winner's chosen weights at ``scale`` in ``checkpoints/``, once: from its run
     (``register_run.py``, with the run's curve), or at x2 from the kept copy when the run
     finished on another machine; else say what is missing."""
-    from amms_lib.checkpoint import load_model, read_checkpoint, register
-    from amms_lib.train import TrainConfig, validate
+    from amms_lib.checkpoint import read_checkpoint
 
     key = f"{name}_x{scale}"
     r = results[key]
@@ -181,22 +180,15 @@ def ship(name: str, scale: int, results: dict, args, save) -> None:
     src, copy = run_dir(name, scale) / f"{r['chosen']}.pt", kept(args) / f"{name}.pt"
     with RECORD_LOCK:
         if src.is_file() and read_checkpoint(src)["step"] == r["steps"]:
-            ok = subprocess.run([sys.executable, str(repo_root() / "scripts" / "register_run.py"),
-                                 str(run_dir(name, scale)),
-                                 "--ema" if r["chosen"] == "ema" else "--last",
-                                 "--command", command, "--selection", selection]).returncode == 0
+            ok = register_run_dir(run_dir(name, scale), r["chosen"], command, selection)
         elif scale == 2 and copy.is_file():
-            val = TrainConfig(scale=2, val_set=data.HELDOUT, val_images=VAL_IMAGES)
             per_step = r["train_minutes"] / r["steps"]
             curve = r["curve"]["steps_heldout5_psnr" + ("_ema" if r["chosen"] == "ema" else "")]
-            register(copy, command=command, data=f"T91+BSD200 without {data.HELDOUT}",
-                     score=lambda p: validate(load_model(p)[0], val)["psnr"],
-                     selection=selection, notes=f"registered from {kept(args).name}/{copy.name}",
-                     device="cpu", threads=1, lr=args.lr, precision=r.get("precision"),
-                     train_minutes=round(r["train_minutes"], 1),
-                     cpu_hours=round(r["core_hours"] / 2, 3), val_set=data.HELDOUT,
-                     val_images=VAL_IMAGES, val_max_side=0,
-                     curve=[[round(k * per_step, 2), round(v, 4)] for k, v in curve])
+            register_kept(copy, 2, command=command, selection=selection,
+                          notes=f"registered from {kept(args).name}/{copy.name}", lr=args.lr,
+                          precision=r.get("precision"), train_minutes=r["train_minutes"],
+                          core_hours=r["core_hours"],
+                          curve=[[round(k * per_step, 2), round(v, 4)] for k, v in curve])
             ok = True
         else:
             print(f"{key}: its weights are not on this machine (the run finished on another "

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from amms_lib import data
-from amms_lib.runtime import atomic_write
+from amms_lib.runtime import atomic_write, repo_root
 
 VAL_IMAGES = 5  # held-out images a study's run validates on (the first of data.HELDOUT)
 
@@ -77,6 +77,43 @@ def last_step(out: Path) -> int:
 
     log = read_metrics(out) if (out / "metrics.jsonl").is_file() else []
     return log[-1]["step"] if log else 0
+
+
+def beside(results_file, what: str) -> Path:
+    """A folder kept beside a study's results file, to commit with it: ``table2_cpu.json``
+    -> ``table2_cpu_<what>/`` (``x2``: the x2 weights x3 and x4 start from; ``state``: the
+    resumable state of runs a deadline stopped)."""
+    path = Path(results_file)
+    return path.with_name(f"{path.stem}_{what}")
+
+
+def register_run_dir(out: Path, weights: str, command: str, selection: str) -> bool:
+    """Register a finished run's ``weights`` (``last`` or ``ema``) with its record and curve
+    (``scripts/register_run.py``); False if it refused (it says why)."""
+    return subprocess.run([sys.executable, str(repo_root() / "scripts" / "register_run.py"),
+                           str(out), f"--{weights}", "--command", command,
+                           "--selection", selection]).returncode == 0
+
+
+def register_kept(copy: Path, scale: int, *, command: str, selection: str, notes: str,
+                  lr: float, precision: str | None, train_minutes: float, core_hours: float,
+                  curve: list | None = None) -> float:
+    """Register weights kept beside a study's results, whose run is on another machine, with
+    the study's record of that run (one thread; CPU-hours of the 2-core machine; ``curve``:
+    ``[[minutes, held-out PSNR], ...]``, else the copy's own final point); better registered
+    weights are kept (``checkpoint.register``). Returns the copy's held-out PSNR."""
+    from amms_lib.checkpoint import load_model, register
+    from amms_lib.train import TrainConfig, validate
+
+    val = TrainConfig(scale=scale, val_set=data.HELDOUT, val_images=VAL_IMAGES)
+    psnr = validate(load_model(copy)[0], val)["psnr"]
+    register(copy, command=command, data=f"T91+BSD200 without {data.HELDOUT}",
+             score=lambda p: validate(load_model(p)[0], val)["psnr"], selection=selection,
+             notes=notes, device="cpu", threads=1, lr=lr, precision=precision,
+             train_minutes=round(train_minutes, 1), cpu_hours=round(core_hours / 2, 3),
+             val_set=data.HELDOUT, val_images=VAL_IMAGES, val_max_side=0,
+             curve=curve or [[round(train_minutes, 2), round(psnr, 4)]])
+    return psnr
 
 
 STATE_FILES = ("last.pt", "metrics.jsonl")  # what a run resumes from, exactly

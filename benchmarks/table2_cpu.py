@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -52,11 +51,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from cpu_jobs import (  # noqa: E402
-    VAL_IMAGES,
+    beside,
     bicubic_rows,
     drop_state,
     heldout_curve,
     precision,
+    register_kept,
+    register_run_dir,
     run_training,
     seconds_per_step,
     train_command,
@@ -141,15 +142,13 @@ def score(model: str, scale: int, out: Path) -> dict:
 def kept_dir(results_file) -> Path:
     """Where each x2 network is kept beside the results (``table2_cpu.json`` ->
     ``table2_cpu_x2/``), so that a new machine goes on where the committed results stop."""
-    path = Path(results_file)
-    return path.with_name(f"{path.stem}_x2")
+    return beside(results_file, "x2")
 
 
 def state_dir(results_file, out: Path) -> Path:
     """Where a run stopped by the deadline keeps its resumable state, beside the results
     (``table2_cpu_state/<run>/``: commit it, and a new machine resumes the run exactly)."""
-    path = Path(results_file)
-    return path.with_name(f"{path.stem}_state") / out.name
+    return beside(results_file, "state") / out.name
 
 
 def kept_x2(model: str, kept: Path) -> Path | None:
@@ -225,9 +224,7 @@ def ship(model: str, scale: int, row: dict, args) -> None:
     selection = "final weights of a fixed-step cosine run; lr chosen on the held-out split"
     out = run_dir(model, scale)
     if (out / "last.pt").is_file() and read_checkpoint(out / "last.pt")["step"] == row["steps"]:
-        subprocess.run([sys.executable, str(repo_root() / "scripts" / "register_run.py"),
-                        str(out), "--last", "--command", command, "--selection", selection],
-                       check=False)
+        register_run_dir(out, "last", command, selection)
         return
     kept = kept_dir(args.json) / f"{model}_x{scale}.pt"
     if not kept.is_file():
@@ -235,19 +232,10 @@ def ship(model: str, scale: int, row: dict, args) -> None:
               f"x2 is kept); delete its row from {args.json} and run again to retrain it",
               flush=True)
         return
-    from amms_lib.checkpoint import load_model
-    from amms_lib.train import TrainConfig, validate
-
-    val = TrainConfig(scale=scale, val_set=data.HELDOUT, val_images=VAL_IMAGES)
-    psnr = validate(load_model(kept)[0], val)["psnr"]
-    register(kept, command=command, data=f"T91+BSD200 without {data.HELDOUT}",
-             score=lambda p: validate(load_model(p)[0], val)["psnr"], selection=selection,
-             notes=f"registered from the copy kept in {kept_dir(args.json).name}/",
-             device="cpu", threads=1, lr=row["lr"], precision=row.get("precision"),
-             train_minutes=round(row["train_minutes"], 1),
-             cpu_hours=round(row["core_hours"] / 2, 3), val_set=data.HELDOUT,
-             val_images=val.val_images, val_max_side=0,
-             curve=[[round(row["train_minutes"], 2), round(psnr, 4)]])
+    psnr = register_kept(kept, scale, command=command, selection=selection,
+                         notes=f"registered from the copy kept in {kept_dir(args.json).name}/",
+                         lr=row["lr"], precision=row.get("precision"),
+                         train_minutes=row["train_minutes"], core_hours=row["core_hours"])
     print(f"registered {model}_x{scale}.pt from {kept} (held-out {psnr:.2f} dB)", flush=True)
 
 

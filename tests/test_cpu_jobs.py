@@ -80,13 +80,14 @@ def test_table2_registers_a_finished_row_from_its_kept_copy(use_data, tmp_path, 
     budget (once), at x3 the missing weights are named, not invented."""
     from types import SimpleNamespace
 
+    import cpu_jobs
     import table2_cpu
 
     import amms_lib.checkpoint as ck
 
     monkeypatch.setattr(ck, "checkpoints_dir", lambda: tmp_path / "checkpoints")
     monkeypatch.setattr(table2_cpu, "RUNS", tmp_path / "runs")  # no run on "this machine"
-    monkeypatch.setattr(table2_cpu, "VAL_IMAGES", 1)  # the study's 5, but quicker
+    monkeypatch.setattr(cpu_jobs, "VAL_IMAGES", 1)  # the study's 5, but quicker
     (tmp_path / "checkpoints").mkdir()
     out = tmp_path / "run"
     cmd = train_command("srcnn", 2, {}, 5e-4, 2, out, val_images=1,
