@@ -244,6 +244,11 @@ def use_autocast(cfg: TrainConfig, device: torch.device, say: bool = False) -> b
     return False
 
 
+def precision_name(bf16: bool) -> str:
+    """How records name what a run computed in (``use_autocast``'s answer)."""
+    return "bfloat16 autocast" if bf16 else "float32"
+
+
 def measure_step_seconds(cfg: TrainConfig, steps: int = 3) -> float:
     """Seconds one training step of ``cfg`` takes on its device, measured on random
     batches of its shape after one warm-up step (the network, optimizer and settings of
@@ -695,7 +700,7 @@ def _train_locked(cfg, files, out: Path, rank: int, world: int, device, stop_aft
                 _log(log, {"step": step, "seconds": round(spent, 2), **metrics})
                 bar.set_postfix(loss=f"{loss:.4f}", psnr=f"{metrics['psnr']:.2f}")
                 _save(out, net, opt, ema, cfg, step, best, spent, metrics,  # with validations
-                      "bfloat16 autocast" if amp else "float32")
+                      precision_name(amp))
             if world > 1:
                 dist.barrier()
             val_seconds += time.perf_counter() - tv

@@ -232,9 +232,9 @@ def main() -> None:
     deadline = time.time() + 60 * args.stop_minutes if args.stop_minutes else float("inf")
     if "seconds_per_step" not in record:  # measured here: say on what, in which precision
         from amms_lib.runtime import cpu_bf16
+        from amms_lib.train import precision_name
 
-        record["costs_measured_on"] = {"cpu": cpu_name(), "precision": "bfloat16 autocast"
-                                       if cpu_bf16() else "float32"}
+        record["costs_measured_on"] = {"cpu": cpu_name(), "precision": precision_name(cpu_bf16())}
     costs = record.get("seconds_per_step") or seconds_per_step(
         {n: (lambda out, k, n=n: command(n, 2, k, out, args, points=1))  # 1 validation: fast
          for n in args.configs})

@@ -45,10 +45,11 @@ def precision(ckpt: dict) -> str:
     """What a run trained in: ``bfloat16 autocast`` or ``float32``, as its checkpoint
     records it (its last process's); older checkpoints: derived on this machine."""
     from amms_lib.runtime import cpu_bf16
+    from amms_lib.train import precision_name
 
     if "precision" in ckpt:
         return ckpt["precision"]
-    return "bfloat16 autocast" if ckpt["config"].get("cpu_amp") and cpu_bf16() else "float32"
+    return precision_name(bool(ckpt["config"].get("cpu_amp")) and cpu_bf16())
 
 
 def _env() -> dict:
