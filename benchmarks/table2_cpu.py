@@ -290,7 +290,7 @@ def main() -> None:
     deadline = time.time() + 60 * args.stop_minutes if args.stop_minutes else float("inf")
     costs = record.get("seconds_per_step") or measure_step_costs(args.models)
     ratios = record.get("up_ratios") or up_ratios(MODELS)
-    steps = {}
+    steps = dict(record.get("steps", {}))  # the other networks' rows keep theirs
     for m in args.models:
         x2 = max(1, round(2 * 60 * args.minutes / costs[m]))
         steps[m] = {"x2": x2, **{k: max(1, round(x2 * UP / r)) for k, r in ratios[m].items()}}
