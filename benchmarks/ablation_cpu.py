@@ -45,9 +45,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ablation_stats import analyse  # noqa: E402
+from cpu_jobs import precision, run_training, score_sets, seconds_per_step  # noqa: E402
 
 from amms_lib import data  # noqa: E402
-from amms_lib.runtime import atomic_write, cpu_bf16, cpu_name, repo_root  # noqa: E402
+from amms_lib.runtime import atomic_write, cpu_name, repo_root  # noqa: E402
+from amms_lib.train import precision_name  # noqa: E402
 
 # The compact width with each idea given a fair size: the second-order MLP 32 -> 8 -> 32
 # (SAN's reduction 16 would leave 2 hidden units at 32 channels) and the non-local
@@ -68,11 +70,6 @@ TEST_SETS = ("Set5", "Set14", "BSD100")
 RUNS = repo_root() / "runs" / "ablation"
 
 
-def precision() -> str:
-    """What the runs' ``--cpu-amp`` gives on this machine (``train.use_autocast``)."""
-    return "bf16 autocast" if cpu_bf16() else "float32 (this CPU has no native bf16)"
-
-
 def model_kwargs(variant: str) -> dict:
     """The AMMSConfig overrides of one variant (``EQUAL_MINUTES`` is ``none``'s)."""
     on = VARIANTS["none" if variant == EQUAL_MINUTES else variant]
@@ -83,8 +80,10 @@ def run_dir(variant: str, seed: int) -> Path:
     return RUNS / f"{variant}_s{seed}"
 
 
-def train_command(variant: str, seed: int, args, steps: int) -> list[str]:
-    """The training command of one run of ``steps`` (cosine over them, no selection)."""
+def train_command(variant: str, seed: int, args, steps: int, out: Path | None = None
+                  ) -> list[str]:
+    """The training command of one run of ``steps`` (cosine over them, no selection), into
+    ``out`` (default: the run's folder)."""
     cmd = [sys.executable, "-m", "amms_lib.train", "--model", "amms", "--scale", "2",
            "--model-kwargs", json.dumps(model_kwargs(variant)), "--recipe", "fast",
            "--lr", str(args.lr), "--batch-size", "16", "--patch-size", "64",
@@ -92,33 +91,26 @@ def train_command(variant: str, seed: int, args, steps: int) -> list[str]:
            "--val-max-side", "32", "--workers", "0",
            "--threads", str(args.threads), "--cpu-amp", "--channels-last",
            "--seed", str(seed), "--log-every", "50", "--resume", "--val-every", "1000",
-           "--out-dir", str(run_dir(variant, seed))]
+           "--out-dir", str(out or run_dir(variant, seed))]
     return cmd + ["--epochs", "1", "--iters-per-epoch", str(steps)]
 
 
 def score(variant: str, seed: int) -> dict:
-    """Whole-image scores of a finished run's final weights (no selection)."""
-    from amms_lib.benchmark import evaluate_set
-    from amms_lib.checkpoint import load_model
-    from amms_lib.inference import upscale
+    """Whole-image scores of a finished run's final weights (no selection), per image."""
     from amms_lib.profile import count_parameters, flops_by_part
     from amms_lib.train import read_metrics
 
     out = run_dir(variant, seed)
-    net, ckpt = load_model(out / "last.pt", model="amms", scale=2)
-    log = read_metrics(out)
     t0 = time.perf_counter()
-    sets = {name: evaluate_set(lambda lr: upscale(net, lr), name, 2, per_image=True)
-            for name in (*TEST_SETS, data.HELDOUT)}
+    sets, net, ckpt = score_sets(out / "last.pt", 2, (*TEST_SETS, data.HELDOUT),
+                                 per_image=True)
     return {"variant": variant, "seed": seed, "model_kwargs": model_kwargs(variant),
             "params": count_parameters(net), "steps": ckpt["step"],
             "gflops_48": flops_by_part(net, (48, 48))["total"] / 1e9,  # one 48x48 LR input
             "train_minutes": round(ckpt["seconds"] / 60, 3),
-            "it_s": [r["it_s"] for r in log if "it_s" in r][-1],
+            "it_s": [r["it_s"] for r in read_metrics(out) if "it_s" in r][-1],
             "score_seconds": round(time.perf_counter() - t0, 1),
-            "precision": precision(), "cpu": cpu_name(),
-            "sets": {k: {"psnr": v["psnr"], "ssim": v["ssim"], "per_image": v["per_image"]}
-                     for k, v in sets.items()}}
+            "precision": precision(ckpt), "cpu": cpu_name(), "sets": sets}
 
 
 def run_one(variant: str, seed: int, args, deadline: float) -> dict | None:
@@ -130,27 +122,8 @@ def run_one(variant: str, seed: int, args, deadline: float) -> dict | None:
     if (variant, seed) in args.known:  # finished on another machine: in the results file
         return args.known[variant, seed]
     steps = args.equal_steps if variant == EQUAL_MINUTES else args.steps
-    left = (deadline - time.time()) / 60
-    if left < 1:
-        return None
-    cmd = train_command(variant, seed, args, steps)
-    if left != float("inf"):
-        cmd += ["--stop-minutes", f"{left:.2f}"]
-    out.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": str(args.threads)}
-    with open(out / "train.log", "a") as log:
-        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-    if proc.returncode != 0:
-        print(f"{out.name}: training failed (exit {proc.returncode}); see {out}/train.log",
-              flush=True)
-        return None
-    from amms_lib.train import read_metrics
-
-    if read_metrics(out)[-1]["step"] < steps:
-        return None  # stopped by --stop-minutes: resumes next time
-    import torch
-
-    torch.set_num_threads(args.threads)
+    if not run_training(train_command(variant, seed, args, steps), out, steps, deadline):
+        return None  # stopped by the deadline (resumes next time) or failed (said why)
     result = score(variant, seed)
     atomic_write(done, lambda f: f.write(json.dumps(result, indent=1)), "w")
     print(f"{out.name}: {result['steps']} steps, {result['train_minutes']:.1f} min, "
@@ -192,24 +165,11 @@ def collect(args) -> dict:
 
 
 def measure_cost_ratio(steps: int = 100, rounds: int = 2) -> dict:
-    """Training seconds per step of ``all`` over ``none``, measured by the runs' own
-    command (``amms_lib.train``, one thread, as ``train_command``; validation excluded):
-    short runs of the two alternate, so that both see the same load; the median of each."""
-    import tempfile
-
-    from amms_lib.checkpoint import read_checkpoint
-
-    times = {"all": [], "none": []}
-    env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
+    """Training seconds per step of ``all`` over ``none``, by the runs' own command, one
+    thread (``cpu_jobs.seconds_per_step``: short runs alternating; the median of each)."""
     args = argparse.Namespace(lr=5e-4, threads=1)
-    with tempfile.TemporaryDirectory() as tmp:
-        for r in range(rounds):
-            for v in times:
-                cmd = train_command(v, 0, args, steps)
-                cmd[cmd.index("--out-dir") + 1] = f"{tmp}/{v}{r}"
-                subprocess.run(cmd, env=env, check=True, capture_output=True)
-                times[v].append(read_checkpoint(f"{tmp}/{v}{r}/last.pt")["seconds"] / steps)
-    med = {v: sorted(t)[len(t) // 2] for v, t in times.items()}
+    med = seconds_per_step({v: lambda out, n, v=v: train_command(v, 0, args, n, out)
+                            for v in ("all", "none")}, steps, rounds)
     return {"seconds_per_step": med, "ratio": med["all"] / med["none"],
             "how": f"{rounds} alternating runs of {steps} steps each by the runs' own "
                    "command, 1 thread"}
@@ -265,7 +225,7 @@ def main() -> None:
     # runs already in the results file count as done, so the study resumes on a new machine
     args.known = {(r["variant"], r["seed"]): r for r in old.get("runs", [])}
     for r in args.known.values():  # runs before this field: all trained on AVX512-BF16 CPUs
-        r.setdefault("precision", "bf16 autocast")
+        r.setdefault("precision", precision_name(True))
     # the equal-minutes budget is measured once and kept, so that every seed shares it
     args.cost = old.get("equal_minutes") or measure_cost_ratio()
     args.equal_steps = round(args.steps * args.cost["ratio"])

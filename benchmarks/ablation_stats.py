@@ -81,7 +81,10 @@ def effect(record: dict, with_v: str, without_v: str, name: str) -> dict | None:
 
 
 def _precision(run: dict) -> str:
-    return run.get("precision", "bf16 autocast")
+    """What a run trained in (``train.precision_name``); runs before the field: bf16."""
+    from amms_lib.train import precision_name
+
+    return run.get("precision", precision_name(True))
 
 
 def analyse(record: dict) -> dict:

@@ -50,6 +50,7 @@ from cpu_jobs import (  # noqa: E402
     register_kept,
     register_run_dir,
     run_training,
+    score_sets,
     seconds_per_step,
     train_command,
 )
@@ -80,20 +81,6 @@ def command(name: str, scale: int, steps: int, out: Path, args,
                          extra=("--ema", str(args.ema)))
 
 
-def evaluate(path: Path, scale: int, sets) -> dict:
-    """Whole-image PSNR/SSIM of one checkpoint's weights on ``sets`` (one thread)."""
-    import torch
-
-    from amms_lib.benchmark import evaluate_set
-    from amms_lib.checkpoint import load_model
-    from amms_lib.inference import upscale
-
-    torch.set_num_threads(1)
-    net, _ = load_model(path, model="amms", scale=scale)
-    return {s: {k: v for k, v in evaluate_set(lambda lr: upscale(net, lr), s, scale).items()
-                if k in ("psnr", "ssim")} for s in sets}
-
-
 def score(name: str, scale: int, out: Path) -> dict:
     """A finished run: both candidates on the whole held-out split, the better one (the
     run's result) on the test sets, and the run's budget and curves."""
@@ -102,7 +89,7 @@ def score(name: str, scale: int, out: Path) -> dict:
     from amms_lib.profile import count_parameters
 
     t0 = time.perf_counter()
-    heldout = {w: evaluate(out / f"{w}.pt", scale, [data.HELDOUT])[data.HELDOUT]
+    heldout = {w: score_sets(out / f"{w}.pt", scale, [data.HELDOUT])[0][data.HELDOUT]
                for w in ("last", "ema")}
     chosen = max(heldout, key=lambda w: heldout[w]["psnr"])
     ckpt = read_checkpoint(out / "last.pt")
@@ -114,7 +101,7 @@ def score(name: str, scale: int, out: Path) -> dict:
             "curve": {"steps_heldout5_psnr": heldout_curve(out),
                       "steps_heldout5_psnr_ema": heldout_curve(out, "psnr_ema")},
             "heldout": heldout, "chosen": chosen,
-            "sets": evaluate(out / f"{chosen}.pt", scale, TEST_SETS),
+            "sets": score_sets(out / f"{chosen}.pt", scale, TEST_SETS)[0],
             "score_seconds": round(time.perf_counter() - t0, 1), "cpu": cpu_name(),
             "precision": precision(ckpt)}
 

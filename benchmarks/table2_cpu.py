@@ -59,6 +59,7 @@ from cpu_jobs import (  # noqa: E402
     register_kept,
     register_run_dir,
     run_training,
+    score_sets,
     seconds_per_step,
     train_command,
 )
@@ -115,28 +116,18 @@ def heldout_psnr(out: Path) -> float:
 
 def score(model: str, scale: int, out: Path) -> dict:
     """Whole-image scores of a finished run's final weights, with its budget."""
-    import torch
-
-    from amms_lib.benchmark import evaluate_set
-    from amms_lib.checkpoint import load_model
-    from amms_lib.inference import upscale
     from amms_lib.profile import count_parameters
 
-    torch.set_num_threads(1)
-    net, ckpt = load_model(out / "last.pt", model=model, scale=scale)
-    t0, sets, seconds = time.perf_counter(), {}, {}
-    for s in SETS:
-        t = time.perf_counter()
-        sets[s] = evaluate_set(lambda lr: upscale(net, lr), s, scale)
-        seconds[s] = (time.perf_counter() - t) / sets[s]["n_images"]  # scoring included
+    t0 = time.perf_counter()
+    sets, net, ckpt = score_sets(out / "last.pt", scale, SETS, model=model)
     return {"model": model, "scale": scale, "lr": ckpt["config"]["lr"],
             "steps": ckpt["step"], "train_minutes": round(ckpt["seconds"] / 60, 2),
             "core_hours": round(ckpt["seconds"] / 3600, 3), "params": count_parameters(net),
             "init_from": relative(ckpt["config"].get("init_from", "")),
-            "seconds_per_image_1_thread": seconds,
+            "seconds_per_image_1_thread": {s: v.pop("seconds_per_image")
+                                           for s, v in sets.items()},
             "score_seconds": round(time.perf_counter() - t0, 1),
-            "cpu": cpu_name(), "precision": precision(ckpt),
-            "sets": {s: {"psnr": v["psnr"], "ssim": v["ssim"]} for s, v in sets.items()}}
+            "cpu": cpu_name(), "precision": precision(ckpt), "sets": sets}
 
 
 def kept_dir(results_file) -> Path:

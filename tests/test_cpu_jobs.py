@@ -145,3 +145,28 @@ def test_size_study_ships_a_winner_finished_elsewhere_from_its_kept_copy(use_dat
     assert saved == [1]
     config_study.ship("tiny", 3, results, args, lambda: saved.append(3))
     assert "amms_x3.pt" not in ck.read_metadata() and saved == [1]
+
+
+def test_a_study_scores_the_checkpoint_it_names_on_whole_images(tmp_path):
+    """``score_sets`` (every study's scorer) against the same weights scored here, image by
+    image, with the metric itself: the checkpoint, the scale and the mean are the ones named."""
+    import numpy as np
+    from cpu_jobs import score_sets
+
+    from amms_lib import data, metrics
+    from amms_lib.checkpoint import save_checkpoint
+    from amms_lib.inference import upscale
+    from amms_lib.models import build_model
+
+    torch.manual_seed(0)
+    net = build_model("amms", 2, **AMMSConfig.tiny_kwargs()).eval()
+    path = save_checkpoint(tmp_path / "w.pt", net, name="amms", scale=2,
+                           model_kwargs=AMMSConfig.tiny_kwargs(), step=3, seconds=1.0)
+    scores, loaded, ckpt = score_sets(path, 2, [data.BUILTIN], per_image=True)
+    assert ckpt["step"] == 3 and torch.get_num_threads() == 1
+    mine = [metrics.evaluate(upscale(net, p.lr), p.hr, 2) for p in data.iter_pairs(data.BUILTIN, 2)]
+    got = scores[data.BUILTIN]
+    assert got["psnr"] == np.mean([p for p, _ in mine])
+    assert got["ssim"] == np.mean([s for _, s in mine])
+    assert [v[0] for v in got["per_image"].values()] == [p for p, _ in mine]
+    assert got["seconds_per_image"] > 0
