@@ -196,6 +196,21 @@ def winner(results: dict, names) -> dict:
                 for n in names) + " dB)"}
 
 
+def precision_refusal(record: dict, here: str) -> str | None:
+    """Why this machine should not go on with a study begun in another precision (``here``:
+    ``train.precision_name`` of this CPU), or None: the remaining steps would train in
+    another precision than the first (float32 instead of bf16 autocast takes about 3.5x the
+    time per step on these CPUs) and the record would name only the last one."""
+    began = record.get("costs_measured_on", {}).get("precision")
+    win = record.get("winner", {}).get("config")
+    finished = win and all(f"{win}_x{s}" in record.get("runs", {}) for s in (3, 4))
+    if began in (None, here) or finished:
+        return None
+    return (f"this study trains in {began} (its step costs and first steps were measured so) "
+            f"but this CPU gives {here}: run it on a CPU with native bf16 (AVX512-BF16 or AMX), "
+            "or pass --any-precision to go on in this one")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -207,6 +222,8 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--stop-minutes", type=float, default=0.0)
     ap.add_argument("--register", action="store_true")
+    ap.add_argument("--any-precision", action="store_true",
+                    help="go on with a study begun in another precision than this CPU's")
     ap.add_argument("--json", default=str(repo_root() / "benchmarks" / "results"
                                           / "config_study_cpu.json"))
     args = ap.parse_args()
@@ -216,12 +233,16 @@ def main() -> None:
         if record.get(key) not in (None, getattr(args, key)):
             raise SystemExit(f"{path} holds a study with {key}={record[key]}; pass --json "
                              "another file for another study")
+    from amms_lib.runtime import cpu_bf16
+    from amms_lib.train import precision_name
+
+    here = precision_name(cpu_bf16())
+    refusal = None if args.any_precision else precision_refusal(record, here)
+    if refusal:
+        raise SystemExit(f"{path}: {refusal}")
     deadline = time.time() + 60 * args.stop_minutes if args.stop_minutes else float("inf")
     if "seconds_per_step" not in record:  # measured here: say on what, in which precision
-        from amms_lib.runtime import cpu_bf16
-        from amms_lib.train import precision_name
-
-        record["costs_measured_on"] = {"cpu": cpu_name(), "precision": precision_name(cpu_bf16())}
+        record["costs_measured_on"] = {"cpu": cpu_name(), "precision": here}
     costs = record.get("seconds_per_step") or seconds_per_step(
         {n: (lambda out, k, n=n: command(n, 2, k, out, args, points=1))  # 1 validation: fast
          for n in args.configs})

@@ -170,3 +170,19 @@ def test_a_study_scores_the_checkpoint_it_names_on_whole_images(tmp_path):
     assert got["ssim"] == np.mean([s for _, s in mine])
     assert [v[0] for v in got["per_image"].values()] == [p for p, _ in mine]
     assert got["seconds_per_image"] > 0
+
+
+def test_the_size_study_goes_on_only_in_the_precision_it_began_in():
+    """A bf16 study resumed on a float32-only CPU would mix precisions (and run 3.5x
+    slower): refused with what to do, unless it is finished or began in this precision."""
+    import config_study
+
+    bf16 = {"costs_measured_on": {"precision": "bfloat16 autocast"}, "runs": {}}
+    line = config_study.precision_refusal(bf16, "float32")
+    assert "bfloat16 autocast" in line and "--any-precision" in line
+    assert config_study.precision_refusal(bf16, "bfloat16 autocast") is None
+    assert config_study.precision_refusal({}, "float32") is None  # nothing measured yet
+    done = {**bf16, "winner": {"config": "c32m2"},
+            "runs": {"c32m2_x3": {}, "c32m2_x4": {}}}
+    assert config_study.precision_refusal(done, "float32") is None
+    assert config_study.precision_refusal({**done, "runs": {"c32m2_x3": {}}}, "float32")
