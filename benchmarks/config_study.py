@@ -44,6 +44,7 @@ from cpu_jobs import (  # noqa: E402
     VAL_IMAGES,
     beside,
     bicubic_rows,
+    bicubic_validation,
     drop_state,
     heldout_curve,
     precision,
@@ -252,6 +253,8 @@ def main() -> None:
     results = record.get("runs", {})
 
     bicubic = record.get("bicubic") or bicubic_rows((data.HELDOUT, *TEST_SETS))
+    # the curves' baseline: bicubic on the images the runs validate on
+    bicubic_val = record.get("bicubic_validation") or bicubic_validation(2)
 
     def save():
         with RECORD_LOCK:
@@ -263,7 +266,8 @@ def main() -> None:
                       budget="x2: hours of 2 cores (2 x hours of one core, single-threaded "
                       f"runs), turned into steps by each configuration's measured seconds "
                       f"per step; x3, x4: {UP:g} of it each", seconds_per_step=costs,
-                      val_images=VAL_IMAGES, steps_x2=steps, bicubic=bicubic, runs=results)
+                      val_images=VAL_IMAGES, steps_x2=steps, bicubic=bicubic,
+                      bicubic_validation=bicubic_val, runs=results)
         atomic_write(path, lambda f: f.write(json.dumps(record, indent=1)), "w")
 
     save()

@@ -212,6 +212,22 @@ def bicubic_rows(sets) -> dict:
             for scale in (2, 3, 4)}
 
 
+def bicubic_validation(scale: int) -> dict:
+    """Bicubic PSNR/SSIM on exactly the pixels a study's runs validate on (the first
+    ``VAL_IMAGES`` held-out images, whole): the baseline beside their curves."""
+    import numpy as np
+
+    from amms_lib.benchmark import bicubic_upscaler
+    from amms_lib.metrics import evaluate
+    from amms_lib.train import TrainConfig, validation_pairs
+
+    _, pairs = validation_pairs(TrainConfig(scale=scale, val_set=data.HELDOUT,
+                                            val_images=VAL_IMAGES))
+    scores = [evaluate(bicubic_upscaler(scale)(lr), hr, scale) for lr, hr in pairs]
+    return {"images": VAL_IMAGES, "psnr": float(np.mean([p for p, _ in scores])),
+            "ssim": float(np.mean([q for _, q in scores]))}
+
+
 def heldout_curve(out: Path, key: str = "psnr") -> list[list[float]]:
     """``[[step, held-out PSNR], ...]`` of a run's validations (``psnr_ema``: its average)."""
     from amms_lib.train import read_metrics
