@@ -117,7 +117,9 @@ def register_kept(copy: Path, scale: int, *, command: str, selection: str, notes
     return psnr
 
 
-STATE_FILES = ("last.pt", "metrics.jsonl")  # what a run resumes from, exactly
+# what a run resumes from, exactly; the log first, so that a copy cut between the two leaves
+# a log ahead of the weights, which the resume truncates to their step (never one behind)
+STATE_FILES = ("metrics.jsonl", "last.pt")
 
 
 def _saved_step(folder: Path) -> int:
