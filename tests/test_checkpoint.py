@@ -88,7 +88,11 @@ def test_grey_and_colour_images_round_trip():
     assert upscale(net, grey).shape == (10, 12)
 
 
-def test_benchmark_runs_a_checkpoint(use_data, tmp_path, capsys):
+def test_benchmark_runs_a_checkpoint(use_data, tmp_path, capsys, monkeypatch):
+    import amms_lib.checkpoint as ck
+
+    (tmp_path / "none").mkdir()  # a checkpoints folder without memnet, whatever is shipped
+    monkeypatch.setattr(ck, "checkpoints_dir", lambda: tmp_path / "none")
     net = build_model("srcnn", 2, n1=4, n2=4)
     path = save_checkpoint(tmp_path / "srcnn.pt", net, name="srcnn", scale=2,
                            model_kwargs=dict(n1=4, n2=4))
