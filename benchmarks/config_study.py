@@ -3,6 +3,7 @@
     python benchmarks/config_study.py [--hours 1.5] [--configs c32m2 c48m2] [--ema 0.999]
         [--lr 5e-4] [--jobs 2] [--stop-minutes 150] [--register]
         [--json benchmarks/results/config_study_cpu.json]
+    python benchmarks/config_study.py --markdown [RESULTS.json]   # the README's table
 
 Each configuration trains x2 from scratch for the same budget: ``--hours`` of the 2-core
 machine, as single-thread runs side by side (so 2 x hours of one core each), turned into
@@ -212,6 +213,30 @@ def precision_refusal(record: dict, here: str) -> str | None:
             "or pass --any-precision to go on in this one")
 
 
+def markdown(record: dict) -> str:
+    """The README's table of the study: each finished run with its budget, its held-out
+    scores (both candidates; the kept one in bold) and its test-set scores with the gain
+    over bicubic on the same images."""
+    head = ("| run | params | from | steps | one-core h | held-out dB (weights / average) | "
+            + " | ".join(f"{s} dB" for s in TEST_SETS) + " |")
+    lines = [head, "|" + " --- |" * (head.count("|") - 1)]
+    runs = record.get("runs", {})
+    for key in sorted(runs, key=lambda k: (int(k.rsplit("_x", 1)[1]), k)):
+        r = runs[key]
+        bic = record.get("bicubic", {}).get(f"x{r['scale']}", {})
+        held = " / ".join((f"**{r['heldout'][w]['psnr']:.3f}**" if w == r["chosen"]
+                           else f"{r['heldout'][w]['psnr']:.3f}") for w in ("last", "ema"))
+        cells = [f"{r['sets'][s]['psnr']:.2f}" + (f" ({r['sets'][s]['psnr'] - bic[s]['psnr']:+.2f})"
+                                                  if s in bic else "") for s in TEST_SETS]
+        start = "x2 body" if r.get("init_from") else "scratch"
+        lines.append(f"| {key} | {r['params']:,} | {start} | {r['steps']:,} | "
+                     f"{r['train_minutes'] / 60:.2f} | {held} | " + " | ".join(cells) + " |")
+    for key, sets in sorted(record.get("bicubic", {}).items()):
+        lines.append(f"| bicubic {key} | | | | | {sets[data.HELDOUT]['psnr']:.3f} | "
+                     + " | ".join(f"{sets[s]['psnr']:.2f}" for s in TEST_SETS) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -289,4 +314,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--markdown"]:  # the README's table from a results file
+        print(markdown(json.loads(Path(sys.argv[2] if len(sys.argv) > 2 else
+                                       repo_root() / "benchmarks/results/config_study_cpu.json")
+                                  .read_text())))
+    else:
+        main()

@@ -186,3 +186,23 @@ def test_the_size_study_goes_on_only_in_the_precision_it_began_in():
             "runs": {"c32m2_x3": {}, "c32m2_x4": {}}}
     assert config_study.precision_refusal(done, "float32") is None
     assert config_study.precision_refusal({**done, "runs": {"c32m2_x3": {}}}, "float32")
+
+
+def test_the_size_study_table_shows_each_run_with_its_budget_and_gain():
+    """``config_study.markdown``: x2 rows before x3, the kept candidate in bold, and each
+    test-set cell with its gain over bicubic on the same images."""
+    import config_study
+
+    def sets(p):
+        return {s: {"psnr": p} for s in ("heldout", *config_study.TEST_SETS)}
+
+    run = {"params": 1000, "steps": 120, "train_minutes": 30.0,
+           "heldout": {"last": {"psnr": 31.0}, "ema": {"psnr": 31.5}}, "chosen": "ema"}
+    record = {"bicubic": {"x2": sets(30.0), "x3": sets(27.0)},
+              "runs": {"a_x3": {**run, "scale": 3, "init_from": "k.pt", "sets": sets(28.0)},
+                       "a_x2": {**run, "scale": 2, "sets": sets(32.25)}}}
+    lines = config_study.markdown(record).splitlines()
+    assert lines[2] == ("| a_x2 | 1,000 | scratch | 120 | 0.50 | 31.000 / **31.500** | "
+                        "32.25 (+2.25) | 32.25 (+2.25) | 32.25 (+2.25) |")
+    assert lines[3].startswith("| a_x3 | 1,000 | x2 body |") and lines[3].endswith("(+1.00) |")
+    assert lines[4].startswith("| bicubic x2 |") and len(lines) == 6
