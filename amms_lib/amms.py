@@ -71,6 +71,13 @@ class AMMSConfig:
         return dict(channels=8, n_amms=1, n_am=1, so_reduction=4)
 
     @classmethod
+    def label(cls, kwargs: dict) -> str:
+        """A short name for a configuration (a checkpoint's ``model_kwargs``), for legends:
+        ``"AMMS 32 ch, 2 modules, M=1"``."""
+        c = cls(**{k: v for k, v in kwargs.items() if k != "scale"})
+        return f"AMMS {c.channels} ch, {c.n_amms} modules, M={c.n_am}"
+
+    @classmethod
     def small(cls, scale: int = 2) -> "AMMSConfig":
         """The compact configuration for CPU training; the defaults stay paper-sized."""
         return cls(scale=scale, **cls.small_kwargs())

@@ -344,3 +344,10 @@ def test_vdsr_and_lapsrn_start_from_he_init_and_keep_the_signal_through_their_de
     with torch.no_grad():
         h_default = vdsr.body[:-1](x)
     assert 0.45 < h.std().item() < 0.55 and h_default.std().item() < 0.03
+
+
+def test_a_configuration_label_names_its_width_depth_and_m():
+    """``AMMSConfig.label``: the legend name of a checkpoint's configuration (defaults for
+    what its kwargs leave out; the scale is not part of it)."""
+    assert AMMSConfig.label(AMMSConfig.small_kwargs()) == "AMMS 32 ch, 2 modules, M=1"
+    assert AMMSConfig.label({"channels": 48, "scale": 3}) == "AMMS 48 ch, 4 modules, M=2"
