@@ -14,6 +14,9 @@ forward hooks on every ``NonLocalBlock`` and ``SecondOrderChannelAttention``:
   their spread across channels; and why, term by term: how much the descriptor ``z``
   varies across images relative to its size, and ``|W_D z|`` next to the hidden bias
   ``|b_D|`` (when the bias dominates, the hidden layer barely sees the image).
+
+The results file keeps the earlier reports of checkpoints not named this time, each with the
+command that made it; a checkpoint named again replaces its report.
 """
 from __future__ import annotations
 
@@ -114,11 +117,19 @@ def main(argv=None) -> int:
                   f"channels {s['gate_spread_channels']:.3f}, over images "
                   f"{s['gate_spread_images']:.2e}; z varies {s['z_relative_spread_images']:.1%}"
                   f" across images; |W_D z| {s['W_D_z']:.1e} vs |b_D| {s['b_D']:.3f}")
-    record = {"command": "python benchmarks/attention_diagnostics.py "
-                         + " ".join(sys.argv[1:] if argv is None else argv),
+    path = Path(args.json)
+    before = json.loads(path.read_text()) if path.is_file() else {}
+    # earlier reports of other checkpoints stay (their files may be on another machine)
+    named = {r["checkpoint"] for r in reports}
+    kept = [r for r in before.get("reports", []) if r["checkpoint"] not in named]
+    command = "python benchmarks/attention_diagnostics.py " + " ".join(
+        sys.argv[1:] if argv is None else argv)
+    for r in reports:
+        r["command"] = command
+    record = {**before, "command": command,
               "images": f"the first {args.images} of the held-out split, x2 LR",
-              "reports": reports}
-    atomic_write(Path(args.json), lambda f: f.write(json.dumps(record, indent=1)), "w")
+              "reports": reports + kept}
+    atomic_write(path, lambda f: f.write(json.dumps(record, indent=1)), "w")
     return 0
 
 

@@ -206,3 +206,33 @@ def test_the_size_study_table_shows_each_run_with_its_budget_and_gain():
                         "32.25 (+2.25) | 32.25 (+2.25) | 32.25 (+2.25) |")
     assert lines[3].startswith("| a_x3 | 1,000 | x2 body |") and lines[3].endswith("(+1.00) |")
     assert lines[4].startswith("| bicubic x2 |") and len(lines) == 6
+
+
+def test_the_diagnostics_file_keeps_reports_of_checkpoints_not_named_again(use_data, tmp_path):
+    """``attention_diagnostics.main``: a second checkpoint adds its report beside the first
+    (whose weights may be on another machine); naming the first again replaces its report."""
+    import json
+
+    import attention_diagnostics
+
+    from amms_lib.checkpoint import save_checkpoint
+    from amms_lib.models import build_model
+
+    paths = []
+    for step in (1, 2):
+        torch.manual_seed(step)
+        net = build_model("amms", 2, **AMMSConfig.tiny_kwargs())
+        paths.append(str(save_checkpoint(tmp_path / f"w{step}.pt", net, name="amms", scale=2,
+                                         model_kwargs=AMMSConfig.tiny_kwargs(), step=step)))
+    out = str(tmp_path / "diag.json")
+
+    def run(*ckpts):
+        attention_diagnostics.main([*ckpts, "--images", "1", "--json", out])
+        return json.loads(Path(out).read_text())["reports"]
+
+    assert [r["step"] for r in run(paths[0])] == [1]
+    assert sorted(r["step"] for r in run(paths[1])) == [1, 2]
+    again = run(paths[0])
+    assert sorted(r["step"] for r in again) == [1, 2] and len(again) == 2
+    assert all(r["command"].startswith("python benchmarks/attention_diagnostics.py")
+               for r in again)
