@@ -62,7 +62,7 @@ from amms_lib.amms import AMMSConfig  # noqa: E402
 from amms_lib.runtime import atomic_write, cpu_name, repo_root  # noqa: E402
 
 CONFIGS = {  # name -> AMMSConfig overrides (paper-sized default: 64 channels, 4 x AMMS, M=2)
-    "c32m2": AMMSConfig.small_kwargs(),  # today's shipped size
+    "c32m2": AMMSConfig.small_kwargs(),  # the lessons' compact size (the first shipped)
     "c48m2": dict(channels=48, n_amms=2, n_am=1),  # wider
     "c32m4": dict(channels=32, n_amms=4, n_am=1),  # deeper
 }
