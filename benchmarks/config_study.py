@@ -48,6 +48,7 @@ from cpu_jobs import (  # noqa: E402
     bicubic_validation,
     drop_state,
     heldout_curve,
+    markdown_or_main,
     precision,
     register_kept,
     register_run_dir,
@@ -221,7 +222,7 @@ def markdown(record: dict) -> str:
             + " | ".join(f"{s} dB" for s in TEST_SETS) + " |")
     lines = [head, "|" + " --- |" * (head.count("|") - 1)]
     runs = record.get("runs", {})
-    for key in sorted(runs, key=lambda k: (int(k.rsplit("_x", 1)[1]), k)):
+    for key in sorted(runs, key=lambda k: (runs[k]["scale"], k)):
         r = runs[key]
         bic = record.get("bicubic", {}).get(f"x{r['scale']}", {})
         held = " / ".join((f"**{r['heldout'][w]['psnr']:.3f}**" if w == r["chosen"]
@@ -314,9 +315,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--markdown"]:  # the README's table from a results file
-        print(markdown(json.loads(Path(sys.argv[2] if len(sys.argv) > 2 else
-                                       repo_root() / "benchmarks/results/config_study_cpu.json")
-                                  .read_text())))
-    else:
-        main()
+    markdown_or_main(markdown, main, "config_study_cpu.json")

@@ -205,6 +205,17 @@ def score_sets(path: Path, scale: int, sets, *, model: str = "amms",
     return scores, net, ckpt
 
 
+def markdown_or_main(markdown, main, results: str) -> None:
+    """A study's entry point: ``--markdown [RESULTS.json]`` prints the README's table from a
+    results file (default ``benchmarks/results/<results>``); anything else runs ``main``."""
+    if sys.argv[1:2] == ["--markdown"]:
+        path = Path(sys.argv[2]) if len(sys.argv) > 2 else \
+            repo_root() / "benchmarks" / "results" / results
+        print(markdown(json.loads(path.read_text())))
+    else:
+        main()
+
+
 def bicubic_rows(sets) -> dict:
     """Bicubic PSNR/SSIM on ``sets`` at x2, x3 and x4: the baseline beside every row."""
     from amms_lib.benchmark import bicubic_upscaler, evaluate_set

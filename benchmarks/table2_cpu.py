@@ -55,6 +55,7 @@ from cpu_jobs import (  # noqa: E402
     bicubic_rows,
     drop_state,
     heldout_curve,
+    markdown_or_main,
     precision,
     register_kept,
     register_run_dir,
@@ -315,9 +316,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--markdown"]:  # the README's table from a results file
-        print(markdown(json.loads(Path(sys.argv[2] if len(sys.argv) > 2 else
-                                       repo_root() / "benchmarks/results/table2_cpu.json")
-                                  .read_text())))
-    else:
-        main()
+    markdown_or_main(markdown, main, "table2_cpu.json")
