@@ -73,6 +73,7 @@ from amms_lib.runtime import atomic_write, cpu_name, relative, repo_root  # noqa
 MODELS = ("srcnn", "vdsr", "lapsrn", "memnet", "amms")
 KWARGS = {"amms": AMMSConfig.small_kwargs()}  # the others at their papers' sizes
 SETS = ("Set5", "Set14", "BSD100")
+URBAN = "Urban100"  # scored apart, where affordable (benchmarks/table2_urban100.py)
 # registered by --register; the shipped AMMS comes from benchmarks/config_study.py (hours,
 # not this table's minutes), so this table's AMMS row is never shipped over it
 SHIPPED = ("srcnn", "vdsr", "lapsrn", "memnet")
@@ -247,7 +248,7 @@ def missing(record: dict) -> list[str]:
 def markdown(record: dict) -> str:
     """The README's equal-budget table: PSNR/SSIM per set, with each row's budget."""
     head = ("| x | method | params | steps | train min | lr | "
-            + " | ".join(f"{s} dB" for s in SETS) + " | s/image (Set14, 1 thread) |")
+            + " | ".join(f"{s} dB" for s in SETS) + " | Urban100 dB | s/image (Set14, 1 thread) |")
     lines = [head, "|" + " --- |" * (head.count("|") - 1)]
     for r in rows(record):
         bic = record.get("bicubic", {}).get(f"x{r['scale']}", {})
@@ -255,11 +256,23 @@ def markdown(record: dict) -> str:
                                                   if s in bic else "") for s in SETS]
         lines.append(f"| {r['scale']} | {r['model']} | {r['params']:,} | {r['steps']:,} | "
                      f"{r['train_minutes']:.1f} | {r['lr']:g} | " + " | ".join(cells)
-                     + f" | {r['seconds_per_image_1_thread']['Set14']:.2f} |")
+                     + f" | {urban100_cell(r, bic)} | "
+                     f"{r['seconds_per_image_1_thread']['Set14']:.2f} |")
     for key, sets in sorted(record.get("bicubic", {}).items()):
         lines.append(f"| {key[1:]} | bicubic | | | | | "
-                     + " | ".join(f"{sets[s]['psnr']:.2f}" for s in SETS) + " | |")
+                     + " | ".join(f"{sets[s]['psnr']:.2f}" if s in sets else ""
+                                  for s in (*SETS, URBAN)) + " | |")
     return "\n".join(lines)
+
+
+def urban100_cell(r: dict, bic: dict) -> str:
+    """Urban100 PSNR (gain over bicubic) where scored (``table2_urban100.py``); else why not:
+    the 2-core minutes it was estimated to cost, or that it was not tried."""
+    if URBAN in r["sets"]:
+        p = r["sets"][URBAN]["psnr"]
+        return f"{p:.2f}" + (f" ({p - bic[URBAN]['psnr']:+.2f})" if URBAN in bic else "")
+    est = r.get("urban100_estimate_minutes")
+    return f"left (~{est:.0f} min)" if est is not None else "not tried"
 
 
 def main() -> None:
