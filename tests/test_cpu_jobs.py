@@ -208,6 +208,54 @@ def test_the_size_study_table_shows_each_run_with_its_budget_and_gain():
     assert lines[4].startswith("| bicubic x2 |") and len(lines) == 6
 
 
+def test_the_equal_budget_table_says_why_an_urban100_cell_is_empty():
+    """``table2_cpu.markdown``: a scored Urban100 cell with its gain over bicubic, a refused
+    one with its estimated cost, an untried one named so; bicubic's Urban100 on its row."""
+    import table2_cpu
+
+    def row(**extra):
+        return {"params": 10, "steps": 5, "train_minutes": 1.0, "lr": 1e-3,
+                "seconds_per_image_1_thread": {"Set14": 0.5},
+                "sets": {s: {"psnr": 30.0} for s in table2_cpu.SETS}, **extra}
+
+    scored = row()
+    scored["sets"]["Urban100"] = {"psnr": 27.5}
+    record = {"bicubic": {"x2": {s: {"psnr": 29.0} for s in (*table2_cpu.SETS, "Urban100")}},
+              "models": {"srcnn": {"x2": scored},
+                         "vdsr": {"x2": row(urban100_estimate_minutes=41.6)},
+                         "lapsrn": {"x2": row()}}}
+    lines = table2_cpu.markdown(record).splitlines()
+    assert lines[2].endswith("| 27.50 (-1.50) | 0.50 |")
+    assert lines[3].endswith("| left (~42 min) | 0.50 |")
+    assert lines[4].endswith("| not tried | 0.50 |")
+    assert lines[5] == "| 2 | bicubic | | | | | 29.00 | 29.00 | 29.00 | 29.00 | |"
+
+
+def test_an_urban100_cell_over_budget_is_refused_with_its_estimate_recorded(tmp_path, monkeypatch,
+                                                                           capsys):
+    """``table2_urban100``: an unregistered row is skipped, a cell estimated over
+    ``--max-minutes`` is not scored but its estimate is written into its row."""
+    import json
+
+    import table2_urban100 as tu
+
+    results = tmp_path / "table2_cpu.json"
+    rows = {"x2": {"steps": 5, "sets": {}}, "x3": {"steps": 5, "sets": {}}}
+    results.write_text(json.dumps({"bicubic": {"x2": {"Urban100": {"psnr": 1.0}}},
+                                   "models": {"vdsr": rows}}))
+    monkeypatch.setattr(tu, "registered", lambda m, s, r: s == 2)
+    monkeypatch.setattr(tu, "estimate_minutes", lambda m, s, p: 90.0)  # one core: 45 of two
+    monkeypatch.setattr(tu, "score_sets", lambda *a, **k: 1 / 0)  # must not be reached
+    monkeypatch.setattr(sys, "argv", ["x", "vdsr:2", "vdsr:3", "--json", str(results)])
+    tu.main()
+    out = capsys.readouterr().out
+    assert "vdsr:3: skipped" in out and "vdsr:2: refused: estimated 45 minutes" in out
+    after = json.loads(results.read_text())["models"]["vdsr"]
+    assert after["x2"]["urban100_estimate_minutes"] == 45.0
+    assert "Urban100" not in after["x2"]["sets"]
+    assert "urban100_estimate_minutes" not in after["x3"]
+
+
 def test_the_diagnostics_file_keeps_reports_of_checkpoints_not_named_again(use_data, tmp_path):
     """``attention_diagnostics.main``: a second checkpoint adds its report beside the first
     (whose weights may be on another machine); naming the first again replaces its report."""
