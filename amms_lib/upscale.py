@@ -22,7 +22,7 @@
   a few seconds is printed, and the work shows a bar in estimated seconds. One over
   ``--max-seconds`` (default 300) fails with the ``--tile`` that fits;
   ``--tile auto`` runs the whole image or the tile size estimated fastest among those that
-  fit both budgets (tiles moved PSNR by under 0.01 dB in ``benchmarks/upscale_tiles.py``),
+  fit both budgets (no tile lost PSNR against the whole image in ``benchmarks/upscale_tiles.py``),
   and says which.
 - ``--bf16``: bf16 autocast for the convolutions, channels-last; the non-local attention
   and the second-order statistics stay float32 (``benchmarks/inference_options.py``
