@@ -46,6 +46,7 @@ from torch import nn
 from amms_lib.non_local import NonLocalBlock
 
 PROBE_SIDES = (24, 48, 96, 128)  # LR sides timed by ``calibrate`` (about 1 s in all)
+PROBE_SLOW = 0.5  # seconds: a probe slower is timed once and, from the second on, ends probing
 REPEATS = 2  # timed calls of the attention probe after one warm-up; the fastest counts
 SHOW_ABOVE = 5.0  # seconds: estimates above this are printed by the upscaler
 
@@ -223,17 +224,24 @@ def calibrate(net: nn.Module, refresh: bool = False) -> Rates:
         net(torch.rand(1, 3, 16, 16, device=device, dtype=dtype))  # one-off set-up
         tiny = torch.rand(1, 3, 4, 4, device=device, dtype=dtype)
         call = _fastest(lambda: net(tiny), device, repeats=3)  # overhead, no arithmetic
-        cold, seconds = [], []  # per size: its first call, then the fastest of three more
+        # per size: its first call, then the fastest of three more; a network that works at
+        # HR resolution (MemNet, VDSR at x4) is slow already at the small sizes, so a slow
+        # probe is timed once and the second slow one ends the probing (seconds, not minutes)
+        sides, cold, seconds = [], [], []
         for s in PROBE_SIDES:
             x = torch.rand(1, 3, s, s, device=device, dtype=dtype)
             cold.append(_fastest(lambda: net(x), device, repeats=1, warm=False))
-            seconds.append(_fastest(lambda: net(x), device, repeats=3, warm=False))
+            seconds.append(_fastest(lambda: net(x), device, warm=False,
+                                    repeats=1 if cold[-1] > PROBE_SLOW else 3))
+            sides.append(s)
+            if len(sides) >= 2 and seconds[-1] > PROBE_SLOW:
+                break
     finally:
         net.train(was_training)
-    rates = fit_rates(flop_model(net), PROBE_SIDES, seconds, att, call)
+    rates = fit_rates(flop_model(net), sides, seconds, att, call)
     shape = float(np.median([max(c - t, 0.0) for c, t in zip(cold, seconds)]))
     rates = Rates(rates.conv, rates.att, rates.call, shape)
-    cache[key] = {**asdict(rates), "sides": list(PROBE_SIDES), "seconds": seconds,
+    cache[key] = {**asdict(rates), "sides": sides, "seconds": seconds,
                   "first_call_seconds": cold, "measured": time.strftime("%Y-%m-%d %H:%M")}
     try:
         atomic_write(path, lambda f: f.write(json.dumps(cache, indent=1)), mode="w")

@@ -150,6 +150,20 @@ def test_calibration_is_cached_per_network_and_a_damaged_cache_is_remeasured(
         net, torch.device("cpu"))
 
 
+def test_calibrating_a_slow_network_stops_at_its_second_slow_size(net, tmp_path, monkeypatch):
+    """A network slow at the small sizes (MemNet at x4 runs at HR resolution) is probed at
+    two sizes, each timed once after its first call: seconds, not minutes, of calibration."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(speed, "_RATES", {})
+    calls = []
+    monkeypatch.setattr(speed, "_fastest",
+                        lambda fn, device, repeats=1, **kw: calls.append(repeats) or 2.0)
+    speed.calibrate(net)
+    assert calls[2:] == [1, 1, 1, 1]  # after the attention and 4x4 probes: 2 sizes, once each
+    entry = json.loads((tmp_path / "amms_lib" / "speed.json").read_text())
+    assert next(iter(entry.values()))["sides"] == list(speed.PROBE_SIDES[:2])
+
+
 def test_fit_recovers_the_rates_of_a_made_up_machine(net):
     flops = speed.flop_model(net)
     seconds = [RATES.seconds(flops, s * s) for s in speed.PROBE_SIDES]
