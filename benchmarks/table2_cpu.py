@@ -252,8 +252,7 @@ def markdown(record: dict) -> str:
     lines = [head, "|" + " --- |" * (head.count("|") - 1)]
     for r in rows(record):
         bic = record.get("bicubic", {}).get(f"x{r['scale']}", {})
-        cells = [f"{r['sets'][s]['psnr']:.2f}" + (f" ({r['sets'][s]['psnr'] - bic[s]['psnr']:+.2f})"
-                                                  if s in bic else "") for s in SETS]
+        cells = [gain_cell(r["sets"][s]["psnr"], bic, s) for s in SETS]
         lines.append(f"| {r['scale']} | {r['model']} | {r['params']:,} | {r['steps']:,} | "
                      f"{r['train_minutes']:.1f} | {r['lr']:g} | " + " | ".join(cells)
                      + f" | {urban100_cell(r, bic)} | "
@@ -265,12 +264,16 @@ def markdown(record: dict) -> str:
     return "\n".join(lines)
 
 
+def gain_cell(psnr: float, bic: dict, s: str) -> str:
+    """A table cell: PSNR and, where bicubic's is known on that set, the gain over it."""
+    return f"{psnr:.2f}" + (f" ({psnr - bic[s]['psnr']:+.2f})" if s in bic else "")
+
+
 def urban100_cell(r: dict, bic: dict) -> str:
     """Urban100 PSNR (gain over bicubic) where scored (``table2_urban100.py``); else why not:
     the 2-core minutes it was estimated to cost, or that it was not tried."""
     if URBAN in r["sets"]:
-        p = r["sets"][URBAN]["psnr"]
-        return f"{p:.2f}" + (f" ({p - bic[URBAN]['psnr']:+.2f})" if URBAN in bic else "")
+        return gain_cell(r["sets"][URBAN]["psnr"], bic, URBAN)
     est = r.get("urban100_estimate_minutes")
     return f"left (~{est:.0f} min)" if est is not None else "not tried"
 

@@ -22,17 +22,17 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from cpu_jobs import score_sets  # noqa: E402
-from table2_cpu import registered  # noqa: E402
+from table2_cpu import URBAN, registered  # noqa: E402
 
 from amms_lib import data  # noqa: E402
 from amms_lib.checkpoint import load_model  # noqa: E402
 from amms_lib.inference import upscale  # noqa: E402
 from amms_lib.runtime import atomic_write, repo_root  # noqa: E402
-
-SET = "Urban100"
 
 
 def estimate_minutes(model: str, scale: int, path: Path) -> float:
@@ -41,12 +41,14 @@ def estimate_minutes(model: str, scale: int, path: Path) -> float:
 
     torch.set_num_threads(1)
     net, _ = load_model(path, model=model, scale=scale)
-    pairs = [data.load_pair(SET, n, scale) for n in data.list_images(SET)]
+    names = data.list_images(URBAN)
+    lr = data.load_pair(URBAN, names[0], scale).lr
     t = time.perf_counter()
-    upscale(net, pairs[0].lr)
+    upscale(net, lr)
     first = time.perf_counter() - t
-    pixels = sum(p.lr.shape[0] * p.lr.shape[1] for p in pairs)
-    return first * pixels / (pairs[0].lr.shape[0] * pairs[0].lr.shape[1]) / 60
+    hr_pixels = sum(int(np.prod(data.modcrop(data.load_hr(URBAN, n), scale).shape[:2]))
+                    for n in names)  # each LR image's pixels x scale^2
+    return first * hr_pixels / (lr.shape[0] * lr.shape[1] * scale**2) / 60
 
 
 def update(path: Path, model: str, scale: int, **cells) -> None:
@@ -56,8 +58,8 @@ def update(path: Path, model: str, scale: int, **cells) -> None:
     record = json.loads(path.read_text())  # re-read: another cell may have landed
     record["models"][model][f"x{scale}"].update(cells)
     bic = record["bicubic"][f"x{scale}"]
-    if SET not in bic:
-        bic[SET] = {k: v for k, v in evaluate_set(bicubic_upscaler(scale), SET, scale).items()
+    if URBAN not in bic:
+        bic[URBAN] = {k: v for k, v in evaluate_set(bicubic_upscaler(scale), URBAN, scale).items()
                     if k in ("psnr", "ssim")}
     atomic_write(path, lambda f: f.write(json.dumps(record, indent=1)), "w")
 
@@ -78,8 +80,8 @@ def main() -> None:
             print(f"{cell}: skipped: no finished row whose weights are {ckpt.name} "
                   "(run benchmarks/table2_cpu.py --register first)", flush=True)
             continue
-        if "psnr" in row["sets"].get(SET, {}):
-            print(f"{cell}: already scored ({row['sets'][SET]['psnr']:.2f} dB)", flush=True)
+        if "psnr" in row["sets"].get(URBAN, {}):
+            print(f"{cell}: already scored ({row['sets'][URBAN]['psnr']:.2f} dB)", flush=True)
             continue
         est = estimate_minutes(model, scale, ckpt) / 2
         update(args.json, model, scale, urban100_estimate_minutes=round(est, 1))
@@ -88,12 +90,12 @@ def main() -> None:
                   f"--max-minutes {args.max_minutes:g}", flush=True)
             continue
         t = time.perf_counter()
-        sets, _, _ = score_sets(ckpt, scale, [SET], model=model)
-        row_sets = {**row["sets"], SET: {k: v for k, v in sets[SET].items()
+        sets, _, _ = score_sets(ckpt, scale, [URBAN], model=model)
+        row_sets = {**row["sets"], URBAN: {k: v for k, v in sets[URBAN].items()
                                          if k != "seconds_per_image"}}
         update(args.json, model, scale, sets=row_sets,
-               urban100_seconds_per_image_1_thread=sets[SET]["seconds_per_image"])
-        print(f"{cell}: Urban100 {sets[SET]['psnr']:.2f} dB / {sets[SET]['ssim']:.4f} in "
+               urban100_seconds_per_image_1_thread=sets[URBAN]["seconds_per_image"])
+        print(f"{cell}: Urban100 {sets[URBAN]['psnr']:.2f} dB / {sets[URBAN]['ssim']:.4f} in "
               f"{(time.perf_counter() - t) / 60:.1f} min (estimated {2 * est:.1f} of one core)",
               flush=True)
 
