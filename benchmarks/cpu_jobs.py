@@ -183,11 +183,11 @@ def drop_state(state: Path) -> None:
     shutil.rmtree(state, ignore_errors=True)
 
 
-def score_sets(path: Path, scale: int, sets, *, model: str = "amms",
-               per_image: bool = False) -> tuple[dict, object, dict]:
-    """One checkpoint's weights on whole images of each of ``sets`` (Y, shaved; one thread,
-    as the runs): ``({set: {psnr, ssim, seconds_per_image[, per_image]}}, net, checkpoint)``;
-    the seconds include scoring, the cost a user pays per image on one core."""
+def score_sets(path: Path, scale: int, sets, *, model: str = "amms", per_image: bool = False,
+               tile: int | None = None) -> tuple[dict, object, dict]:
+    """One checkpoint's weights on whole images (or ``tile``s) of each of ``sets`` (Y, shaved;
+    one thread, as the runs): ``({set: {psnr, ssim, seconds_per_image[, per_image]}}, net,
+    checkpoint)``; the seconds include scoring, the cost a user pays per image on one core."""
     import torch
 
     from amms_lib.benchmark import evaluate_set
@@ -199,7 +199,8 @@ def score_sets(path: Path, scale: int, sets, *, model: str = "amms",
     scores = {}
     for s in sets:
         t = time.perf_counter()
-        r = evaluate_set(lambda lr: upscale(net, lr), s, scale, per_image=per_image)
+        r = evaluate_set(lambda lr: upscale(net, lr, tile=tile), s, scale,
+                         per_image=per_image)
         scores[s] = {k: r[k] for k in ("psnr", "ssim", "per_image") if k in r}
         scores[s]["seconds_per_image"] = (time.perf_counter() - t) / r["n_images"]
     return scores, net, ckpt

@@ -1,7 +1,8 @@
-"""Urban100 cells of the equal-budget table, where a cell is affordable on this machine.
+"""Urban100 cells of the equal-budget table and of the shipped AMMS, where affordable here.
 
-    python benchmarks/table2_urban100.py lapsrn:2 lapsrn:3 vdsr:4 [--max-minutes 20]
-        [--json benchmarks/results/table2_cpu.json]
+    python benchmarks/table2_urban100.py lapsrn:2 lapsrn:3 vdsr:4 shipped:4 [--max-minutes 20]
+        [--tile N] [--json benchmarks/results/table2_cpu.json]
+        [--study-json benchmarks/results/config_study_cpu.json]
 
 Urban100's 100 images are large (HR about 1024 x 768), and VDSR and MemNet run at HR
 resolution, so a cell can cost hours. Each MODEL:SCALE cell is first estimated: the first
@@ -10,9 +11,14 @@ estimated over ``--max-minutes`` of the 2-core machine (the one-thread minutes /
 cells run side by side) is refused with its estimate, which is recorded
 (``urban100_estimate_minutes``), so the table can say which cells are left and why. Else the
 whole set is scored (``score_sets``: Y, shaved, whole images, one thread) with the shipped
-checkpoint, which must be that row's weights (``table2_cpu.registered``), and written into
-the row's ``sets`` (the results file re-read just before the write, so runs side by side
-keep each other's cells).
+checkpoint, which must be that row's weights, and written into the row's ``sets`` (the
+results file re-read just before the write, so runs side by side keep each other's cells).
+
+A MODEL is a row of the equal-budget table (``table2_cpu.registered``: its weights are
+``checkpoints/MODEL_xS.pt``), or ``shipped``: ``checkpoints/amms_xS.pt``, the size study's
+winner, whose cell goes into that study's run in ``--study-json``. ``--tile N`` scores with
+tiles of N LR pixels (``inference.upscale``; attention then sees only its tile): a different
+computation from the whole image, recorded as ``tile`` in the cell so that a table marks it.
 """
 from __future__ import annotations
 
@@ -34,8 +40,11 @@ from amms_lib.checkpoint import load_model  # noqa: E402
 from amms_lib.inference import upscale  # noqa: E402
 from amms_lib.runtime import atomic_write, repo_root  # noqa: E402
 
+SHIPPED = "shipped"  # the cell name of checkpoints/amms_xS.pt, the size study's winner
+RESULTS = repo_root() / "benchmarks" / "results"
 
-def estimate_minutes(model: str, scale: int, path: Path) -> float:
+
+def estimate_minutes(model: str, scale: int, path: Path, tile: int | None = None) -> float:
     """One-thread minutes for the whole set: the first image's time x pixel ratio."""
     import torch
 
@@ -44,11 +53,27 @@ def estimate_minutes(model: str, scale: int, path: Path) -> float:
     names = data.list_images(URBAN)
     lr = data.load_pair(URBAN, names[0], scale).lr
     t = time.perf_counter()
-    upscale(net, lr)
+    upscale(net, lr, tile=tile)
     first = time.perf_counter() - t
     hr_pixels = sum(int(np.prod(data.modcrop(data.load_hr(URBAN, n), scale).shape[:2]))
                     for n in names)  # each LR image's pixels x scale^2
     return first * hr_pixels / (lr.shape[0] * lr.shape[1] * scale**2) / 60
+
+
+def row_of(record: dict, model: str, scale: int) -> dict | None:
+    """The record a cell's keys go into: a table row, or the size study's run for ``shipped``."""
+    if model == SHIPPED:
+        return record.get("runs", {}).get(f"{record.get('winner', {}).get('config')}_x{scale}")
+    return record.get("models", {}).get(model, {}).get(f"x{scale}")
+
+
+def shipped_is(row: dict, scale: int) -> bool:
+    """Whether ``checkpoints/amms_xS.pt`` holds this size-study run's weights."""
+    from amms_lib.checkpoint import read_metadata
+
+    info = read_metadata().get(f"amms_x{scale}.pt", {})
+    return (info.get("command", "").startswith("python benchmarks/config_study.py")
+            and info.get("iterations") == row["steps"])
 
 
 def update(path: Path, model: str, scale: int, **cells) -> None:
@@ -56,7 +81,7 @@ def update(path: Path, model: str, scale: int, **cells) -> None:
     from amms_lib.benchmark import bicubic_upscaler, evaluate_set
 
     record = json.loads(path.read_text())  # re-read: another cell may have landed
-    record["models"][model][f"x{scale}"].update(cells)
+    row_of(record, model, scale).update(cells)
     bic = record["bicubic"][f"x{scale}"]
     if URBAN not in bic:
         bic[URBAN] = {k: v for k, v in evaluate_set(bicubic_upscaler(scale), URBAN, scale).items()
@@ -66,34 +91,40 @@ def update(path: Path, model: str, scale: int, **cells) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("cells", nargs="+", help="MODEL:SCALE, e.g. lapsrn:2")
+    ap.add_argument("cells", nargs="+", help=f"MODEL:SCALE, e.g. lapsrn:2 or {SHIPPED}:4")
     ap.add_argument("--max-minutes", type=float, default=20.0,
                     help="refuse a cell estimated over this, in minutes of the 2-core machine")
-    ap.add_argument("--json", type=Path,
-                    default=repo_root() / "benchmarks" / "results" / "table2_cpu.json")
+    ap.add_argument("--tile", type=int, default=None,
+                    help="score with tiles of this many LR pixels (default: whole images)")
+    ap.add_argument("--json", type=Path, default=RESULTS / "table2_cpu.json")
+    ap.add_argument("--study-json", type=Path, default=RESULTS / "config_study_cpu.json")
     args = ap.parse_args()
     for cell in args.cells:
         model, scale = cell.split(":")[0], int(cell.split(":")[1])
-        row = json.loads(args.json.read_text())["models"].get(model, {}).get(f"x{scale}")
-        ckpt = repo_root() / "checkpoints" / f"{model}_x{scale}.pt"
-        if row is None or not registered(model, scale, row):
-            print(f"{cell}: skipped: no finished row whose weights are {ckpt.name} "
-                  "(run benchmarks/table2_cpu.py --register first)", flush=True)
+        path = args.study_json if model == SHIPPED else args.json
+        row = row_of(json.loads(path.read_text()), model, scale)
+        net = "amms" if model == SHIPPED else model
+        ckpt = repo_root() / "checkpoints" / f"{net}_x{scale}.pt"
+        if row is None or not (shipped_is(row, scale) if model == SHIPPED
+                               else registered(model, scale, row)):
+            print(f"{cell}: skipped: no finished row of {path.name} whose weights are "
+                  f"{ckpt.name} (register it first)", flush=True)
             continue
         if "psnr" in row["sets"].get(URBAN, {}):
             print(f"{cell}: already scored ({row['sets'][URBAN]['psnr']:.2f} dB)", flush=True)
             continue
-        est = estimate_minutes(model, scale, ckpt) / 2
-        update(args.json, model, scale, urban100_estimate_minutes=round(est, 1))
+        est = estimate_minutes(net, scale, ckpt, args.tile) / 2
+        update(path, model, scale, urban100_estimate_minutes=round(est, 1))
         if est > args.max_minutes:
             print(f"{cell}: refused: estimated {est:.0f} minutes of 2 cores, over "
                   f"--max-minutes {args.max_minutes:g}", flush=True)
             continue
         t = time.perf_counter()
-        sets, _, _ = score_sets(ckpt, scale, [URBAN], model=model)
-        row_sets = {**row["sets"], URBAN: {k: v for k, v in sets[URBAN].items()
-                                         if k != "seconds_per_image"}}
-        update(args.json, model, scale, sets=row_sets,
+        sets, _, _ = score_sets(ckpt, scale, [URBAN], model=net, tile=args.tile)
+        scored = {k: v for k, v in sets[URBAN].items() if k != "seconds_per_image"}
+        if args.tile:
+            scored["tile"] = args.tile
+        update(path, model, scale, sets={**row["sets"], URBAN: scored},
                urban100_seconds_per_image_1_thread=sets[URBAN]["seconds_per_image"])
         print(f"{cell}: Urban100 {sets[URBAN]['psnr']:.2f} dB / {sets[URBAN]['ssim']:.4f} in "
               f"{(time.perf_counter() - t) / 60:.1f} min (estimated {2 * est:.1f} of one core)",

@@ -244,7 +244,7 @@ def test_an_urban100_cell_over_budget_is_refused_with_its_estimate_recorded(tmp_
     results.write_text(json.dumps({"bicubic": {"x2": {"Urban100": {"psnr": 1.0}}},
                                    "models": {"vdsr": rows}}))
     monkeypatch.setattr(tu, "registered", lambda m, s, r: s == 2)
-    monkeypatch.setattr(tu, "estimate_minutes", lambda m, s, p: 90.0)  # one core: 45 of two
+    monkeypatch.setattr(tu, "estimate_minutes", lambda *a: 90.0)  # one core: 45 of two
     monkeypatch.setattr(tu, "score_sets", lambda *a, **k: 1 / 0)  # must not be reached
     monkeypatch.setattr(sys, "argv", ["x", "vdsr:2", "vdsr:3", "--json", str(results)])
     tu.main()
@@ -254,6 +254,41 @@ def test_an_urban100_cell_over_budget_is_refused_with_its_estimate_recorded(tmp_
     assert after["x2"]["urban100_estimate_minutes"] == 45.0
     assert "Urban100" not in after["x2"]["sets"]
     assert "urban100_estimate_minutes" not in after["x3"]
+
+
+def test_a_shipped_urban100_cell_lands_in_the_size_studys_run_with_its_tile(tmp_path,
+                                                                            monkeypatch):
+    """``table2_urban100 shipped:S``: the cell goes into the size study's winning run (not
+    the equal-budget table), with the tile it was scored with; a run whose weights are not
+    the shipped ones is skipped."""
+    import json
+
+    import table2_urban100 as tu
+
+    study, table = tmp_path / "study.json", tmp_path / "table.json"
+    runs = {f"c48m2_x{s}": {"steps": 5, "sets": {"Set5": {"psnr": 30.0}}} for s in (2, 4)}
+    bicubic = {f"x{s}": {"Urban100": {"psnr": 1.0}} for s in (2, 4)}
+    study.write_text(json.dumps({"winner": {"config": "c48m2"}, "runs": runs, "bicubic": bicubic}))
+    table.write_text(json.dumps({"models": {}, "bicubic": {}}))
+    monkeypatch.setattr(tu, "shipped_is", lambda row, s: s == 2)
+    monkeypatch.setattr(tu, "estimate_minutes", lambda *a: 10.0)
+    seen = {}
+
+    def fake_score(path, scale, sets, *, model, tile):
+        seen.update(path=path.name, model=model, tile=tile)
+        return {"Urban100": {"psnr": 31.5, "ssim": 0.9, "seconds_per_image": 3.0}}, None, None
+
+    monkeypatch.setattr(tu, "score_sets", fake_score)
+    monkeypatch.setattr(sys, "argv", ["x", "shipped:2", "shipped:4", "--tile", "64",
+                                      "--json", str(table), "--study-json", str(study)])
+    tu.main()
+    after = json.loads(study.read_text())["runs"]
+    assert seen == {"path": "amms_x2.pt", "model": "amms", "tile": 64}
+    assert after["c48m2_x2"]["sets"]["Urban100"] == {"psnr": 31.5, "ssim": 0.9, "tile": 64}
+    assert after["c48m2_x2"]["sets"]["Set5"] == {"psnr": 30.0}  # the other sets kept
+    assert after["c48m2_x2"]["urban100_estimate_minutes"] == 5.0
+    assert "Urban100" not in after["c48m2_x4"]["sets"]
+    assert json.loads(table.read_text()) == {"models": {}, "bicubic": {}}
 
 
 def test_the_diagnostics_file_keeps_reports_of_checkpoints_not_named_again(use_data, tmp_path):
