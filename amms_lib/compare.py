@@ -22,6 +22,7 @@ from amms_lib.images import as_rgb
 from amms_lib.models import METHODS  # noqa: F401 (compare.METHODS, as before)
 from amms_lib.reconstruct import (  # noqa: F401 (compare.reconstruct is the notebooks' name)
     UPLOADS,
+    notebook_methods,
     parse_methods,
     reconstruct,
     reconstruct_lr,

@@ -34,6 +34,21 @@ def parse_methods(methods) -> list[str]:
     return names
 
 
+# what quick mode leaves out of a notebook's "auto" methods, and why: MemNet runs 80
+# convolutions at HR resolution, so Set5 at x2, x3 and x4 took 194 s on 2 AVX2 cores where VDSR
+# took 33 s and AMMS 28 s (python -m amms_lib.benchmark --datasets Set5 --scales 2 3 4)
+QUICK_SKIPS = {"memnet": "80 convolutions at HR resolution: about 6x VDSR's time per image"}
+
+
+def notebook_methods(methods, quick: bool) -> tuple[list[str], dict[str, str]]:
+    """A notebook's ``methods`` parameter -> (methods to run, {left out: why}). ``"auto"``:
+    every method, less ``QUICK_SKIPS`` in quick mode; anything else runs as named, checked."""
+    if methods != "auto":
+        return parse_methods(methods), {}
+    skips = QUICK_SKIPS if quick else {}
+    return [m for m in METHODS if m not in skips], dict(skips)
+
+
 def reconstruct(set_name: str, image: str, scale: int, methods=METHODS, device="cpu",
                 folder=None, nets: dict | None = None) -> dict:
     """LR, HR and every method's SR of one image, with (PSNR, SSIM) and timings.

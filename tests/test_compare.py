@@ -81,6 +81,20 @@ def test_parse_methods():
         compare.parse_methods("bicubic,edsr")
 
 
+def test_quick_mode_leaves_memnet_out_of_auto_and_says_why():
+    """A notebook's ``methods="auto"``: every method in full mode; in quick mode all but
+    MemNet, which is returned with its reason (the notebooks print it and put it in the
+    figure's title); named methods always run as named, MemNet included."""
+    quick, why = compare.notebook_methods("auto", quick=True)
+    assert "memnet" not in quick and set(why) == {"memnet"} and "HR resolution" in why["memnet"]
+    assert quick == [m for m in compare.METHODS if m != "memnet"]
+    assert compare.notebook_methods("auto", quick=False) == (list(compare.METHODS), {})
+    assert compare.notebook_methods("bicubic,memnet", quick=True) == (["bicubic", "memnet"], {})
+    assert compare.notebook_methods(["amms"], quick=True) == (["amms"], {})
+    with pytest.raises(AmmsError, match="unknown method"):
+        compare.notebook_methods("auto,memnet", quick=True)
+
+
 def check_bicubic(rec, scale):
     bicubic = imresize(rec["lr"], scale)
     assert rec["scores"]["bicubic"] == evaluate(bicubic, rec["hr"], scale)

@@ -147,11 +147,20 @@ def test_size_study_ships_a_winner_finished_elsewhere_from_its_kept_copy(use_dat
     assert "amms_x3.pt" not in ck.read_metadata() and saved == [1]
 
 
-def test_a_study_scores_the_checkpoint_it_names_on_whole_images(tmp_path):
+def test_a_study_scores_the_checkpoint_it_names_on_whole_images(tmp_path, monkeypatch):
     """``score_sets`` (every study's scorer) against the same weights scored here, image by
-    image, with the metric itself: the checkpoint, the scale and the mean are the ones named."""
+    image, with the metric itself: the checkpoint, the scale and the mean are the ones named
+    (a set of two small images: whole-image attention on the built-in 512 px ones took a minute)."""
     import numpy as np
     from cpu_jobs import score_sets
+    from PIL import Image
+
+    hr = tmp_path / "data" / "Mine" / "HR"
+    hr.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name, shape in (("a", (48, 40, 3)), ("b", (64, 56, 3))):
+        Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(hr / f"{name}.png")
+    monkeypatch.setenv("AMMS_DATA", str(tmp_path / "data"))
 
     from amms_lib import data, metrics
     from amms_lib.checkpoint import save_checkpoint
@@ -162,10 +171,11 @@ def test_a_study_scores_the_checkpoint_it_names_on_whole_images(tmp_path):
     net = build_model("amms", 2, **AMMSConfig.tiny_kwargs()).eval()
     path = save_checkpoint(tmp_path / "w.pt", net, name="amms", scale=2,
                            model_kwargs=AMMSConfig.tiny_kwargs(), step=3, seconds=1.0)
-    scores, loaded, ckpt = score_sets(path, 2, [data.BUILTIN], per_image=True)
+    scores, loaded, ckpt = score_sets(path, 2, ["Mine"], per_image=True)
     assert ckpt["step"] == 3 and torch.get_num_threads() == 1
-    mine = [metrics.evaluate(upscale(net, p.lr), p.hr, 2) for p in data.iter_pairs(data.BUILTIN, 2)]
-    got = scores[data.BUILTIN]
+    mine = [metrics.evaluate(upscale(net, p.lr), p.hr, 2) for p in data.iter_pairs("Mine", 2)]
+    assert len(mine) == 2
+    got = scores["Mine"]
     assert got["psnr"] == np.mean([p for p, _ in mine])
     assert got["ssim"] == np.mean([s for _, s in mine])
     assert [v[0] for v in got["per_image"].values()] == [p for p, _ in mine]

@@ -96,7 +96,8 @@ def test_compare_notebook_at_x2(tmp_path, monkeypatch):
     monkeypatch.setenv("AMMS_FIGURES", str(tmp_path / "figures"))  # keep figures/ curated
     out = tmp_path / "08.ipynb"
     papermill.execute_notebook(str(NOTEBOOKS / "08_compare.ipynb"), str(out),
-                               kernel_name="python3", parameters=dict(scale=2),
+                               kernel_name="python3",  # the cheap networks and AMMS
+                               parameters=dict(scale=2, methods="bicubic,srcnn,lapsrn,amms"),
                                progress_bar=False, cwd=str(tmp_path))
     assert "bicubic" in _stdout(out)
 
