@@ -282,6 +282,13 @@ def measure_step_seconds(cfg: TrainConfig, steps: int = 3) -> float:
 # notebook 05's small comparison networks for a quick run (AMMS uses AMMSConfig.small())
 QUICK_MODEL_KWARGS = {"srcnn": {}, "vdsr": dict(depth=6), "lapsrn": dict(depth=3),
                       "memnet": dict(n_blocks=2, n_recursions=2)}
+# a quick run's steps: 16 patches of 64 px at x2 take 85 s on 2 AVX2 cores in float32 and end
+# 0.36 dB above bicubic on the 2 held-out images (300 steps at 5e-4: +0.50 dB in 176 s)
+QUICK_STEPS = 150
+# the quick learning rate: AMMSConfig.small()'s, chosen on the held-out split by the
+# equal-budget sweep (2e-4 / 5e-4 / 1e-3 over 329 steps: benchmarks/results/table2_cpu.json);
+# the quick comparison networks are smaller than the swept ones and keep 5e-4
+QUICK_LR = {"amms": 1e-3}
 
 
 def mode_config(quick: bool, model: str = "amms", scale: int = 2, *, channels: int = 0,
@@ -291,12 +298,13 @@ def mode_config(quick: bool, model: str = "amms", scale: int = 2, *, channels: i
                 ) -> TrainConfig:
     """Notebook 05's run in quick or full mode, checked; a 0 or "auto" takes the mode's
     default. Quick (a minute or two on 2 CPU cores): ``AMMSConfig.small()`` (or a small
-    comparison network), 300 steps of 16 patches of 32*scale HR pixels, the fast recipe
-    at 5e-4, bf16 autocast and channels-last on the CPU, validation every 100 steps on 2
-    whole held-out images. Full: the paper's (64 channels, 4 AMMS, M = 2, 1000 epochs of
-    1000 steps of 16 x 192 px, lr 1e-4 halved every 200 epochs), validated every 1000
-    steps on the whole held-out split. ``ideas``: the ablation switches (AMMS only);
-    ``fields``: any other TrainConfig field (seed, device, out_dir, resume, ...)."""
+    comparison network), ``QUICK_STEPS`` steps of 16 patches of 32*scale HR pixels, the fast
+    recipe at ``QUICK_LR`` (else 5e-4), bf16 autocast (on CPUs with native bf16) and
+    channels-last on the CPU, validation every 100 steps on 2 whole held-out images. Full:
+    the paper's (64 channels, 4 AMMS, M = 2, 1000 epochs of 1000 steps of 16 x 192 px, lr
+    1e-4 halved every 200 epochs), validated every 1000 steps on the whole held-out split.
+    ``ideas``: the ablation switches (AMMS only); ``fields``: any other TrainConfig field
+    (seed, device, out_dir, resume, ...)."""
     if min(channels, n_amms) < 0:
         raise AmmsError(f"channels and n_amms: 0 (the mode's default) or more, got "
                         f"{channels} and {n_amms}")
@@ -309,9 +317,10 @@ def mode_config(quick: bool, model: str = "amms", scale: int = 2, *, channels: i
     cfg = TrainConfig(
         model=model, scale=scale, model_kwargs=kwargs,
         epochs=epochs or (1 if quick else 1000),
-        iters_per_epoch=iters_per_epoch or (300 if quick else 1000),
+        iters_per_epoch=iters_per_epoch or (QUICK_STEPS if quick else 1000),
         batch_size=batch_size or 16, patch_size=patch_size or (32 * scale if quick else 192),
-        lr=lr or (5e-4 if recipe == "fast" else 1e-4), recipe=recipe, lr_step_epochs=200,
+        lr=lr or (1e-4 if recipe == "paper" else QUICK_LR.get(model, 5e-4) if quick else 5e-4),
+        recipe=recipe, lr_step_epochs=200,
         val_every=100 if quick else 1000, val_images=2 if quick else 0,
         cpu_amp=amp and quick and cpu_bf16(), channels_last=quick,
         workers=0 if quick else 4, amp=amp,

@@ -83,7 +83,7 @@ def test_train_notebook_at_x4(tmp_path, monkeypatch):
     out = tmp_path / "05.ipynb"
     papermill.execute_notebook(
         str(NOTEBOOKS / "05_train.ipynb"), str(out), kernel_name="python3",
-        parameters=dict(scale=4, iters_per_epoch=40, compare_recipes=False,
+        parameters=dict(scale=4, iters_per_epoch=10, compare_recipes=False,
                         out_dir=str(tmp_path / "run")),
         progress_bar=False, cwd=str(tmp_path))
     text = _stdout(out)
