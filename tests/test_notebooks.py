@@ -63,7 +63,7 @@ def test_train_notebook_checks_its_parameters_before_loading_data(tmp_path,
     assert not any(c.get("execution_count") for c in cells[failed + 1:])
 
 
-@pytest.mark.parametrize("scale", [3, 4])
+@pytest.mark.parametrize("scale", [4])  # x3: 08 runs at x3 by default, 07 at every scale
 def test_network_notebook_at_other_scales(tmp_path, scale, monkeypatch):
     monkeypatch.setenv("AMMS_MODE", "quick")
     monkeypatch.setenv("AMMS_FIGURES", str(tmp_path / "figures"))  # keep figures/ curated
@@ -96,8 +96,8 @@ def test_compare_notebook_at_x2(tmp_path, monkeypatch):
     monkeypatch.setenv("AMMS_FIGURES", str(tmp_path / "figures"))  # keep figures/ curated
     out = tmp_path / "08.ipynb"
     papermill.execute_notebook(str(NOTEBOOKS / "08_compare.ipynb"), str(out),
-                               kernel_name="python3",  # the cheap networks and AMMS
-                               parameters=dict(scale=2, methods="bicubic,srcnn,lapsrn,amms"),
+                               kernel_name="python3",  # the scale is under test: cheap
+                               parameters=dict(scale=2, methods="bicubic,srcnn"),
                                progress_bar=False, cwd=str(tmp_path))
     assert "bicubic" in _stdout(out)
 
