@@ -96,6 +96,16 @@ def register_run_dir(out: Path, weights: str, command: str, selection: str) -> b
                            "--selection", selection]).returncode == 0
 
 
+def shipped_by(file: str, study: str, steps: int) -> bool:
+    """Whether ``checkpoints/<file>`` holds the weights a study's run of ``steps`` steps
+    registered (its metadata names the study's command and those iterations)."""
+    from amms_lib.checkpoint import read_metadata
+
+    info = read_metadata().get(file, {})
+    return (info.get("command", "").startswith(f"python benchmarks/{study}")
+            and info.get("iterations") == steps)
+
+
 def register_kept(copy: Path, scale: int, *, command: str, selection: str, notes: str,
                   lr: float, precision: str | None, train_minutes: float, core_hours: float,
                   curve: list | None = None) -> float:

@@ -62,6 +62,7 @@ from cpu_jobs import (  # noqa: E402
     run_training,
     score_sets,
     seconds_per_step,
+    shipped_by,
     train_command,
 )
 
@@ -200,11 +201,7 @@ def one_model(model: str, args, steps: dict, deadline: float, results: dict, sav
 
 def registered(model: str, scale: int, row: dict) -> bool:
     """Whether ``checkpoints/`` already holds this row's weights (this study, same steps)."""
-    from amms_lib.checkpoint import read_metadata
-
-    info = read_metadata().get(f"{model}_x{scale}.pt", {})
-    return (info.get("command", "").startswith("python benchmarks/table2_cpu.py")
-            and info.get("iterations") == row["steps"])
+    return shipped_by(f"{model}_x{scale}.pt", "table2_cpu.py", row["steps"])
 
 
 def ship(model: str, scale: int, row: dict, args) -> None:

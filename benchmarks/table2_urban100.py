@@ -32,7 +32,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from cpu_jobs import score_sets  # noqa: E402
+from cpu_jobs import score_sets, shipped_by  # noqa: E402
 from table2_cpu import URBAN, registered  # noqa: E402
 
 from amms_lib import data  # noqa: E402
@@ -69,11 +69,7 @@ def row_of(record: dict, model: str, scale: int) -> dict | None:
 
 def shipped_is(row: dict, scale: int) -> bool:
     """Whether ``checkpoints/amms_xS.pt`` holds this size-study run's weights."""
-    from amms_lib.checkpoint import read_metadata
-
-    info = read_metadata().get(f"amms_x{scale}.pt", {})
-    return (info.get("command", "").startswith("python benchmarks/config_study.py")
-            and info.get("iterations") == row["steps"])
+    return shipped_by(f"amms_x{scale}.pt", "config_study.py", row["steps"])
 
 
 def update(path: Path, model: str, scale: int, **cells) -> None:
