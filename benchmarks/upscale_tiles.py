@@ -8,8 +8,9 @@ set, every setting (the whole image, then each tile with the default 16 px overl
 upscales the published LR once, timed, with its peak memory above the resident set before
 the call (``nonlocal_memory.peak_memory``: Linux's VmHWM), and scored on Y. A row gives,
 per setting, the mean seconds per image, the largest peak, the mean PSNR and its mean
-difference from the whole image's on the same images: what global attention buys over
-attention within a tile, in dB, against what it costs, in seconds. ``--tile auto``'s rule
+difference from the whole image's on the same images with a 95% t interval over images
+(paired: the unit of noise is the image): what global attention buys over attention
+within a tile, in dB, against what it costs, in seconds. ``--tile auto``'s rule
 is read from this table (README). The estimate of ``amms_lib.speed`` is printed beside
 each time. Whole-image attention grows as N^2: the first Urban100 image at x2 is about
 a minute on 2 cores; start with ``--images 1``.
@@ -22,16 +23,18 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from ablation_stats import interval  # noqa: E402 (the same paired t interval)
 from nonlocal_memory import peak_memory  # noqa: E402 (the sibling script: same measurement)
 
 from amms_lib import data, speed  # noqa: E402
 from amms_lib.checkpoint import checkpoints_dir, load_model  # noqa: E402
 from amms_lib.inference import OVERLAP, upscale  # noqa: E402
 from amms_lib.metrics import psnr  # noqa: E402
-from amms_lib.runtime import atomic_write  # noqa: E402
+from amms_lib.runtime import atomic_write, cpu_name  # noqa: E402
 
 MB = 1e6
 
@@ -71,15 +74,19 @@ def main() -> None:
                        "estimate_s": float(np.mean([r["estimate_s"] for r in rs])),
                        "peak_mb": float(max(r["peak_mb"] for r in rs)),
                        "psnr": float(np.mean([r["psnr"] for r in rs])),
-                       "psnr_vs_whole": float(np.mean([r["psnr"] for r in rs] - whole))}
+                       "psnr_per_image": [r["psnr"] for r in rs]}
+                diff = interval(list(np.array(row["psnr_per_image"]) - whole))  # paired
+                row |= {"psnr_vs_whole": diff["mean"], "psnr_vs_whole_ci95": diff["ci95"]}
                 rows.append(row)
+                ci = "" if diff["ci95"] is None else " [{:+.4f}, {:+.4f}]".format(*diff["ci95"])
                 print(f"{set_name:>9} x{scale} {str(tile or 'whole'):>6}: "
                       f"{row['seconds']:7.2f} s/image (estimate {row['estimate_s']:6.2f}), "
                       f"peak {row['peak_mb']:6.0f} MB, PSNR {row['psnr']:.3f} dB "
-                      f"({row['psnr_vs_whole']:+.4f} vs whole)", flush=True)
+                      f"({row['psnr_vs_whole']:+.4f}{ci} vs whole)", flush=True)
     if args.json:
         atomic_write(args.json, lambda f: f.write(json.dumps(
-            {"overlap": OVERLAP, "rows": rows}, indent=1)), mode="w")
+            {"overlap": OVERLAP, "cpu": cpu_name(), "threads": torch.get_num_threads(),
+             "rows": rows}, indent=1)), mode="w")
 
 
 if __name__ == "__main__":

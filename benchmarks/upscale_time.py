@@ -14,9 +14,11 @@ Each row also gives the achieved GFLOP/s of the whole network (its FLOPs, attent
 included, over the measured seconds), and the attention kernel's rate beside the
 machine's fp32 peak: cores x clock x FLOPs per cycle per core. The clock is the TSC's
 (BogoMIPS / 2 from /proc/cpuinfo, the base clock: boost would raise the peak), and a
-core's FLOPs per cycle are 2 FMA units x 16 fp32 lanes (AVX-512) x 2 = 64 on AMD Zen 4/5
-and recent Intel server cores, 32 with AVX2 (Zen 2/3), read from the CPU's flags
-(``--flops-per-cycle`` to override). A large fp32 matrix
+core's FLOPs per cycle are FMAs per cycle x fp32 lanes x 2: 2 x 16 x 2 = 64 on Intel server
+cores with two AVX-512 FMA units and on Zen 5; 32 on Zen 4, which runs an AVX-512 FMA on
+its two 256-bit FMA units (2 x 8 x 2, as AVX2 on Zen 2/3 and Intel client cores), read
+from the CPU's flags and family (``--flops-per-cycle`` to override, e.g. 32 for a Xeon
+with one AVX-512 FMA unit). A large fp32 matrix
 product (torch.mm, 2048^2) is printed too: the ceiling a real kernel reaches here.
 """
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -41,10 +44,27 @@ def measure(net, side: int, tile: int | None) -> float:
     return time.perf_counter() - t
 
 
-def flops_per_cycle() -> int:
-    """2 FMA units x fp32 lanes (16 with AVX-512, 8 with AVX2) x 2 FLOPs per FMA."""
+def flops_per_cycle(cpuinfo: str | None = None) -> int:
+    """fp32 FLOPs per cycle per core: 2 FMAs x lanes x 2 (16 lanes with AVX-512 on two
+    512-bit units, 8 with AVX2 or on Zen 4's 256-bit units); ``cpuinfo``: /proc/cpuinfo."""
     caps = torch.cpu.get_capabilities()
-    return 64 if caps.get("avx512_f") else 32 if caps.get("fma3") else 8
+    if caps.get("avx512_f"):
+        return 32 if amd_family(cpuinfo) == 25 else 64  # family 25 (0x19): Zen 3/4
+    return 32 if caps.get("fma3") else 8
+
+
+def amd_family(cpuinfo: str | None = None) -> int | None:
+    """The CPU family of an AMD CPU from /proc/cpuinfo (25: Zen 3/4, 26: Zen 5), else None."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return None
+    fields = dict(line.split(":", 1) for line in cpuinfo.splitlines()[:30] if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    if fields.get("vendor_id") != "AuthenticAMD" or not fields.get("cpu family", "").isdigit():
+        return None
+    return int(fields["cpu family"])
 
 
 def peak_gflops(flops_per_cycle: int) -> tuple[float, str]:

@@ -10,7 +10,7 @@ import pytest
 import torch
 from test_upscale import KW, cli, rand_img, save, tiny_net
 
-from amms_lib import speed
+from amms_lib import runtime, speed
 from amms_lib.checkpoint import save_checkpoint
 from amms_lib.errors import AmmsError
 from amms_lib.inference import OVERLAP, TILES, plan, spans, upscale
@@ -295,3 +295,23 @@ def test_the_hints_name_what_fits_both_budgets(net, known_rates):
         plan(net, 200, 200, None, max_bytes=need / 2)
     with pytest.raises(AmmsError, match="drop --ensemble"):
         plan(net, 200, 200, "auto", ensemble=True, max_seconds=1e-6)
+
+
+def test_peak_flops_per_cycle_by_cpu(monkeypatch):
+    """The peak's FLOPs per cycle follow the FMA units, not only the flags: Zen 4 (AMD
+    family 25) has AVX-512 on two 256-bit FMA units, 32 FLOP/cycle like AVX2; a Xeon or
+    Zen 5 with two 512-bit units 64 (a wrong 64 on Zen 4 had halved every fraction)."""
+    import sys
+
+    sys.path.insert(0, str(runtime.repo_root() / "benchmarks"))
+    from upscale_time import flops_per_cycle
+
+    amd = "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: {}\nmodel\t\t: 17\n"
+    intel = "processor\t: 0\nvendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel\t\t: 143\n"
+    flags = {"avx512": {"avx512_f": True, "fma3": True}, "avx2": {"fma3": True}, "none": {}}
+    expect = [("avx512", amd.format(25), 32), ("avx512", amd.format(26), 64),
+              ("avx512", intel, 64), ("avx2", amd.format(25), 32), ("avx2", intel, 32),
+              ("none", intel, 8), ("avx512", "", 64)]
+    for caps, cpuinfo, fpc in expect:
+        monkeypatch.setattr(torch.cpu, "get_capabilities", lambda c=caps: flags[c])
+        assert flops_per_cycle(cpuinfo) == fpc, (caps, cpuinfo)
