@@ -1,10 +1,12 @@
 """What tiling costs and buys: whole-image attention against LR tiles, on real images.
 
     python benchmarks/upscale_tiles.py [--sets BSD100 Urban100] [--scales 2 4]
-        [--tiles 32 64 128 256] [--images 3] [--json benchmarks/results/upscale_tiles.json]
+        [--tiles 32 64 128 256] [--overlap 16] [--images 3]
+        [--json benchmarks/results/upscale_tiles.json]
 
 For the shipped ``checkpoints/amms_x<s>.pt`` and the first ``--images`` images of each
-set, every setting (the whole image, then each tile with the default 16 px overlap)
+set, every setting (the whole image, then each tile with ``--overlap`` LR pixels of context
+per side, by default ``inference.OVERLAP``)
 upscales the published LR once, timed, with its peak memory above the resident set before
 the call (``nonlocal_memory.peak_memory``: Linux's VmHWM), and scored on Y. A row gives,
 per setting, the mean seconds per image, the largest peak, the mean PSNR and its mean
@@ -39,12 +41,14 @@ from amms_lib.runtime import atomic_write, cpu_name  # noqa: E402
 MB = 1e6
 
 
-def measure(net, lr: np.ndarray, hr: np.ndarray, scale: int, tile: int | None) -> dict:
+def measure(net, lr: np.ndarray, hr: np.ndarray, scale: int, tile: int | None,
+            overlap: int = OVERLAP) -> dict:
     """One upscale: seconds, peak bytes, PSNR, and the estimate for it."""
     out = {}
-    seconds, peak = peak_memory(lambda: out.setdefault("sr", upscale(net, lr, tile=tile)))
+    seconds, peak = peak_memory(
+        lambda: out.setdefault("sr", upscale(net, lr, tile=tile, overlap=overlap)))
     return {"seconds": seconds, "peak_mb": peak / MB, "psnr": psnr(out["sr"], hr, scale),
-            "estimate_s": speed.estimate_seconds(net, *lr.shape[:2], tile, OVERLAP)}
+            "estimate_s": speed.estimate_seconds(net, *lr.shape[:2], tile, overlap)}
 
 
 def main() -> None:
@@ -52,6 +56,7 @@ def main() -> None:
     ap.add_argument("--sets", nargs="+", default=["BSD100", "Urban100"])
     ap.add_argument("--scales", nargs="+", type=int, default=[2, 4])
     ap.add_argument("--tiles", nargs="+", type=int, default=[32, 64, 128, 256])
+    ap.add_argument("--overlap", type=int, default=OVERLAP, help="LR context per tile side")
     ap.add_argument("--images", type=int, default=3, help="first N images of each set")
     ap.add_argument("--json", help="write the rows here")
     args = ap.parse_args()
@@ -66,7 +71,7 @@ def main() -> None:
             for name in names:
                 pair = data.load_pair(set_name, name, scale)
                 for tile in per:
-                    per[tile].append(measure(net, pair.lr, pair.hr, scale, tile))
+                    per[tile].append(measure(net, pair.lr, pair.hr, scale, tile, args.overlap))
             whole = np.array([r["psnr"] for r in per[None]])
             for tile, rs in per.items():
                 row = {"set": set_name, "scale": scale, "tile": tile, "images": names,
@@ -85,7 +90,7 @@ def main() -> None:
                       f"({row['psnr_vs_whole']:+.4f}{ci} vs whole)", flush=True)
     if args.json:
         atomic_write(args.json, lambda f: f.write(json.dumps(
-            {"overlap": OVERLAP, "cpu": cpu_name(), "threads": torch.get_num_threads(),
+            {"overlap": args.overlap, "cpu": cpu_name(), "threads": torch.get_num_threads(),
              "rows": rows}, indent=1)), mode="w")
 
 
