@@ -1,7 +1,7 @@
 """Inference options on this CPU, measured against eager float32 in one process.
 
     python benchmarks/inference_options.py [--checkpoint checkpoints/amms_x2.pt]
-        [--set Set14] [--rounds 2] [--json benchmarks/results/inference_options.json]
+        [--set Set14] [--rounds 2] [--tile N] [--json benchmarks/results/inference_options.json]
 
 Each option upscales the whole set (published LR, scale from the checkpoint) and is
 scored on Y: ``fp32`` (eager, the default), ``cl`` (channels-last), ``bf16`` (autocast:
@@ -9,7 +9,9 @@ the convolutions in bf16; the non-local attention and the second-order statistic
 float32 by design, ``amms_lib.non_local``), ``cl+bf16``. Rounds alternate the options
 so that both see the same load; the fastest round counts. An option is worth keeping
 when it is faster and moves the set's PSNR by less than 0.01 dB (the issue's bar); the
-last column says so.
+last column says so. ``--tile N`` runs every option in tiles of N LR pixels
+(``inference.forward_tiled``, default overlap), as ``--tile auto`` does for large images:
+there the convolutions, which bf16 speeds up, are most of the work, and the attention less.
 """
 from __future__ import annotations
 
@@ -23,15 +25,16 @@ import torch
 
 from amms_lib import data
 from amms_lib.checkpoint import load_model
-from amms_lib.inference import to_image, to_tensor
+from amms_lib.inference import OVERLAP, forward_tiled, to_image, to_tensor
 from amms_lib.metrics import psnr
-from amms_lib.runtime import atomic_write
+from amms_lib.runtime import atomic_write, cpu_name
 
 OPTIONS = ("fp32", "cl", "bf16", "cl+bf16")
 
 
 @torch.no_grad()
-def run(net, lrs: list[np.ndarray], option: str) -> tuple[float, list[np.ndarray]]:
+def run(net, lrs: list[np.ndarray], option: str,
+        tile: int | None = None) -> tuple[float, list[np.ndarray]]:
     """Seconds to upscale every LR image with ``option``, and the SR images."""
     cl, bf16 = "cl" in option, "bf16" in option
     model = net.to(memory_format=torch.channels_last) if cl else net.to(
@@ -42,7 +45,7 @@ def run(net, lrs: list[np.ndarray], option: str) -> tuple[float, list[np.ndarray
         x = x.contiguous(memory_format=torch.channels_last) if cl else x
         ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext()
         with ctx:
-            y = model(x)
+            y = forward_tiled(model, x, tile, OVERLAP) if tile else model(x)
         out.append(to_image(y.float(), grey=lr.ndim == 2))
     return time.perf_counter() - t0, out
 
@@ -52,6 +55,7 @@ def main() -> None:
     ap.add_argument("--checkpoint", default="checkpoints/amms_x2.pt")
     ap.add_argument("--set", default="Set14")
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--tile", type=int, default=None, help="LR tile side (default: whole)")
     ap.add_argument("--json")
     args = ap.parse_args()
     net, meta = load_model(args.checkpoint)
@@ -63,11 +67,13 @@ def main() -> None:
     scores = {}
     for _ in range(args.rounds):
         for option in OPTIONS:
-            seconds, srs = run(net, lrs, option)
+            seconds, srs = run(net, lrs, option, args.tile)
             best[option] = min(best[option], seconds)
             scores[option] = float(np.mean([psnr(sr, p.hr, scale) for sr, p in zip(srs, pairs)]))
     rows = []
-    print(f"{args.set} x{scale}, {len(pairs)} images, {torch.get_num_threads()} threads, "
+    print(f"{args.set} x{scale}, {len(pairs)} images, "
+          f"{f'tiles of {args.tile}' if args.tile else 'whole images'}, "
+          f"{torch.get_num_threads()} threads, "
           f"fastest of {args.rounds} rounds")
     print(f"{'option':<9}{'seconds':>9}{'speed-up':>10}{'PSNR':>9}{'vs fp32':>10}  keep?")
     for option in OPTIONS:
@@ -79,7 +85,8 @@ def main() -> None:
               f"{moved:>+10.4f}  {'yes' if keep else '-'}")
     if args.json:
         atomic_write(args.json, lambda f: f.write(json.dumps(
-            {"checkpoint": args.checkpoint, "set": args.set, "scale": scale,
+            {"checkpoint": args.checkpoint, "set": args.set, "scale": scale, "tile": args.tile,
+             "cpu": cpu_name(),
              "threads": torch.get_num_threads(), "rows": rows}, indent=1)), mode="w")
 
 

@@ -1,7 +1,7 @@
 """What tiling costs and buys: whole-image attention against LR tiles, on real images.
 
     python benchmarks/upscale_tiles.py [--sets BSD100 Urban100] [--scales 2 4]
-        [--tiles 32 64 128 256] [--overlap 16] [--images 3]
+        [--tiles 32 64 128 256] [--overlap 16] [--no-whole] [--images 3]
         [--json benchmarks/results/upscale_tiles.json]
 
 For the shipped ``checkpoints/amms_x<s>.pt`` and the first ``--images`` images of each
@@ -10,7 +10,8 @@ per side, by default ``inference.OVERLAP``)
 upscales the published LR once, timed, with its peak memory above the resident set before
 the call (``nonlocal_memory.peak_memory``: Linux's VmHWM), and scored on Y. A row gives,
 per setting, the mean seconds per image, the largest peak, the mean PSNR and its mean
-difference from the whole image's on the same images with a 95% t interval over images
+difference from the whole image's on the same images (``--no-whole``: tiles only, to pair
+with another run's per-image scores) with a 95% t interval over images
 (paired: the unit of noise is the image): what global attention buys over attention
 within a tile, in dB, against what it costs, in seconds. ``--tile auto``'s rule
 is read from this table (README). The estimate of ``amms_lib.speed`` is printed beside
@@ -57,6 +58,7 @@ def main() -> None:
     ap.add_argument("--scales", nargs="+", type=int, default=[2, 4])
     ap.add_argument("--tiles", nargs="+", type=int, default=[32, 64, 128, 256])
     ap.add_argument("--overlap", type=int, default=OVERLAP, help="LR context per tile side")
+    ap.add_argument("--no-whole", action="store_true", help="tiles only (no whole-image row)")
     ap.add_argument("--images", type=int, default=3, help="first N images of each set")
     ap.add_argument("--json", help="write the rows here")
     args = ap.parse_args()
@@ -67,12 +69,12 @@ def main() -> None:
         speed.calibrate(net)
         for set_name in args.sets:
             names = data.list_images(set_name)[: args.images]
-            per = {t: [] for t in [None, *args.tiles]}
+            per = {t: [] for t in [*([] if args.no_whole else [None]), *args.tiles]}
             for name in names:
                 pair = data.load_pair(set_name, name, scale)
                 for tile in per:
                     per[tile].append(measure(net, pair.lr, pair.hr, scale, tile, args.overlap))
-            whole = np.array([r["psnr"] for r in per[None]])
+            whole = np.array([r["psnr"] for r in per.get(None, [])])
             for tile, rs in per.items():
                 row = {"set": set_name, "scale": scale, "tile": tile, "images": names,
                        "seconds": float(np.mean([r["seconds"] for r in rs])),
@@ -80,14 +82,16 @@ def main() -> None:
                        "peak_mb": float(max(r["peak_mb"] for r in rs)),
                        "psnr": float(np.mean([r["psnr"] for r in rs])),
                        "psnr_per_image": [r["psnr"] for r in rs]}
-                diff = interval(list(np.array(row["psnr_per_image"]) - whole))  # paired
+                diff = (interval(list(np.array(row["psnr_per_image"]) - whole))  # paired
+                        if len(whole) else {"mean": None, "ci95": None})
                 row |= {"psnr_vs_whole": diff["mean"], "psnr_vs_whole_ci95": diff["ci95"]}
                 rows.append(row)
                 ci = "" if diff["ci95"] is None else " [{:+.4f}, {:+.4f}]".format(*diff["ci95"])
+                vs = "no whole" if diff["mean"] is None else f"{diff['mean']:+.4f}{ci} vs whole"
                 print(f"{set_name:>9} x{scale} {str(tile or 'whole'):>6}: "
                       f"{row['seconds']:7.2f} s/image (estimate {row['estimate_s']:6.2f}), "
                       f"peak {row['peak_mb']:6.0f} MB, PSNR {row['psnr']:.3f} dB "
-                      f"({row['psnr_vs_whole']:+.4f}{ci} vs whole)", flush=True)
+                      f"({vs})", flush=True)
     if args.json:
         atomic_write(args.json, lambda f: f.write(json.dumps(
             {"overlap": args.overlap, "cpu": cpu_name(), "threads": torch.get_num_threads(),
