@@ -197,22 +197,27 @@ def score_sets(path: Path, scale: int, sets, *, model: str = "amms", per_image: 
                tile: int | None = None) -> tuple[dict, object, dict]:
     """One checkpoint's weights on whole images (or ``tile``s) of each of ``sets`` (Y, shaved;
     one thread, as the runs): ``({set: {psnr, ssim, seconds_per_image[, per_image]}}, net,
-    checkpoint)``; the seconds include scoring, the cost a user pays per image on one core."""
+    checkpoint)``; the seconds include scoring, the cost a user pays per image on one core.
+    The caller's thread count is restored afterwards."""
     import torch
 
     from amms_lib.benchmark import evaluate_set
     from amms_lib.checkpoint import load_model
     from amms_lib.inference import upscale
 
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    net, ckpt = load_model(path, model=model, scale=scale)
-    scores = {}
-    for s in sets:
-        t = time.perf_counter()
-        r = evaluate_set(lambda lr: upscale(net, lr, tile=tile), s, scale,
-                         per_image=per_image)
-        scores[s] = {k: r[k] for k in ("psnr", "ssim", "per_image") if k in r}
-        scores[s]["seconds_per_image"] = (time.perf_counter() - t) / r["n_images"]
+    try:
+        net, ckpt = load_model(path, model=model, scale=scale)
+        scores = {}
+        for s in sets:
+            t = time.perf_counter()
+            r = evaluate_set(lambda lr: upscale(net, lr, tile=tile), s, scale,
+                             per_image=per_image)
+            scores[s] = {k: r[k] for k in ("psnr", "ssim", "per_image") if k in r}
+            scores[s]["seconds_per_image"] = (time.perf_counter() - t) / r["n_images"]
+    finally:
+        torch.set_num_threads(threads)
     return scores, net, ckpt
 
 

@@ -171,8 +171,19 @@ def test_a_study_scores_the_checkpoint_it_names_on_whole_images(tmp_path, monkey
     net = build_model("amms", 2, **AMMSConfig.tiny_kwargs()).eval()
     path = save_checkpoint(tmp_path / "w.pt", net, name="amms", scale=2,
                            model_kwargs=AMMSConfig.tiny_kwargs(), step=3, seconds=1.0)
-    scores, loaded, ckpt = score_sets(path, 2, ["Mine"], per_image=True)
-    assert ckpt["step"] == 3 and torch.get_num_threads() == 1
+    import amms_lib.inference as inference
+
+    seen, real = [], inference.upscale  # the threads each image is upscaled with
+    monkeypatch.setattr(inference, "upscale",
+                        lambda *a, **k: seen.append(torch.get_num_threads()) or real(*a, **k))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        scores, loaded, ckpt = score_sets(path, 2, ["Mine"], per_image=True)
+        assert seen == [1, 1] and torch.get_num_threads() == 2  # one thread, then the caller's
+    finally:
+        torch.set_num_threads(before)
+    assert ckpt["step"] == 3
     mine = [metrics.evaluate(upscale(net, p.lr), p.hr, 2) for p in data.iter_pairs("Mine", 2)]
     assert len(mine) == 2
     got = scores["Mine"]
