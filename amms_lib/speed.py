@@ -253,9 +253,12 @@ def calibrate(net: nn.Module, refresh: bool = False) -> Rates:
 
 
 def estimate_seconds(net: nn.Module, h: int, w: int, tile: int | None = None,
-                     overlap: int = 16, ensemble: bool = False,
+                     overlap: int | None = None, ensemble: bool = False,
                      rates: Rates | None = None, flops: FlopModel | None = None) -> float:
-    """Estimated seconds to upscale an (h, w) LR image (see the module doc)."""
+    """Estimated seconds to upscale an (h, w) LR image (see the module doc); ``overlap``
+    defaults to ``inference.OVERLAP``."""
+    if overlap is None:
+        from amms_lib.inference import OVERLAP as overlap  # inference imports this module
     rates = rates or calibrate(net)
     flops = flops or flop_model(net)
     shapes = windows(h, w, tile, overlap)

@@ -1,7 +1,7 @@
 """What tiling costs and buys: whole-image attention against LR tiles, on real images.
 
     python benchmarks/upscale_tiles.py [--sets BSD100 Urban100] [--scales 2 4]
-        [--tiles 32 64 128 256] [--overlap 16] [--no-whole] [--images 3]
+        [--tiles 32 64 128 256] [--overlap 8] [--no-whole] [--images 3]
         [--json benchmarks/results/upscale_tiles.json]
 
 For the shipped ``checkpoints/amms_x<s>.pt`` and the first ``--images`` images of each
