@@ -197,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", help="also write the results to this JSON file")
     ap.add_argument("--allow-partial", action="store_true",
                     help="score a set with missing images or LR files (rows marked *)")
-    ap.add_argument("--tile", type=int, help="networks: LR tiles of this side (inference.OVERLAP of context)")
+    ap.add_argument("--tile", type=int,
+                    help="networks: LR tiles of this side (default overlap)")
     ap.add_argument("--tile-sets", nargs="+", default=[],
                     help="tile only these sets (default: every set when --tile is given)")
     args = ap.parse_args(argv)

@@ -18,7 +18,8 @@ A MODEL is a row of the equal-budget table (``table2_cpu.registered``: its weigh
 ``checkpoints/MODEL_xS.pt``), or ``shipped``: ``checkpoints/amms_xS.pt``, the size study's
 winner, whose cell goes into that study's run in ``--study-json``. ``--tile N`` scores with
 tiles of N LR pixels (``inference.upscale``; attention then sees only its tile): a different
-computation from the whole image, recorded as ``tile`` in the cell so that a table marks it.
+computation from the whole image, recorded as ``tile`` (and ``overlap``, the default) in
+the cell so that a table marks it.
 """
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ from table2_cpu import URBAN, registered  # noqa: E402
 
 from amms_lib import data  # noqa: E402
 from amms_lib.checkpoint import load_model  # noqa: E402
-from amms_lib.inference import upscale  # noqa: E402
+from amms_lib.inference import OVERLAP, upscale  # noqa: E402
 from amms_lib.runtime import atomic_write, repo_root  # noqa: E402
 
 SHIPPED = "shipped"  # the cell name of checkpoints/amms_xS.pt, the size study's winner
@@ -119,7 +120,7 @@ def main() -> None:
         sets, _, _ = score_sets(ckpt, scale, [URBAN], model=net, tile=args.tile)
         scored = {k: v for k, v in sets[URBAN].items() if k != "seconds_per_image"}
         if args.tile:
-            scored["tile"] = args.tile
+            scored |= {"tile": args.tile, "overlap": OVERLAP}
         update(path, model, scale, sets={**row["sets"], URBAN: scored},
                urban100_seconds_per_image_1_thread=sets[URBAN]["seconds_per_image"])
         print(f"{cell}: Urban100 {sets[URBAN]['psnr']:.2f} dB / {sets[URBAN]['ssim']:.4f} in "

@@ -21,6 +21,7 @@ from cpu_jobs import (  # noqa: E402
 
 from amms_lib.amms import AMMSConfig  # noqa: E402
 from amms_lib.checkpoint import read_checkpoint  # noqa: E402
+from amms_lib.inference import OVERLAP  # noqa: E402
 from amms_lib.runtime import cpu_bf16  # noqa: E402
 
 
@@ -305,7 +306,8 @@ def test_a_shipped_urban100_cell_lands_in_the_size_studys_run_with_its_tile(tmp_
     tu.main()
     after = json.loads(study.read_text())["runs"]
     assert seen == {"path": "amms_x2.pt", "model": "amms", "tile": 64}
-    assert after["c48m2_x2"]["sets"]["Urban100"] == {"psnr": 31.5, "ssim": 0.9, "tile": 64}
+    assert after["c48m2_x2"]["sets"]["Urban100"] == {"psnr": 31.5, "ssim": 0.9, "tile": 64,
+                                                   "overlap": OVERLAP}
     assert after["c48m2_x2"]["sets"]["Set5"] == {"psnr": 30.0}  # the other sets kept
     assert after["c48m2_x2"]["urban100_estimate_minutes"] == 5.0
     assert "Urban100" not in after["c48m2_x4"]["sets"]
