@@ -203,9 +203,10 @@ def plan(net: nn.Module, h: int, w: int, tile: int | str | None = None,
 
     tile: an LR tile size, None (the whole image) or ``"auto"``: of the whole image and
     ``TILES``, the one estimated fastest among those that fit both budgets (measured by
-    ``benchmarks/upscale_tiles.py``: on BSD100 and Urban100 at x2 and x4, no tile of 32-256
-    lost PSNR against whole-image attention (up to 0.06 dB gained on Urban100 x2), while
-    64-px tiles ran up to 6x faster there, so speed decides). A given tile (or None)
+    ``benchmarks/upscale_tiles.py``: on 10 images each of BSD100 and Urban100 at x2 and x4,
+    no tile of 32-256 lost a resolved amount against whole-image attention (lowest 95% bound
+    -0.04 dB), while 64-px tiles ran 6.6x faster on Urban100 x2, so speed decides). A given
+    tile (or None)
     over a budget raises AmmsError saying what it needs and what fits both budgets (no
     ``--tile``, a ``--tile``, or nothing). The seconds are ``amms_lib.speed``'s estimate
     (None when ``max_seconds`` is None: no timing).

@@ -250,7 +250,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="x8 self-ensemble (8x slower)")
     ap.add_argument("--bf16", action="store_true",
                     help="bf16 autocast for the convolutions (attention stays float32): "
-                         "faster where the processor has bf16; outputs move slightly")
+                         "faster where the processor has bf16 (1.3x with --tile 64 on a Zen 4); "
+                         "outputs move slightly (-0.007 dB on Set14)")
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     ap.add_argument("--max-memory", type=float, metavar="GB",
                     help="refuse images estimated above it (default: free memory)")
