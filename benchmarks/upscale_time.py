@@ -54,15 +54,22 @@ def flops_per_cycle(cpuinfo: str | None = None) -> int:
     return 32 if caps.get("fma3") else 8
 
 
-def amd_family(cpuinfo: str | None = None) -> int | None:
-    """The CPU family of an AMD CPU from /proc/cpuinfo (25: Zen 3/4, 26: Zen 5), else None."""
+def cpuinfo_fields(cpuinfo: str | None = None) -> dict[str, str]:
+    """The first processor's fields of /proc/cpuinfo (or of ``cpuinfo``), keys lower-case;
+    {} where it cannot be read. One reader for the CPU family and the clock."""
     if cpuinfo is None:
         try:
             cpuinfo = Path("/proc/cpuinfo").read_text()
         except OSError:
-            return None
-    fields = dict(line.split(":", 1) for line in cpuinfo.splitlines()[:30] if ":" in line)
-    fields = {k.strip(): v.strip() for k, v in fields.items()}
+            return {}
+    first = cpuinfo.split("\n\n")[0]  # processors are separated by blank lines
+    pairs = (line.split(":", 1) for line in first.splitlines() if ":" in line)
+    return {k.strip().lower(): v.strip() for k, v in pairs}
+
+
+def amd_family(cpuinfo: str | None = None) -> int | None:
+    """The CPU family of an AMD CPU from /proc/cpuinfo (25: Zen 3/4, 26: Zen 5), else None."""
+    fields = cpuinfo_fields(cpuinfo)
     if fields.get("vendor_id") != "AuthenticAMD" or not fields.get("cpu family", "").isdigit():
         return None
     return int(fields["cpu family"])
@@ -71,9 +78,8 @@ def amd_family(cpuinfo: str | None = None) -> int | None:
 def peak_gflops(flops_per_cycle: int) -> tuple[float, str]:
     """fp32 peak of the cores torch uses: threads x TSC clock x FLOPs per cycle."""
     try:
-        bogo = next(float(line.split(":")[1]) for line in open("/proc/cpuinfo")
-                    if line.lower().startswith("bogomips"))
-    except (OSError, StopIteration, ValueError):
+        bogo = float(cpuinfo_fields()["bogomips"])
+    except (KeyError, ValueError):
         return float("nan"), "clock unknown (no BogoMIPS in /proc/cpuinfo)"
     ghz, cores = bogo / 2 / 1000, torch.get_num_threads()
     return cores * ghz * flops_per_cycle, (f"{cores} cores x {ghz:.2f} GHz (BogoMIPS / 2) x "
@@ -120,11 +126,11 @@ def main() -> None:
     upscale(net, np.zeros((16, 16, 3), np.uint8))  # one-off allocations
     rows = [(side, None, False) for side in args.sides]  # (LR side, tile, picked by auto)
     for spec in args.tiled:
-        side, tile = int(spec.split(":")[0]), spec.split(":")[1]
+        side, tile = spec.split(":")
         auto = tile == "auto"
-        if auto:
-            tile = plan(net, side, side, "auto", OVERLAP, max_seconds=float("inf"))[0]
-        rows.append((side, None if tile is None else int(tile), auto))
+        tile = (plan(net, int(side), int(side), "auto", OVERLAP, max_seconds=float("inf"))[0]
+                if auto else int(tile))
+        rows.append((int(side), tile, auto))
     out = []
     print(f"{'LR side':>8} {'tile':>5} {'estimate s':>11} {'measured s':>11} {'ratio':>6}"
           f"{'GFLOP/s':>9}{'of peak':>8}")
