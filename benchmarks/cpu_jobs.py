@@ -27,13 +27,14 @@ VAL_IMAGES = 5  # held-out images a study's run validates on (the first of data.
 
 def train_command(model: str, scale: int, kwargs: dict, lr: float, steps: int, out: Path, *,
                   init_from: Path | None = None, val_every: int = 0, val_images: int = VAL_IMAGES,
-                  bf16: bool = True, extra: tuple = ()) -> list[str]:
+                  bf16: bool = True, patch: int = 0, extra: tuple = ()) -> list[str]:
     """The command of one single-thread run of ``steps`` (fast recipe, batches of 16 HR
-    patches of 32 x scale pixels, validated on ``val_images`` of the held-out split);
-    ``bf16``: bf16 autocast where the CPU computes it natively (else float32 anyway)."""
+    patches of ``patch`` pixels, default 32 x scale, validated on ``val_images`` of the
+    held-out split); ``bf16``: bf16 autocast where the CPU computes it natively (else
+    float32 anyway)."""
     cmd = [sys.executable, "-m", "amms_lib.train", "--model", model, "--scale", str(scale),
            "--model-kwargs", json.dumps(kwargs), "--recipe", "fast",
-           "--lr", str(lr), "--batch-size", "16", "--patch-size", str(32 * scale),
+           "--lr", str(lr), "--batch-size", "16", "--patch-size", str(patch or 32 * scale),
            "--epochs", "1", "--iters-per-epoch", str(steps), "--val-every", str(val_every),
            "--val-set", data.HELDOUT, "--val-images", str(val_images), "--workers", "0",
            "--threads", "1", *(["--cpu-amp"] if bf16 else []), "--channels-last",
