@@ -209,19 +209,20 @@ def as_list(value, item=str, name: str = "value") -> list:
 class FolderLock:
     """One writer per folder: an exclusive ``fcntl.flock`` on the folder itself.
 
-    A second process that asks for the same folder gets one clear error. The kernel drops
-    the lock when its holder exits, killed or not, and it lives on the folder's file
-    descriptor, so nothing is left behind in the folder. (POSIX only, like the tools.)
+    A second process that asks for the same folder gets one clear error, or with ``wait``
+    waits its turn (a read-modify-write of a shared file). The kernel drops the lock when
+    its holder exits, killed or not, and it lives on the folder's file descriptor, so
+    nothing is left behind in the folder. (POSIX only, like the tools.)
     """
 
-    def __init__(self, folder, what: str = "process"):
+    def __init__(self, folder, what: str = "process", wait: bool = False):
         import fcntl
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         self._fd = os.open(folder, os.O_RDONLY)
         try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(self._fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except OSError:
             os.close(self._fd)
             self._fd = None

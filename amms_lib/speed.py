@@ -43,6 +43,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from amms_lib.inference import OVERLAP
 from amms_lib.non_local import NonLocalBlock
 
 PROBE_SIDES = (24, 48, 96, 128)  # LR sides timed by ``calibrate`` (about 1 s in all)
@@ -253,12 +254,9 @@ def calibrate(net: nn.Module, refresh: bool = False) -> Rates:
 
 
 def estimate_seconds(net: nn.Module, h: int, w: int, tile: int | None = None,
-                     overlap: int | None = None, ensemble: bool = False,
+                     overlap: int = OVERLAP, ensemble: bool = False,
                      rates: Rates | None = None, flops: FlopModel | None = None) -> float:
-    """Estimated seconds to upscale an (h, w) LR image (see the module doc); ``overlap``
-    defaults to ``inference.OVERLAP``."""
-    if overlap is None:
-        from amms_lib.inference import OVERLAP as overlap  # inference imports this module
+    """Estimated seconds to upscale an (h, w) LR image (see the module doc)."""
     rates = rates or calibrate(net)
     flops = flops or flop_model(net)
     shapes = windows(h, w, tile, overlap)

@@ -39,7 +39,7 @@ from table2_cpu import URBAN, registered  # noqa: E402
 from amms_lib import data  # noqa: E402
 from amms_lib.checkpoint import load_model  # noqa: E402
 from amms_lib.inference import OVERLAP, upscale  # noqa: E402
-from amms_lib.runtime import atomic_write, repo_root  # noqa: E402
+from amms_lib.runtime import FolderLock, atomic_write, repo_root  # noqa: E402
 
 SHIPPED = "shipped"  # the cell name of checkpoints/amms_xS.pt, the size study's winner
 RESULTS = repo_root() / "benchmarks" / "results"
@@ -74,16 +74,19 @@ def shipped_is(row: dict, scale: int) -> bool:
 
 
 def update(path: Path, model: str, scale: int, **cells) -> None:
-    """Write one row's new keys, and bicubic's Urban100 at that scale (its baseline)."""
+    """Write one row's new keys, and bicubic's Urban100 at that scale (its baseline); one
+    process at a time (cells side by side had lost each other's keys between read and
+    write)."""
     from amms_lib.benchmark import bicubic_upscaler, evaluate_set
 
-    record = json.loads(path.read_text())  # re-read: another cell may have landed
-    row_of(record, model, scale).update(cells)
-    bic = record["bicubic"][f"x{scale}"]
-    if URBAN not in bic:
-        bic[URBAN] = {k: v for k, v in evaluate_set(bicubic_upscaler(scale), URBAN, scale).items()
-                    if k in ("psnr", "ssim")}
-    atomic_write(path, lambda f: f.write(json.dumps(record, indent=1)), "w")
+    with FolderLock(path.parent, "results writer", wait=True):
+        record = json.loads(path.read_text())  # re-read: another cell may have landed
+        row_of(record, model, scale).update(cells)
+        bic = record["bicubic"][f"x{scale}"]
+        if URBAN not in bic:
+            bic[URBAN] = {k: v for k, v in evaluate_set(bicubic_upscaler(scale), URBAN,
+                                                        scale).items() if k in ("psnr", "ssim")}
+        atomic_write(path, lambda f: f.write(json.dumps(record, indent=1)), "w")
 
 
 def main() -> None:

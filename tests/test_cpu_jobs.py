@@ -342,3 +342,30 @@ def test_the_diagnostics_file_keeps_reports_of_checkpoints_not_named_again(use_d
     assert sorted(r["step"] for r in again) == [1, 2] and len(again) == 2
     assert all(r["command"].startswith("python benchmarks/attention_diagnostics.py")
                for r in again)
+
+
+def _write_cells(path, first, n):
+    import table2_urban100 as tu
+
+    for k in range(first, first + n):
+        tu.update(path, "vdsr", 2, **{f"cell{k}": k})
+
+
+def test_urban100_cells_written_side_by_side_keep_each_other(tmp_path):
+    """Two processes writing cells into one results file (as two cells scored side by
+    side do) lose none: each read-modify-write holds the results folder's lock."""
+    import json
+    import multiprocessing
+
+    path = tmp_path / "table2_cpu.json"
+    path.write_text(json.dumps({"bicubic": {"x2": {"Urban100": {"psnr": 1.0}}},
+                                "models": {"vdsr": {"x2": {"sets": {}}}}}))
+    fork = multiprocessing.get_context("fork")
+    procs = [fork.Process(target=_write_cells, args=(path, first, 60)) for first in (0, 60)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    row = json.loads(path.read_text())["models"]["vdsr"]["x2"]
+    assert [p.exitcode for p in procs] == [0, 0]
+    assert sorted(k for k in row if k.startswith("cell")) == sorted(f"cell{k}" for k in range(120))
