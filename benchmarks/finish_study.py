@@ -16,7 +16,9 @@ positions in the same order (the larger patch holds the smaller one's pixels and
 
 Nothing is chosen on a test set: the start and each finished run are scored on the whole
 held-out split (``data.HELDOUT``, 15 images, per image); the highest wins, and
-``--register`` ships it only if it is a new run. Paired per-image differences (variant
+``--register`` offers it to ``scripts/register_run.py`` only if it is a new run (which
+also refuses weights below the registered ones on the first 5 held-out images); the
+record says what was shipped (``shipped``). Paired per-image differences (variant
 minus start, 128 minus 64) get a 95% t interval over the 15 images: it measures how
 consistently the images move, within one training seed, not the spread between seeds.
 """
@@ -179,14 +181,16 @@ def main() -> None:
     record["analysis"] = result = analyse(record)
     save()
     print(markdown(record), f"\nwinner: {result['winner']}: {result['why']}", sep="\n")
-    if args.register and result["winner"] != "start" and not record.get("registered"):
+    if args.register and result["winner"] != "start" and "shipped" not in record:
         selection = ("a second cosine cycle from the config study's x2 winner; chosen against "
                      "the start and the other finish on the whole held-out split")
-        if register_run_dir(RUNS / result["winner"], "last",
-                            "python benchmarks/finish_study.py " + " ".join(sys.argv[1:]),
-                            selection):
-            record["registered"] = result["winner"]
-            save()
+        ok = register_run_dir(RUNS / result["winner"], "last",
+                              "python benchmarks/finish_study.py " + " ".join(sys.argv[1:]),
+                              selection)
+        # the registry also refuses weights below the registered ones on its own
+        # validation images (the first 5 held-out): say which way it went
+        record["shipped"] = result["winner"] if ok else "none: refused by register_run.py"
+        save()
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
+import pytest  # noqa: E402
 import torch  # noqa: E402
 from cpu_jobs import (  # noqa: E402
     drop_state,
@@ -369,3 +370,29 @@ def test_urban100_cells_written_side_by_side_keep_each_other(tmp_path):
     row = json.loads(path.read_text())["models"]["vdsr"]["x2"]
     assert [p.exitcode for p in procs] == [0, 0]
     assert sorted(k for k in row if k.startswith("cell")) == sorted(f"cell{k}" for k in range(120))
+
+
+def test_the_finish_study_pairs_images_by_name_and_chooses_on_the_held_out_split():
+    """``finish_study.analyse``: per-image differences matched by image name (not order),
+    a t interval over the images, and the winner by whole held-out PSNR, whatever the
+    test sets say."""
+    import finish_study as fs
+
+    def scored(held, per_image, set5):
+        return {"heldout": {"psnr": held, "per_image": {k: [v, 0.9] for k, v in per_image.items()}},
+                "sets": {s: {"psnr": set5} for s in fs.TEST_SETS}}
+
+    start = scored(30.0, {"a": 30.0, "b": 31.0, "c": 29.0}, 37.0)
+    p64 = scored(30.1, {"c": 29.1, "a": 30.1, "b": 31.1}, 36.0)  # other order, +0.1 each
+    p128 = scored(29.9, {"a": 30.0, "b": 30.8, "c": 29.0}, 38.0)  # best on Set5: not chosen
+    record = {"start": start, "runs": {"p64": {**p64, "patch": 64, "steps": 9},
+                                       "p128": {**p128, "patch": 128, "steps": 2}}}
+    result = fs.analyse(record)
+    e = result["effects"]["p64 - start"]
+    assert e["mean"] == pytest.approx(0.1) and e["sd"] == pytest.approx(0, abs=1e-12)
+    assert e["n"] == 3 and e["resolved"]
+    assert result["effects"]["p128 - p64"]["mean"] == pytest.approx((-0.1 - 0.3 - 0.1) / 3)
+    assert result["winner"] == "p64"
+    record["analysis"] = result
+    table = fs.markdown(record)
+    assert "| p128 | 128 | 2 |" in table and "p64 - start: +0.100 dB" in table
