@@ -8,15 +8,10 @@ share of images that the idea improves (pooled over seeds) is descriptive only.
 """
 from __future__ import annotations
 
-import math
 from statistics import mean, stdev
 
-# two-sided 95% Student t quantiles by degrees of freedom (scipy is not a dependency)
-# (df 31 on: 1.96, which is at most 4% narrower than the t interval)
-T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
-       9: 2.262, 10: 2.228, 11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131,
-       16: 2.120, 17: 2.110, 18: 2.101, 19: 2.093, 20: 2.086, 21: 2.080, 22: 2.074,
-       23: 2.069, 24: 2.064, 25: 2.060, 26: 2.056, 27: 2.052, 28: 2.048, 29: 2.045, 30: 2.042}
+from amms_lib.stats import paired_interval as interval  # the one rule, re-exported
+
 SETS = ("Set5", "Set14", "BSD100", "heldout")
 # idea -> (variant with it, variant without it), at both ends of the design
 EFFECTS = {
@@ -26,18 +21,6 @@ EFFECTS = {
     "multiscale": {"added to all-off": ("ms", "none"), "removed from all-on": ("all", "all-ms")},
     "all three": {"equal steps": ("all", "none"), "equal minutes": ("all", "none@all-minutes")},
 }
-
-
-def interval(diffs: list[float]) -> dict:
-    """Mean, standard deviation and 95% t interval of paired differences."""
-    n = len(diffs)
-    m = mean(diffs)
-    if n < 2:
-        return {"n": n, "mean": m, "sd": None, "ci95": None, "resolved": False}
-    sd = stdev(diffs)
-    half = T95.get(n - 1, 1.96) * sd / math.sqrt(n)
-    lo, hi = m - half, m + half
-    return {"n": n, "mean": m, "sd": sd, "ci95": [lo, hi], "resolved": lo > 0 or hi < 0}
 
 
 def _by_seed(runs: list[dict], variant: str) -> dict[int, dict]:

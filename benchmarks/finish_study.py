@@ -34,7 +34,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from ablation_stats import interval  # noqa: E402
 from config_study import CONFIGS  # noqa: E402
 from cpu_jobs import (  # noqa: E402
     beside,
@@ -51,6 +50,7 @@ from cpu_jobs import (  # noqa: E402
 
 from amms_lib import data  # noqa: E402
 from amms_lib.runtime import atomic_write, cpu_name, repo_root  # noqa: E402
+from amms_lib.stats import paired_interval  # noqa: E402
 
 RESULTS = repo_root() / "benchmarks" / "results"
 START = beside(RESULTS / "config_study_cpu.json", "x2") / "c48m2.pt"
@@ -75,7 +75,7 @@ def scores(weights: Path) -> dict:
 def paired(a: dict, b: dict) -> dict:
     """Per-image held-out PSNR of ``a`` minus ``b``: mean, sd, 95% t interval (images)."""
     pa, pb = a["heldout"]["per_image"], b["heldout"]["per_image"]
-    return interval([pa[k][0] - pb[k][0] for k in pa])
+    return paired_interval([pa[k][0] - pb[k][0] for k in pa])
 
 
 def stage(name: str, steps: int, args, deadline: float, record: dict, save) -> bool:
@@ -120,8 +120,9 @@ def markdown(record: dict) -> str:
     lines = [head, "|" + " --- |" * (head.count("|") - 1)]
     rows = {"start (shipped)": record["start"], **record["runs"]}
     for name, r in rows.items():
-        lines.append(f"| {name} | {r.get('patch', 64)} | {r.get('steps', 0):,} | "
-                     f"{r.get('train_minutes', 0):.1f} | {r['heldout']['psnr']:.3f} | "
+        budget = (f"{r['steps']:,} | {r['train_minutes']:.1f}" if "steps" in r
+                  else "its run's | its run's")  # the start: the config study's budget
+        lines.append(f"| {name} | {r.get('patch', 64)} | {budget} | {r['heldout']['psnr']:.3f} | "
                      + " | ".join(f"{r['sets'][s]['psnr']:.2f}" for s in TEST_SETS) + " |")
     lines.append("")
     for key, e in record.get("analysis", {}).get("effects", {}).items():

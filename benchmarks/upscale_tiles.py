@@ -30,7 +30,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from ablation_stats import interval  # noqa: E402 (the same paired t interval)
 from nonlocal_memory import peak_memory  # noqa: E402 (the sibling script: same measurement)
 
 from amms_lib import data, speed  # noqa: E402
@@ -38,6 +37,7 @@ from amms_lib.checkpoint import checkpoints_dir, load_model  # noqa: E402
 from amms_lib.inference import OVERLAP, upscale  # noqa: E402
 from amms_lib.metrics import psnr  # noqa: E402
 from amms_lib.runtime import atomic_write, cpu_name  # noqa: E402
+from amms_lib.stats import paired_interval  # noqa: E402
 
 MB = 1e6
 
@@ -82,7 +82,7 @@ def main() -> None:
                        "peak_mb": float(max(r["peak_mb"] for r in rs)),
                        "psnr": float(np.mean([r["psnr"] for r in rs])),
                        "psnr_per_image": [r["psnr"] for r in rs]}
-                diff = (interval(list(np.array(row["psnr_per_image"]) - whole))  # paired
+                diff = (paired_interval(list(np.array(row["psnr_per_image"]) - whole))  # paired
                         if len(whole) else {"mean": None, "ci95": None})
                 row |= {"psnr_vs_whole": diff["mean"], "psnr_vs_whole_ci95": diff["ci95"]}
                 rows.append(row)

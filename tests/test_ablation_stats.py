@@ -15,29 +15,6 @@ def run(variant, seed, psnr, precision=None):
             "sets": sets, **({"precision": precision} if precision else {})}
 
 
-def test_paired_interval_is_a_t_interval_over_seeds():
-    e = ablation_stats.interval([0.2, 0.3, 0.25])
-    half = 4.303 * 0.05 / 3 ** 0.5  # t(2) x sd / sqrt(n)
-    assert e["mean"] == pytest.approx(0.25) and e["ci95"] == pytest.approx([0.25 - half,
-                                                                            0.25 + half])
-    assert e["resolved"] and not ablation_stats.interval([0.1, 0.3, 0.2])["resolved"]
-
-
-def test_t_quantiles_are_the_975th_percentile_of_student_t():
-    """Each tabulated quantile against the t distribution's own CDF, integrated here in
-    float64 from its density (an independent reference: no table)."""
-    import math
-
-    import numpy as np
-
-    for df, q in ablation_stats.T95.items():
-        x = np.linspace(0.0, q, 200_001)
-        pdf = (math.gamma((df + 1) / 2) / (math.sqrt(df * math.pi) * math.gamma(df / 2))
-               * (1 + x ** 2 / df) ** (-(df + 1) / 2))
-        cdf = 0.5 + float(np.sum((pdf[1:] + pdf[:-1]) / 2 * np.diff(x)))  # trapezoids
-        assert cdf == pytest.approx(0.975, abs=2e-4), df
-
-
 def test_an_effect_with_a_pair_in_another_precision_says_so_and_gives_the_rest():
     runs = [run("all", s, 30 + s) for s in range(3)] + [
         run("all-so", 0, 29.9), run("all-so", 1, 30.9), run("all-so", 2, 31.5, "float32")]

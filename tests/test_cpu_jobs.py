@@ -385,8 +385,9 @@ def test_the_finish_study_pairs_images_by_name_and_chooses_on_the_held_out_split
     start = scored(30.0, {"a": 30.0, "b": 31.0, "c": 29.0}, 37.0)
     p64 = scored(30.1, {"c": 29.1, "a": 30.1, "b": 31.1}, 36.0)  # other order, +0.1 each
     p128 = scored(29.9, {"a": 30.0, "b": 30.8, "c": 29.0}, 38.0)  # best on Set5: not chosen
-    record = {"start": start, "runs": {"p64": {**p64, "patch": 64, "steps": 9},
-                                       "p128": {**p128, "patch": 128, "steps": 2}}}
+    record = {"start": start, "runs": {"p64": {**p64, "patch": 64, "steps": 9, "train_minutes": 1},
+                                       "p128": {**p128, "patch": 128, "steps": 2,
+                                                "train_minutes": 1}}}
     result = fs.analyse(record)
     e = result["effects"]["p64 - start"]
     assert e["mean"] == pytest.approx(0.1) and e["sd"] == pytest.approx(0, abs=1e-12)
