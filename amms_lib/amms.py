@@ -17,7 +17,15 @@ the width (64), the number of AMMS modules (4), M (2), the SF block (two 1x1 con
 order inside AMMS, and how AM fuses its two attentions. The ablation switches
 ``non_local``, ``second_order`` and ``multiscale`` replace a component by its neutral
 counterpart: no non-local block (identity), no channel attention (gate of one), and a
-single 3x3 conv instead of the 1x1/3x3/5x5 fusion.
+single 3x3 conv instead of the 1x1/3x3/5x5 fusion. Their controls and fixes
+(``benchmarks/ideas_cpu.py`` measures them) are options too: ``single_scale="matched"``
+(one 3x3 branch with MSFF's parameter count), ``so_mode`` ("san", "normalised",
+"constant") and ``nl_attention`` ("dot", "cosine", "context").
+
+Initial weights are a function of the global seed and each layer's name
+(``weight_init.reset_by_name``): two variants built after the same ``torch.manual_seed``
+start from identical weights in every layer they share, so a comparison of variants is
+paired in its weights as well as in its patches.
 
 Images go in and out as float RGB in [0, 1]; the DIV2K mean is subtracted on the way in
 and added back on the way out (buffers, so it never trains).
@@ -31,11 +39,15 @@ from torch import nn
 
 from amms_lib.data import check_scale
 from amms_lib.errors import AmmsError
-from amms_lib.multiscale import MultiScaleFusion, SingleScaleConv
-from amms_lib.non_local import NonLocalBlock
-from amms_lib.second_order import SecondOrderChannelAttention
+from amms_lib.multiscale import MultiScaleFusion, SingleScaleConv, matched_hidden
+from amms_lib.non_local import ContextBlock, NonLocalBlock
+from amms_lib.second_order import MODES as SO_FORMULAS
+from amms_lib.second_order import ConstantChannelGate, SecondOrderChannelAttention
+from amms_lib.weight_init import reset_by_name
 
 DIV2K_MEAN = (0.4488, 0.4371, 0.4040)  # RGB mean of DIV2K train, on [0, 1]
+NL_ATTENTION = ("dot", "cosine", "context")
+SO_MODES = (*SO_FORMULAS, "constant")
 
 
 @dataclass
@@ -57,6 +69,9 @@ class AMMSConfig:
     non_local: bool = True  # ablation switches
     second_order: bool = True
     multiscale: bool = True
+    nl_attention: str = "dot"  # dot (Wang et al.) | cosine (selective) | context (GCNet control)
+    so_mode: str = "san"  # san (SAN's formula) | normalised (able to learn) | constant (control)
+    single_scale: str = "plain"  # without multi-scale: plain 3x3 | matched (MSFF's parameters)
 
     @staticmethod
     def small_kwargs() -> dict:
@@ -86,8 +101,12 @@ class AMMSConfig:
 
     def __post_init__(self):
         check_scale(self.scale)
-        if self.fusion not in ("parallel", "sequential"):
-            raise AmmsError(f"fusion must be 'parallel' or 'sequential', got {self.fusion!r}")
+        choices = {"fusion": ("parallel", "sequential"), "nl_attention": NL_ATTENTION,
+                   "so_mode": SO_MODES, "single_scale": ("plain", "matched")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise AmmsError(f"{name} must be one of {', '.join(allowed)}, "
+                                f"got {getattr(self, name)!r}")
         for name in ("channels", "n_amms", "n_am", "sf_layers"):
             if getattr(self, name) < 1:
                 raise AmmsError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -125,6 +144,22 @@ class SFBlock(nn.Module):
         return x + self.body(x)
 
 
+def non_local_block(cfg: AMMSConfig) -> nn.Module:
+    """The spatial attention of an AM: ``cfg.nl_attention`` picks the kind."""
+    c = cfg.channels
+    if cfg.nl_attention == "context":
+        return ContextBlock(c, cfg.nl_reduction)
+    return NonLocalBlock(c, cfg.nl_reduction, cfg.nl_mode, cfg.nl_region, cfg.nl_attention)
+
+
+def second_order_block(cfg: AMMSConfig) -> nn.Module:
+    """The channel attention of an AM: ``cfg.so_mode`` picks the formula (or the control)."""
+    if cfg.so_mode == "constant":
+        return ConstantChannelGate(cfg.channels)
+    return SecondOrderChannelAttention(cfg.channels, cfg.so_reduction, cfg.so_iters,
+                                       cfg.so_mode)
+
+
 class AttentionModule(nn.Module):
     """AM: conv body, then non-local and second-order attention fused, plus residual."""
 
@@ -133,10 +168,8 @@ class AttentionModule(nn.Module):
         c = cfg.channels
         self.fusion = cfg.fusion
         self.body = nn.Sequential(conv3x3(c, c), nn.ReLU(True), conv3x3(c, c))
-        self.nl = (NonLocalBlock(c, cfg.nl_reduction, cfg.nl_mode, cfg.nl_region)
-                   if cfg.non_local else nn.Identity())
-        self.so = (SecondOrderChannelAttention(c, cfg.so_reduction, cfg.so_iters)
-                   if cfg.second_order else nn.Identity())
+        self.nl = non_local_block(cfg) if cfg.non_local else nn.Identity()
+        self.so = second_order_block(cfg) if cfg.second_order else nn.Identity()
         self.fuse = nn.Conv2d(2 * c, c, 1) if cfg.fusion == "parallel" else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -164,8 +197,12 @@ class AMMSModule(nn.Module):
 
     def __init__(self, cfg: AMMSConfig):
         super().__init__()
-        msff = MultiScaleFusion if cfg.multiscale else SingleScaleConv
-        self.msff1, self.msff2 = msff(cfg.channels), msff(cfg.channels)
+        c = cfg.channels
+        if cfg.multiscale:
+            self.msff1, self.msff2 = MultiScaleFusion(c), MultiScaleFusion(c)
+        else:
+            hidden = matched_hidden(c) if cfg.single_scale == "matched" else 0
+            self.msff1, self.msff2 = SingleScaleConv(c, hidden), SingleScaleConv(c, hidden)
         self.ls_am = LSAM(cfg)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -189,6 +226,7 @@ class AMMSNet(nn.Module):
     def __init__(self, cfg: AMMSConfig | None = None, **overrides):
         super().__init__()
         cfg = AMMSConfig(**{**asdict(cfg or AMMSConfig()), **overrides})
+        base = int(torch.randint(0, 2**62, ()))  # one draw: the same for every variant
         self.cfg, self.scale = cfg, cfg.scale
         c = cfg.channels
         self.sub_mean, self.add_mean = MeanShift(-1), MeanShift(+1)
@@ -201,6 +239,7 @@ class AMMSNet(nn.Module):
         # off by default, as the equations and the shipped weights have it
         self.sf_tail = SFBlock(c, cfg.sf_layers) if cfg.sf_tail else None
         self.re = nn.Sequential(Upsampler(cfg.scale, c), conv3x3(c, 3))
+        reset_by_name(self, base)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != 3:

@@ -36,12 +36,31 @@ class MultiScaleFusion(nn.Module):
         return x + self.fuse(torch.cat(feats, dim=1))  # (B, 3C, H, W) -> (B, C, H, W)
 
 
-class SingleScaleConv(nn.Module):
-    """The ablation's neutral replacement for MSFF: one 3x3 conv + ReLU, residual."""
+def matched_hidden(channels: int, kernel_sizes: tuple[int, ...] = (1, 3, 5)) -> int:
+    """The width H of a single 3x3 branch (C -> H, ReLU, 1x1 H -> C) whose parameter count
+    is closest to MSFF's at ``channels``: MSFF has sum(k^2) C^2 + len(k) C^2 weights (branches,
+    fuse), the branch 9 C H + H C, so H is about 3.8 C for 1/3/5 (and so are the FLOPs)."""
+    c = channels
+    target = sum(k * k * c * c + c for k in kernel_sizes) + len(kernel_sizes) * c * c + c
+    return min(range(1, 16 * c), key=lambda h: abs(10 * c * h + h + c - target))
 
-    def __init__(self, channels: int):
+
+class SingleScaleConv(nn.Module):
+    """The ablation's neutral replacement for MSFF: one 3x3 conv + ReLU, residual.
+
+    ``hidden``: the capacity control instead: a 3x3 conv to ``hidden`` channels, ReLU, and a
+    1x1 conv back (MSFF's shape with its three kernel sizes replaced by one 3x3 branch;
+    ``matched_hidden`` gives MSFF's parameter count). What MSFF gains over it is the scales,
+    not the size."""
+
+    def __init__(self, channels: int, hidden: int = 0):
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(True))
+        if hidden:
+            self.body = nn.Sequential(nn.Conv2d(channels, hidden, 3, padding=1), nn.ReLU(True),
+                                      nn.Conv2d(hidden, channels, 1))
+        else:
+            self.body = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1),
+                                      nn.ReLU(True))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.body(x)

@@ -10,6 +10,17 @@ i.e. softmax attention over all positions, with *no* 1/sqrt(d) scaling. A new bl
 the identity, as in Sec. 3.3; Wang et al. zero the scale of a BN after W, this block (no BN)
 zeroes W itself, and training grows the non-local term from there.
 
+Two more kinds, for the question whether the block does more than pool globally (GCNet, Cao
+et al. 2019, found trained non-local blocks attend alike from every query):
+
+- ``logits="cosine"``: the logits are ``s cos(theta_i, phi_j)`` with a learned scale ``s``
+  (scaled cosine attention, Swin Transformer V2: s starts at 10 and is capped at 100). Unit
+  vectors bound each logit by s, so how peaked the attention can be is one learned number
+  instead of the feature norms: a selective block is easy to reach.
+- ``ContextBlock``: the query-independent control (GCNet's simplified non-local block): one
+  softmax over positions of a 1-channel key, ``y = sum_j softmax(k)_j g(x_j)``, the same
+  vector added at every position. Whatever a non-local block gains over it needs the query.
+
 Memory: the explicit N x N weight matrix is quadratic (a 128x128 map has 16,384
 positions: 16,384^2 float32 = 1 GiB). Three ways to compute y:
 
@@ -28,6 +39,8 @@ positions: 16,384^2 float32 = 1 GiB). Three ways to compute y:
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -35,6 +48,8 @@ from torch import nn
 from amms_lib.errors import AmmsError
 
 MODES = ("full", "naive", "region")
+LOGITS = ("dot", "cosine")
+COSINE_SCALE_INIT, COSINE_SCALE_MAX = 10.0, 100.0  # Swin V2's 1/tau: starts at 10, capped
 
 
 def naive_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -86,27 +101,51 @@ class NonLocalBlock(nn.Module):
     """
 
     def __init__(self, channels: int, reduction: int = 2, mode: str = "full",
-                 region: int = 2):
+                 region: int = 2, logits: str = "dot"):
         super().__init__()
         if mode not in MODES:
             raise AmmsError(f"mode must be one of {MODES}, got {mode!r}")
+        if logits not in LOGITS:
+            raise AmmsError(f"logits must be one of {LOGITS}, got {logits!r}")
         if not isinstance(channels, int) or channels < 1:
             raise AmmsError(f"channels must be a positive integer, got {channels!r}")
         if not isinstance(reduction, int) or reduction < 1:
             raise AmmsError(f"reduction must be a positive integer, got {reduction!r}")
         if not isinstance(region, int) or region < 1:
             raise AmmsError(f"region must be a positive integer, got {region!r}")
-        self.channels, self.mode, self.region = channels, mode, region
+        self.channels, self.mode, self.region, self.logits = channels, mode, region, logits
         inner = max(1, channels // reduction)
         self.theta = nn.Conv2d(channels, inner, 1)  # queries
         self.phi = nn.Conv2d(channels, inner, 1)  # keys
         self.g = nn.Conv2d(channels, inner, 1)  # values
         self.out = nn.Conv2d(inner, channels, 1)  # W
-        nn.init.zeros_(self.out.weight)  # identity at start (Sec. 3.3 zeroes a BN scale instead)
+        if logits == "cosine":  # log of the logit scale s
+            self.log_scale = nn.Parameter(torch.tensor(math.log(COSINE_SCALE_INIT)))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """W at zero: the block starts as the identity (Sec. 3.3 zeroes a BN scale instead)."""
+        nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
+        if self.logits == "cosine":
+            nn.init.constant_(self.log_scale, math.log(COSINE_SCALE_INIT))
 
     def extra_repr(self) -> str:
-        return f"mode={self.mode!r}, region={self.region}"
+        return f"mode={self.mode!r}, region={self.region}, logits={self.logits!r}"
+
+    def logit_scale(self) -> torch.Tensor | None:
+        """Cosine logits: the learned scale s (at most ``COSINE_SCALE_MAX``); dot: None."""
+        if self.logits == "dot":
+            return None
+        return self.log_scale.clamp(max=math.log(COSINE_SCALE_MAX)).exp()
+
+    def _embed(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Queries and keys (B, c, ...) whose dot products are the logits: as they are for
+        dot logits; unit vectors over c, the queries times s, for cosine ones."""
+        scale = self.logit_scale()
+        if scale is None:
+            return q, k
+        return F.normalize(q, dim=1) * scale.to(q.dtype), F.normalize(k, dim=1)
 
     def _check(self, x: torch.Tensor) -> None:
         if x.dim() != 4 or x.shape[1] != self.channels:
@@ -137,6 +176,7 @@ class NonLocalBlock(nn.Module):
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         q, k, v = self.theta(x), self.phi(x), self.g(x)  # (B, C, H, W) -> (B, c, H, W)
+        q, k = self._embed(q, k)
         if self.mode == "region":
             _, _, h, w = x.shape
             rows, cols = splits(h, self.region), splits(w, self.region)
@@ -164,11 +204,51 @@ class NonLocalBlock(nn.Module):
         if self.mode == "region":
             rows = next(s for s in splits(h, self.region) if s.start <= i < s.stop)
             cols = next(s for s in splits(w, self.region) if s.start <= j < s.stop)
-        q = self.theta(x[..., i:i + 1, j:j + 1]).flatten(1)  # (B, c, 1, 1) -> (B, c)
-        k = self.phi(x[..., rows, cols]).flatten(2)  # (B, c, h', w') -> (B, c, h'*w')
+        q, k = self._embed(self.theta(x[..., i:i + 1, j:j + 1]), self.phi(x[..., rows, cols]))
+        q, k = q.flatten(1), k.flatten(2)  # (B, c, 1, 1) -> (B, c); (B, c, h', w') -> (B, c, N')
         scores = torch.einsum("bc,bcn->bn", q, k)  # (B, c) x (B, c, N') -> (B, N')
         dtype = torch.promote_types(scores.dtype, torch.float32)
         weights = scores.softmax(dim=-1, dtype=dtype).to(x.dtype)
         out = x.new_zeros(b, h, w)
         out[:, rows, cols] = weights.view(b, rows.stop - rows.start, -1)  # (B, h', w')
         return out
+
+
+class ContextBlock(nn.Module):
+    """The query-independent control of ``NonLocalBlock`` (GCNet's simplified block):
+    ``z_i = x_i + W sum_j softmax_j(k(x_j)) g(x_j)``, with k a 1-channel 1x1 conv, g and W
+    as in the non-local block (W at zero: the identity at start). One context vector per
+    image, added at every position; O(N) time and memory. Runs in float32 under autocast,
+    as the non-local block does."""
+
+    def __init__(self, channels: int, reduction: int = 2):
+        super().__init__()
+        if not isinstance(channels, int) or channels < 1:
+            raise AmmsError(f"channels must be a positive integer, got {channels!r}")
+        if not isinstance(reduction, int) or reduction < 1:
+            raise AmmsError(f"reduction must be a positive integer, got {reduction!r}")
+        self.channels = channels
+        inner = max(1, channels // reduction)
+        self.key = nn.Conv2d(channels, 1, 1)  # one logit per position, no query
+        self.g = nn.Conv2d(channels, inner, 1)  # values
+        self.out = nn.Conv2d(inner, channels, 1)  # W
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def pooling_weights(self, x: torch.Tensor) -> torch.Tensor:
+        """The softmax over positions, (B, C, H, W) -> (B, H*W), summing to 1 per image."""
+        logits = self.key(x).flatten(1)  # (B, 1, H, W) -> (B, N)
+        return logits.softmax(dim=1, dtype=torch.promote_types(logits.dtype, torch.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[1] != self.channels:
+            raise AmmsError(f"expected input (B, {self.channels}, H, W), got {tuple(x.shape)}")
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            xf = x.to(self.key.weight.dtype)
+            w = self.pooling_weights(xf).to(xf.dtype)  # (B, N)
+            v = self.g(xf).flatten(2)  # (B, c, N)
+            context = torch.einsum("bcn,bn->bc", v, w)[:, :, None, None]  # (B, c, 1, 1)
+            return (xf + self.out(context)).to(x.dtype)  # broadcast over every position

@@ -11,6 +11,17 @@ channel covariance (second order: how channels vary together):
     z_c   = mean_j Y[c, j]    one number per channel
     w     = sigmoid(W_U relu(W_D z)),   out = w * x
 
+Why SAN's gate barely learns, and the fix offered here (``mode="normalised"``): z_c is a
+mean over C entries of a root whose scale is sqrt(trace), so z_c is about sigma_c / C (about
+1e-3 on trained features). ``W_D z`` is then hundreds of times smaller than the bias ``b_D``,
+the gate is nearly the constant its biases set, and Adam, which moves a weight by about the
+learning rate per step, would need entries of ``W_D`` near 100 for the image to matter.
+``"normalised"`` standardises z across the channels of each image (zero mean, unit spread:
+the MLP sees O(1) inputs whatever the feature scale) and starts every gate at exactly 1 (the
+last layer zero, ``gate = 1 + tanh(.)``): the block starts as the identity and moves only
+where the image-dependent statistic helps. Its control, ``ConstantChannelGate``, keeps the
+gate and drops the statistic: one learned number per channel.
+
 SAN writes the centring as X I_hat X^T with an M x M matrix I_hat; subtracting the
 mean gives the same matrix without it (M = 921,600 on a 720p map: I_hat alone
 would take 3.4 TB in float32). The root follows iSQRT-COV (Li et al., CVPR 2018):
@@ -77,16 +88,32 @@ def sqrtm_newton_schulz(
     return y * norm.sqrt()
 
 
+MODES = ("san", "normalised")
+STD_EPS = 1e-12  # added to the channel spread of z before dividing by it (a constant map)
+
+
+def standardise(z: torch.Tensor, eps: float = STD_EPS) -> torch.Tensor:
+    """Each row of (B, C) to zero mean and unit (population) spread over its C entries."""
+    centred = z - z.mean(dim=1, keepdim=True)  # (B, C)
+    return centred / (centred.pow(2).mean(dim=1, keepdim=True).sqrt() + eps)
+
+
 class SecondOrderChannelAttention(nn.Module):
     """SOCA: gate each channel by an MLP of its row of the covariance's root.
 
+    ``mode="san"``: SAN's formula, gate = sigmoid(MLP(z)). ``mode="normalised"``: gate =
+    1 + tanh(MLP(standardise(z))), the MLP's last layer starting at zero (see the module doc).
     Covariance and root are computed in float32 even under ``torch.autocast``
     (a bf16 matrix product over M positions, and Newton-Schulz in bf16, lose too
     much); the output has the input's dtype.
     """
 
-    def __init__(self, channels: int, reduction: int = 16, iters: int = 5):
+    def __init__(self, channels: int, reduction: int = 16, iters: int = 5,
+                 mode: str = "san"):
         super().__init__()
+        if mode not in MODES:
+            raise AmmsError(f"second-order mode must be one of {MODES}, got {mode!r}")
+        self.mode = mode
         if channels < 1:
             raise AmmsError(f"channels must be at least 1, got {channels}")
         if reduction < 1:
@@ -99,8 +126,15 @@ class SecondOrderChannelAttention(nn.Module):
             nn.Conv2d(channels, hidden, 1),
             nn.ReLU(inplace=True),
             nn.Conv2d(hidden, channels, 1),
-            nn.Sigmoid(),
+            nn.Sigmoid() if mode == "san" else nn.Tanh(),
         )
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Normalised mode: the last layer at zero, so every gate starts at exactly 1."""
+        if self.mode == "normalised":
+            nn.init.zeros_(self.mlp[2].weight)
+            nn.init.zeros_(self.mlp[2].bias)
 
     def descriptor(self, x: torch.Tensor) -> torch.Tensor:
         """The second-order statistic z, (B, C, H, W) -> (B, C), in float32 or wider."""
@@ -112,17 +146,45 @@ class SecondOrderChannelAttention(nn.Module):
             wide = torch.promote_types(x.dtype, torch.float32)  # bf16 -> f32, f64 stays
             cov = covariance_pool(x.to(wide))  # (B, C, H, W) -> (B, C, C)
             root = sqrtm_newton_schulz(cov, self.iters)  # (B, C, C)
-            return root.mean(dim=2)  # (B, C, C) -> (B, C)
+            z = root.mean(dim=2)  # (B, C, C) -> (B, C)
+            return z if self.mode == "san" else standardise(z)
 
     def weights(self, x: torch.Tensor) -> torch.Tensor:
-        """The channel gate w in (0, 1): (B, C, H, W) -> (B, C)."""
+        """The channel gate w, in (0, 1) for SAN's, (0, 2) normalised: (B, C, H, W) -> (B, C)."""
         z = self.descriptor(x)[:, :, None, None]  # (B, C) -> (B, C, 1, 1)
         z = z.to(self.mlp[0].weight.dtype)  # autocast re-casts it anyway
-        return self.mlp(z).flatten(1)  # (B, C, 1, 1) -> (B, C)
+        w = self.mlp(z).flatten(1)  # (B, C, 1, 1) -> (B, C)
+        return w if self.mode == "san" else 1 + w
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.weights(x).to(x.dtype)[:, :, None, None]  # (B, C) -> (B, C, 1, 1)
         return x * w
 
     def extra_repr(self) -> str:
-        return f"{self.channels}, reduction={self.reduction}, iters={self.iters}"
+        return (f"{self.channels}, reduction={self.reduction}, iters={self.iters}, "
+                f"mode={self.mode!r}")
+
+
+class ConstantChannelGate(nn.Module):
+    """The control of second-order attention: the gate without the statistic, one learned
+    number per channel, ``gate = 1 + tanh(b)`` with b starting at 0 (as the normalised
+    gate starts). It cannot depend on the image; before a 1x1 conv it is a reparametrisation
+    of that conv, so any gain over it is what the image-dependent statistic adds."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        if channels < 1:
+            raise AmmsError(f"channels must be at least 1, got {channels}")
+        self.channels = channels
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.zeros_(self.bias)
+
+    def weights(self, x: torch.Tensor) -> torch.Tensor:
+        """The gate, the same for every image: (B, C, H, W) -> (B, C)."""
+        return (1 + torch.tanh(self.bias)).expand(x.shape[0], -1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * (1 + torch.tanh(self.bias)).to(x.dtype)[None, :, None, None]

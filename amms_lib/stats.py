@@ -2,27 +2,25 @@
 the benchmarks and the notebooks say whether an effect is resolved (the interval excludes 0).
 
 The unit of noise is the caller's: training seeds (the ablation), or images (a tile size
-against the whole image, one network). scipy is not a dependency, so the quantiles are
-tabulated (``tests/test_stats.py`` checks each against the t CDF integrated in float64).
+against the whole image, one network). Quantiles come from scipy (``tests/test_stats.py``
+checks them against the t CDF integrated in float64). ``factorial_anova`` analyses a 2^k
+design in seed blocks as one model, as a factorial ablation must be.
 """
 from __future__ import annotations
 
 import math
 from statistics import mean, stdev
 
-# two-sided 95% Student t quantiles by degrees of freedom; from df 31 on 1.96, at most 4%
-# narrower than the t interval
-T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
-       9: 2.262, 10: 2.228, 11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131,
-       16: 2.120, 17: 2.110, 18: 2.101, 19: 2.093, 20: 2.086, 21: 2.080, 22: 2.074,
-       23: 2.069, 24: 2.064, 25: 2.060, 26: 2.056, 27: 2.052, 28: 2.048, 29: 2.045, 30: 2.042}
+import numpy as np
 
 
 def t95(df: int) -> float:
     """The 97.5th percentile of Student's t with ``df`` degrees of freedom (df >= 1)."""
+    from scipy import stats as sp  # imported here: scipy takes a second to import
+
     if df < 1:
         raise ValueError(f"a t interval needs at least 2 differences (df >= 1), got df={df}")
-    return T95.get(df, 1.96)
+    return float(sp.t.ppf(0.975, df))
 
 
 def paired_interval(diffs) -> dict:
@@ -36,3 +34,49 @@ def paired_interval(diffs) -> dict:
     half = t95(n - 1) * sd / math.sqrt(n)
     lo, hi = m - half, m + half
     return {"n": n, "mean": m, "sd": sd, "ci95": [lo, hi], "resolved": lo > 0 or hi < 0}
+
+
+def factorial_anova(values: dict, factors: dict[str, tuple[str, ...]]) -> dict:
+    """A 2^k factorial in randomised blocks: ``values[(variant, block)]`` (a variant names
+    the factors it switches on, ``factors[variant]``), blocks being seeds. The model: block +
+    every main effect and interaction, each factor coded -1/+1; only blocks holding every
+    variant are used. An effect is mean(on) - mean(off) of its contrast (2 x its
+    coefficient), with a 95% t interval on the residual degrees of freedom and an F test;
+    the block term's F says whether seeds differ as a whole."""
+    from itertools import combinations
+
+    from scipy import stats as sp
+
+    names = sorted({f for fs in factors.values() for f in fs})
+    blocks = sorted({b for v, b in values if all((u, b) in values for u in factors)})
+    rows = [(v, b) for b in blocks for v in factors]
+    n, k = len(rows), len(blocks)
+    terms = [c for r in range(1, len(names) + 1) for c in combinations(names, r)]
+    code = {v: {f: 1.0 if f in on else -1.0 for f in names} for v, on in factors.items()}
+    x_terms = np.array([[np.prod([code[v][f] for f in t]) for t in terms] for v, _ in rows])
+    x_blocks = np.array([[1.0 if b == bb else 0.0 for bb in blocks] for _, b in rows])
+    y = np.array([values[r] for r in rows], dtype=float)
+    x = np.hstack([x_blocks, x_terms])
+    coef, *_ = np.linalg.lstsq(x, y, rcond=None)
+    resid = y - x @ coef
+    df = n - np.linalg.matrix_rank(x)
+    if df < 1:
+        raise ValueError(f"no residual degrees of freedom ({k} complete blocks)")
+    mse = float(resid @ resid) / df
+    se = 2 * math.sqrt(mse / n)  # of mean(on) - mean(off), a balanced +-1 design
+    q = float(sp.t.ppf(0.975, df))
+    effects = {}
+    for t, c in zip(terms, coef[k:]):
+        e = 2 * float(c)
+        f_stat = (e / se) ** 2 if se else math.inf
+        effects[" x ".join(t)] = {"effect": e, "ci95": [e - q * se, e + q * se],
+                                  "F": f_stat, "p": float(sp.f.sf(f_stat, 1, df)),
+                                  "resolved": abs(e) > q * se}
+    block_means = np.array([y[[i for i, (_, b) in enumerate(rows) if b == bb]].mean()
+                            for bb in blocks])
+    ss_block = len(factors) * float(((block_means - y.mean()) ** 2).sum())
+    f_block = (ss_block / (k - 1)) / mse if k > 1 and mse else None
+    return {"blocks": blocks, "n": n, "residual_df": int(df), "residual_sd": math.sqrt(mse),
+            "effects": effects,
+            "block": {"F": f_block, "df": k - 1,
+                      "p": float(sp.f.sf(f_block, k - 1, df)) if f_block is not None else None}}

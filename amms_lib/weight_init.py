@@ -1,4 +1,5 @@
-"""He et al. (ICCV 2015) initialisation, for the plain deep comparison networks.
+"""Initialisations: He et al. (ICCV 2015) for the plain deep comparison networks, and
+initial weights seeded by layer name (``reset_by_name``) for paired variants of AMMS.
 
 VDSR and LapSRN initialise their convolutions this way (their papers cite He et al.).
 PyTorch's default (uniform, ``a = sqrt(5)``: variance 1 / (3 fan_in)) makes each conv-ReLU
@@ -9,7 +10,9 @@ deep layers silent (tests/test_network.py): at that init the equal-budget VDSR m
 from __future__ import annotations
 
 import math
+import zlib
 
+import torch
 from torch import nn
 
 
@@ -30,4 +33,19 @@ def he_init(module: nn.Module, negative_slope: float = 0.0,
     if zero is not None:
         nn.init.zeros_(zero.weight)
         nn.init.zeros_(zero.bias)
+    return module
+
+
+def reset_by_name(module: nn.Module, base: int) -> nn.Module:
+    """Re-draw every layer's initial weights from a seed made of ``base`` and the layer's
+    name (its ``reset_parameters``, as at construction), children before their parents (a
+    block's own ``reset_parameters``, such as zeroing its output conv, comes last). Layers
+    of the same name and shape then start equal in any two networks built from one
+    ``base``, whatever else each holds: without it, an optional block built early shifts
+    the random stream of every layer after it. The global RNG is left as it was."""
+    named = [(n, m) for n, m in module.named_modules() if hasattr(m, "reset_parameters")]
+    with torch.random.fork_rng(devices=[]):
+        for name, m in reversed(named):  # named_modules lists parents first
+            torch.manual_seed((base + 1_000_003 * zlib.crc32(name.encode())) % 2**63)
+            m.reset_parameters()
     return module
