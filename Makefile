@@ -9,7 +9,7 @@ export MPLBACKEND ?= Agg
 # with none of them the library falls back to built-in skimage images and says so
 export AMMS_DATA ?= $(firstword $(wildcard $(CURDIR)/data) $(wildcard $(CURDIR)/../shared/data))
 
-.PHONY: run test lab bicubic venv clean
+.PHONY: run test lab bicubic figures venv clean
 
 venv: $(STAMP)
 
@@ -19,11 +19,16 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[notebooks,test]"
 	touch $@
 
-# main job: every notebook in order, quick mode, executed copies in runs/executed/,
-# then the benchmark table (full mode on a GPU: make run MODE=full)
+# main job: every notebook in order, quick mode, executed copies (figures inline) in
+# runs/executed/, the HTML course in runs/course/, then the benchmark table (full mode on a
+# GPU: make run MODE=full). The checkout stays clean: figures go to runs/figures/
 MODE ?= quick
 run: $(STAMP)
 	TQDM_DISABLE=1 $(PY) scripts/run_notebooks.py --mode $(MODE)
+
+# regenerate the curated figures/ (what the README and docs show) from a quick run
+figures: $(STAMP)
+	TQDM_DISABLE=1 $(PY) scripts/run_notebooks.py --mode quick --figures figures
 
 # the bicubic baseline on every benchmark set and scale
 bicubic: $(STAMP)

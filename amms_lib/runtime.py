@@ -94,9 +94,10 @@ def relative(path) -> str:
 
 
 def figures_dir() -> Path:
-    """``figures/`` in the repository: curated figures the notebooks regenerate
-    (``AMMS_FIGURES`` redirects them, e.g. for test runs with other parameters)."""
-    path = Path(os.environ.get("AMMS_FIGURES") or repo_root() / "figures")
+    """Where the notebooks save their figures: ``AMMS_FIGURES``, else ``runs/figures/`` (git
+    ignores it, so a run leaves the checkout clean). The curated ``figures/`` the docs show
+    are regenerated on purpose: ``make figures`` (``AMMS_FIGURES=figures``)."""
+    path = Path(os.environ.get("AMMS_FIGURES") or repo_root() / "runs" / "figures")
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -282,13 +282,30 @@ def measure_step_seconds(cfg: TrainConfig, steps: int = 3) -> float:
 # notebook 05's small comparison networks for a quick run (AMMS uses AMMSConfig.small())
 QUICK_MODEL_KWARGS = {"srcnn": {}, "vdsr": dict(depth=6), "lapsrn": dict(depth=3),
                       "memnet": dict(n_blocks=2, n_recursions=2)}
-# a quick run's steps: 16 patches of 64 px at x2 take 85 s on 2 AVX2 cores in float32 and end
-# 0.36 dB above bicubic on the 2 held-out images (300 steps at 5e-4: +0.50 dB in 176 s)
-QUICK_STEPS = 150
+# a quick run's steps, 16 patches each: 150; the compact AMMS from scratch (x2) 300, since at
+# 150 it ended only 0.005 dB above bicubic on the built-in images (+0.30 and +0.24 dB with the
+# data, seeds 0 and 1); at 300 +0.65 and +0.55 on the built-in images, in about 100 s on 2 cores
+QUICK_STEPS, QUICK_STEPS_AMMS = 150, 300
 # the quick learning rate: AMMSConfig.small()'s, chosen on the held-out split by the
 # equal-budget sweep (2e-4 / 5e-4 / 1e-3 over 329 steps: benchmarks/results/table2_cpu.json);
 # the quick comparison networks are smaller than the swept ones and keep 5e-4
 QUICK_LR = {"amms": 1e-3}
+# a quick AMMS run at x3 or x4 starts from the shipped x2 network's body (its configuration,
+# a new upsampler), as the shipped x3 and x4 did: from scratch, 150 steps at x4 ended under
+# bicubic (28.36 against 28.39 dB on 2 held-out images); from the x2 body +1.17 dB. The lr is
+# the one the shipped x3/x4 runs used from that body
+QUICK_INIT, QUICK_INIT_LR = "amms_x2.pt", 5e-4
+
+
+def quick_start(scale: int, ideas: dict | None) -> tuple[dict, str] | None:
+    """(model_kwargs, init_from) of a quick AMMS run at x3/x4 that starts from the shipped x2
+    body; None at x2, with an idea switched off (another network) or without the file."""
+    from amms_lib.checkpoint import checkpoints_dir
+
+    path = checkpoints_dir() / QUICK_INIT
+    if scale == 2 or not all((ideas or {}).values()) or not path.is_file():
+        return None
+    return dict(read_checkpoint(path)["model_kwargs"]), str(path)
 
 
 def mode_config(quick: bool, model: str = "amms", scale: int = 2, *, channels: int = 0,
@@ -298,9 +315,11 @@ def mode_config(quick: bool, model: str = "amms", scale: int = 2, *, channels: i
                 ) -> TrainConfig:
     """Notebook 05's run in quick or full mode, checked; a 0 or "auto" takes the mode's
     default. Quick (a minute or two on 2 CPU cores): ``AMMSConfig.small()`` (or a small
-    comparison network), ``QUICK_STEPS`` steps of 16 patches of 32*scale HR pixels, the fast
+    comparison network), ``QUICK_STEPS`` steps (``QUICK_STEPS_AMMS`` for AMMS from scratch)
+    of 16 patches of 32*scale HR pixels, the fast
     recipe at ``QUICK_LR`` (else 5e-4), bf16 autocast (on CPUs with native bf16) and
-    channels-last on the CPU, validation every 100 steps on 2 whole held-out images. Full:
+    channels-last on the CPU, validation every 100 steps on 2 whole held-out images; AMMS at
+    x3/x4 starts from the shipped x2 body (``quick_start``). Full:
     the paper's (64 channels, 4 AMMS, M = 2, 1000 epochs of 1000 steps of 16 x 192 px, lr
     1e-4 halved every 200 epochs), validated every 1000 steps on the whole held-out split.
     ``ideas``: the ablation switches (AMMS only); ``fields``: any other TrainConfig field
@@ -310,14 +329,21 @@ def mode_config(quick: bool, model: str = "amms", scale: int = 2, *, channels: i
                         f"{channels} and {n_amms}")
     recipe = {"auto": "fast" if quick else "paper"}.get(recipe, recipe)
     kwargs = QUICK_MODEL_KWARGS.get(model, {}) if quick else {}
+    start = (quick_start(scale, ideas) if quick and model == "amms" and not channels
+             and not n_amms and "init_from" not in fields else None)
     if model == "amms":
         kwargs = dict(channels=channels or (32 if quick else 64),
                       n_amms=n_amms or (2 if quick else 4), n_am=1 if quick else 2,
                       **(ideas or {}))
+    if start is not None:
+        kwargs, fields["init_from"] = start
+        lr = lr or QUICK_INIT_LR
     cfg = TrainConfig(
         model=model, scale=scale, model_kwargs=kwargs,
         epochs=epochs or (1 if quick else 1000),
-        iters_per_epoch=iters_per_epoch or (QUICK_STEPS if quick else 1000),
+        iters_per_epoch=iters_per_epoch or (
+            (QUICK_STEPS_AMMS if model == "amms" and start is None else QUICK_STEPS)
+            if quick else 1000),
         batch_size=batch_size or 16, patch_size=patch_size or (32 * scale if quick else 192),
         lr=lr or (1e-4 if recipe == "paper" else QUICK_LR.get(model, 5e-4) if quick else 5e-4),
         recipe=recipe, lr_step_epochs=200,

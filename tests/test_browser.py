@@ -393,3 +393,25 @@ def test_explorer_in_jupyterlab(page, lab):
     _, wipe_up = image_bytes(page, ".amms-wipe")
     assert decode(wipe_up).shape[:2] == (36 * scale, 52 * scale)  # the upload, upscaled
     ui.screenshot(path=SHOTS / "08_explorer_upload.png")
+
+
+def test_rendered_course_shows_its_figures(page, tmp_path):
+    """``make run``'s HTML course, as a learner opens it: the index links the notebook, whose
+    page shows figures (images that decoded), drawn inline, not only saved to files."""
+    env = {**os.environ, "AMMS_MODE": "quick", "TQDM_DISABLE": "1"}
+    done = subprocess.run([sys.executable, "scripts/run_notebooks.py", "--only", "00",
+                           "--figures", str(tmp_path / "figures")], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "[1/1] 00_super_resolution.ipynb" in done.stdout  # announced before it ran
+    executed = json.loads((ROOT / "runs" / "executed" / "00_super_resolution.ipynb").read_text())
+    pngs = sum("image/png" in o.get("data", {}) for c in executed["cells"]
+               for o in c.get("outputs", []))
+    assert pngs >= 3, f"{pngs} inline figures in the executed notebook"
+    page.goto((ROOT / "runs" / "course" / "index.html").as_uri())
+    page.get_by_role("link", name="00 super resolution").click()
+    page.wait_for_load_state()
+    drawn = page.evaluate("[...document.images].filter(i => i.complete && i.naturalWidth > 100)"
+                          ".length")
+    page.screenshot(path=SHOTS / "course_00.png")
+    assert drawn >= 3, f"{drawn} figures drawn in the course page"

@@ -561,10 +561,18 @@ def test_mode_config_gives_each_mode_its_defaults_and_keeps_what_is_given():
     from amms_lib.amms import AMMSConfig
     from amms_lib.train import mode_config
 
-    quick = mode_config(True, "amms", 3, device="cpu")
-    assert quick.model_kwargs == {**AMMSConfig.small_kwargs()}
-    assert (quick.total_steps, quick.patch_size, quick.recipe, quick.lr) == (150, 96, "fast",
+    quick = mode_config(True, "amms", 2, device="cpu")
+    assert quick.model_kwargs == {**AMMSConfig.small_kwargs()} and not quick.init_from
+    assert (quick.total_steps, quick.patch_size, quick.recipe, quick.lr) == (300, 64, "fast",
                                                                              1e-3)
+    # x3/x4 start from the shipped x2 body: its configuration, 150 steps at 5e-4
+    x3 = mode_config(True, "amms", 3, device="cpu")
+    assert x3.init_from.endswith("checkpoints/amms_x2.pt")
+    assert x3.model_kwargs == dict(channels=48, n_amms=2, n_am=1)
+    assert (x3.total_steps, x3.patch_size, x3.lr) == (150, 96, 5e-4)
+    off = mode_config(True, "amms", 4, ideas=dict(non_local=False), device="cpu")
+    assert not off.init_from and off.total_steps == 300  # another network: from scratch
+    assert mode_config(True, "amms", 4, channels=16, device="cpu").init_from == ""
     assert mode_config(True, "srcnn", 2, device="cpu").lr == 5e-4  # not swept at its size
     assert mode_config(True, "amms", 2, recipe="paper", device="cpu").lr == 1e-4
     assert quick.cpu_amp == runtime.cpu_bf16() and quick.channels_last and quick.val_images == 2
@@ -576,7 +584,7 @@ def test_mode_config_gives_each_mode_its_defaults_and_keeps_what_is_given():
     given = mode_config(True, "amms", 2, channels=8, epochs=2, lr=1e-3, recipe="paper",
                         ideas=dict(non_local=False), seed=7, device="cpu")
     assert given.model_kwargs["channels"] == 8 and not given.model_kwargs["non_local"]
-    assert (given.total_steps, given.lr, given.recipe, given.seed) == (300, 1e-3, "paper", 7)
+    assert (given.total_steps, given.lr, given.recipe, given.seed) == (600, 1e-3, "paper", 7)
     assert mode_config(True, "vdsr", 2, device="cpu").model_kwargs == dict(depth=6)
     with pytest.raises(AmmsError, match="channels and n_amms"):
         mode_config(True, channels=-1)
