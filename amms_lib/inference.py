@@ -314,4 +314,7 @@ def upscale(net: nn.Module, lr_img: np.ndarray, tile: int | str | None = None,
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
     with amp, speed.progress(net, seconds if show else None):
         y = self_ensemble(fn, x) if ensemble else fn(x)
+    if not torch.isfinite(y).all():  # clamping would turn NaN into a black image, silently
+        raise AmmsError("the network's output holds NaN or infinite values: its weights are "
+                        "broken (a diverged run or a damaged checkpoint); nothing was written")
     return to_image(y.float(), grey=lr_img.ndim == 2)

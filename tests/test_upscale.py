@@ -546,3 +546,20 @@ def test_bf16_inference_stays_close_to_float32(net, tmp_path, capsys, ckpt):
     rc, _ = cli(capsys, src, "--scale", 2, "--checkpoint", ckpt, "--bf16", "-o", tmp_path / "o")
     out = read_image(tmp_path / "o" / "a_x2.png")
     assert rc == 0 and out.shape == exact.shape and psnr(out, exact) > 40
+
+
+def test_a_network_that_outputs_nan_is_refused_not_written_black(tmp_path, capsys):
+    """Weights that overflow (x 1e30) give NaN outputs: one failed line per file and exit 1,
+    never an all-black PNG with exit 0."""
+    broken = tiny_net()
+    with torch.no_grad():
+        for p in broken.parameters():
+            p.mul_(1e30)
+    with pytest.raises(AmmsError, match="NaN or infinite"):
+        upscale(broken, rand_img(12, 12))
+    path = save_checkpoint(tmp_path / "broken_x2.pt", broken, name="amms", scale=2,
+                           model_kwargs=KW)
+    src = save(tmp_path / "in.png", rand_img(12, 12))
+    rc, err = cli(capsys, src, "--scale", "2", "--checkpoint", path, "-o", tmp_path / "out")
+    assert rc == 1 and "NaN or infinite" in err
+    assert not (tmp_path / "out" / "in_x2.png").exists()
