@@ -31,6 +31,15 @@ ENV_VAR = "AMMS_DATA"
 SCALES = (2, 3, 4)
 STANDARD_SETS = ("Set5", "Set14", "BSD100", "Urban100")
 EXPECTED_IMAGES = {"Set5": 5, "Set14": 14, "BSD100": 100, "Urban100": 100}
+# the standard sets' image names (BSD100's when its files follow EDSR's img_NNN naming; under
+# its Berkeley ids, as some copies ship it, only the count is checked)
+NUMBERED = {f"img_{i:03d}" for i in range(1, 101)}
+EXPECTED_NAMES = {
+    "Set5": {"baby", "bird", "butterfly", "head", "woman"},
+    "Set14": {"baboon", "barbara", "bridge", "coastguard", "comic", "face", "flowers",
+              "foreman", "lenna", "man", "monarch", "pepper", "ppt3", "zebra"},
+    "Urban100": NUMBERED,
+}
 ALIASES = {"B100": "BSD100", "builtin": "skimage"}  # other spellings -> canonical name
 BUILTIN = "skimage"
 BUILTIN_IMAGES = ("astronaut", "camera", "chelsea", "coffee")
@@ -240,6 +249,12 @@ def incomplete(name: str, scales=SCALES, root: Path | None = None) -> list[str]:
         problems.append(f"{len(images)} of {want} HR images")
     elif want and len(images) > want:
         problems.append(f"{len(images)} HR images, the standard set has {want}")
+    known = EXPECTED_NAMES.get(canonical(name))
+    if known is None and canonical(name) == "BSD100" and any(n.startswith("img_") for n in images):
+        known = NUMBERED
+    if known and want and len(images) == want and images != known:  # right count, other images
+        problems.append(f"not the standard images: {_few(images - known)} unknown, "
+                        f"{_few(known - images)} missing")
     stems = _hr_files(name, root)
     if twice := {s for s in stems if stems.count(s) > 1}:
         problems.append(f"two HR files for {_few(twice)} (keep one of each)")

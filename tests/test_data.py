@@ -216,6 +216,19 @@ def test_incomplete_sets_are_named_and_flagged_by_list(data_dir, tmp_path, monke
     assert err.startswith("warning: non-standard set(s) Set5") and err.count("\n") == 1
 
 
+def test_a_set_of_the_right_size_with_other_images_is_not_standard(data_dir, tmp_path,
+                                                                   monkeypatch):
+    """Set5 with baby removed and a copy of bird named zebra: five images, not Set5's."""
+    monkeypatch.setenv("AMMS_DATA", str(tmp_path))
+    shutil.copytree(data_dir / "benchmark/Set5", tmp_path / "benchmark/Set5")
+    hr = tmp_path / "benchmark/Set5/HR"
+    (hr / "baby.png").unlink()
+    shutil.copy(hr / "bird.png", hr / "zebra.png")
+    problems = data.incomplete("Set5", [])
+    assert problems == ["not the standard images: 1 image(s): zebra unknown, "
+                        "1 image(s): baby missing"]
+
+
 def test_standard_sets_are_complete(use_data):
     assert all(data.incomplete(name) == [] for name in data.STANDARD_SETS)
 
