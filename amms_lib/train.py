@@ -70,8 +70,9 @@ from amms_lib.runtime import (
 
 OUT_FILES = ("last.pt", "best.pt", "ema.pt", "config.json", "metrics.jsonl")  # what a run writes
 # what a resumed run must share with the run it continues, or it would not continue it
+# (the validation too: best.pt is chosen by it, so one curve must score one set of pixels)
 RESUME_FIXED = ("seed", "batch_size", "patch_size", "lr", "recipe", "warmup",
-                "lr_step_epochs", "train_sets", "ema")
+                "lr_step_epochs", "train_sets", "ema", "val_set", "val_images", "val_max_side")
 SSIM_WINDOW = 11  # metrics.ssim's Gaussian window: a validation crop must hold it
 
 

@@ -387,7 +387,8 @@ def test_a_new_run_never_replaces_an_earlier_runs_results(use_data, tmp_path):
 
 
 @pytest.mark.parametrize("change", [dict(seed=1), dict(batch_size=3), dict(lr=2e-4),
-                                    dict(recipe="fast"), dict(patch_size=24)])
+                                    dict(recipe="fast"), dict(patch_size=24),
+                                    dict(val_set="Set5"), dict(val_max_side=0)])
 def test_resume_refuses_settings_that_change_the_run(use_data, tmp_path, change):
     cfg = _cfg(tmp_path, iters_per_epoch=2, val_every=0)
     train(cfg)
