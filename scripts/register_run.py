@@ -40,6 +40,15 @@ def record(out: Path, args) -> tuple[Path, dict, dict]:
         cfg = json.loads((out / "config.json").read_text())
     except (OSError, ValueError) as exc:
         raise AmmsError(f"{out}/config.json: {exc}") from None
+    if not isinstance(cfg, dict):
+        raise AmmsError(f"{out}/config.json holds no run configuration (a JSON object); "
+                        "is this a training run's folder?")
+    if ckpt.get("scale") != cfg.get("scale"):
+        raise AmmsError(f"{src} is an x{ckpt.get('scale')} checkpoint but its folder's run is "
+                        f"x{cfg.get('scale')}: its curve and settings would be another run's")
+    if not (out / "metrics.jsonl").is_file():
+        raise AmmsError(f"{out}/metrics.jsonl is missing: the run's curve and times are "
+                        "needed to register it (amms_lib.checkpoint.register takes weights alone)")
     curve = [[round(r["seconds"] / 60, 2), round(r[key], 4)]
              for r in read_metrics(out) if key in r and "seconds" in r]
     if "seconds" not in ckpt or not curve:

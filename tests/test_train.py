@@ -681,3 +681,36 @@ def test_weight_average_follows_its_formula_and_resumes_exactly(use_data, tmp_pa
     meta3 = json.loads((folder / "metadata.json").read_text())["amms_x3.pt"]
     assert meta3["init_step"] == 6 and meta3["init_minutes"] == round(got["seconds"] / 60, 1)
     assert meta3["init_from"] == str((tmp_path / "whole" / "ema.pt").resolve())
+
+
+def test_register_run_says_in_one_line_what_is_wrong_with_a_run_folder(use_data, tmp_path,
+                                                                       capsys):
+    """A folder without its curve, with a config that is not one, or holding another scale's
+    weights: one error line and exit 2, nothing registered."""
+    import runpy
+    import shutil
+
+    register_run = runpy.run_path(str(Path(__file__).parents[1] / "scripts" / "register_run.py"),
+                                  run_name="imported")
+    cfg = _cfg(tmp_path, iters_per_epoch=2, val_every=2)
+    train(cfg)
+    run, folder = Path(cfg.out_dir), tmp_path / "checkpoints"
+    folder.mkdir()
+    args = [str(run), "--command", "x", "--folder", str(folder), "--commit", "abc"]
+    cases = {"metrics.jsonl is missing": lambda: (run / "metrics.jsonl").unlink(),
+             "holds no run configuration": lambda: (run / "config.json").write_text("[1, 2]"),
+             "is an x3 checkpoint": lambda: shutil.copy(x3 / "best.pt", run / "best.pt")}
+    x3cfg = _cfg(tmp_path, scale=3, patch_size=24, iters_per_epoch=1, val_every=1,
+                 out_dir=str(tmp_path / "x3"))
+    train(x3cfg)
+    x3 = Path(x3cfg.out_dir)
+    saved = {n: (run / n).read_bytes() for n in ("metrics.jsonl", "config.json", "best.pt")}
+    capsys.readouterr()  # the trainings' own output
+    for message, damage in cases.items():
+        damage()
+        assert register_run["main"](args) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err and err.count("\n") == 1, err
+        assert not (folder / "metadata.json").exists()
+        for n, b in saved.items():
+            (run / n).write_bytes(b)
