@@ -208,9 +208,11 @@ def main(argv: list[str] | None = None) -> int:
         """After a failure or Ctrl-C: the rows already computed are shown and saved."""
         if results:
             print(format_table(results))
-            if args.json:
-                write_json(args.json, {"results": results, "stopped": why})
-                print(f"wrote the {len(results)} finished row(s) to {args.json}")
+            if args.json:  # beside the file, never over a complete earlier one
+                partial = f"{args.json}.partial"
+                write_json(partial, {"results": results, "stopped": why})
+                print(f"wrote the {len(results)} finished row(s) to {partial} "
+                      f"({args.json} is left as it was)")
 
     def go() -> int:
         if args.json:
@@ -234,8 +236,10 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(format_table(results))
         if args.json:
+            existed = Path(args.json).is_file()
             write_json(args.json, {"results": results})
-            print(f"wrote {args.json}")
+            Path(f"{args.json}.partial").unlink(missing_ok=True)  # superseded
+            print(f"wrote {args.json}" + (" (replacing its earlier results)" if existed else ""))
         return 0
 
     return cli(go, interrupted="benchmark interrupted: the rows above are the finished ones")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -199,5 +200,18 @@ def test_everything_checkable_fails_before_work_and_finished_rows_are_kept(
                            str(out)]) == 130
     captured = capsys.readouterr()
     assert captured.err.strip().splitlines()[-1].startswith("benchmark interrupted")
-    saved = json.loads(out.read_text())
+    saved = json.loads(Path(f"{out}.partial").read_text())  # beside, not over, the file
     assert [r["dataset"] for r in saved["results"]] == ["Set5"] and "stopped" in saved
+    assert not out.exists()
+    # a complete earlier file survives an interrupted rerun; a finished one replaces it, saying so
+    monkeypatch.setattr(benchmark, "evaluate_set", real)
+    assert benchmark.main(["--datasets", "Set5", "--scales", "2", "--json", str(out)]) == 0
+    complete = out.read_text()
+    monkeypatch.setattr(benchmark, "evaluate_set", interrupted)
+    assert benchmark.main(["--datasets", "Set5", "Set14", "--scales", "2", "--json",
+                           str(out)]) == 130
+    assert out.read_text() == complete
+    monkeypatch.setattr(benchmark, "evaluate_set", real)
+    assert benchmark.main(["--datasets", "Set5", "--scales", "2", "--json", str(out)]) == 0
+    assert "replacing its earlier results" in capsys.readouterr().out
+    assert not Path(f"{out}.partial").exists()
