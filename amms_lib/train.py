@@ -74,6 +74,9 @@ OUT_FILES = ("last.pt", "best.pt", "ema.pt", "config.json", "metrics.jsonl")  # 
 RESUME_FIXED = ("seed", "batch_size", "patch_size", "lr", "recipe", "warmup",
                 "lr_step_epochs", "train_sets", "ema", "val_set", "val_images", "val_max_side")
 SSIM_WINDOW = 11  # metrics.ssim's Gaussian window: a validation crop must hold it
+# bounds that catch a typo before it reaches the allocator: 64 patches of 512 px per step is
+# far above the paper's 16 x 192 (and any batch this suite trains)
+MAX_WORKERS, MAX_PATCH, MAX_STEP_PIXELS = 64, 2048, 64 * 512 ** 2
 
 
 @dataclass
@@ -140,6 +143,15 @@ class TrainConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise AmmsError(f"{name} must be 0 or more, got {value}")
+        if self.workers > MAX_WORKERS:
+            raise AmmsError(f"workers {self.workers}: at most {MAX_WORKERS} data-loading "
+                            "processes (each holds the training images); 2-4 keep a GPU fed")
+        pixels = self.batch_size * self.patch_size ** 2
+        if self.patch_size > MAX_PATCH or pixels > MAX_STEP_PIXELS:
+            raise AmmsError(f"a batch of {self.batch_size} patches of {self.patch_size} px is "
+                            f"{pixels / 1e6:.1f} megapixels per step: at most "
+                            f"{MAX_STEP_PIXELS / 1e6:.1f} (and patches of at most {MAX_PATCH} "
+                            "px); lower --batch-size or --patch-size")
         if self.patch_size % self.scale:
             raise AmmsError(f"patch_size {self.patch_size} must be a multiple of scale "
                             f"{self.scale}")
