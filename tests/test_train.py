@@ -716,9 +716,10 @@ def test_register_run_says_in_one_line_what_is_wrong_with_a_run_folder(use_data,
             (run / n).write_bytes(b)
 
 
-@pytest.mark.parametrize("change, says", [(dict(workers=100_000), "at most 64 data-loading"),
-                                          (dict(batch_size=60_000, patch_size=32), "megapixels per step"),
-                                          (dict(patch_size=100_000), "megapixels per step")])
+@pytest.mark.parametrize("change, says", [
+    (dict(workers=100_000), "at most 64 data-loading"),
+    (dict(batch_size=60_000, patch_size=32), "megapixels per step"),
+    (dict(patch_size=100_000), "megapixels per step")])
 def test_sizes_that_would_exhaust_the_machine_are_refused_first(tmp_path, change, says):
     cfg = _cfg(tmp_path, **change)
     with pytest.raises(AmmsError, match=says):
