@@ -40,10 +40,10 @@ KERNEL_CONFIG = Config({"KernelManager": {"transport_encryption": "auto"}}
                        else {})
 
 
-# quick-mode seconds of each notebook on 2 idle cores (a 2-core Zen 4, data beside the
-# checkout), printed before it starts; the last run's own times replace them when known
-QUICK_SECONDS = {"00": 20, "01": 20, "02": 30, "03": 30, "04": 25, "05": 150, "06": 15,
-                 "07": 80, "08": 25, "09": 25}
+# rough quick-mode seconds of each notebook on 2 cores (from runs on 2-core EPYCs), printed
+# before it starts; once this checkout has run the suite, its own last times replace them
+QUICK_SECONDS = {"00": 20, "01": 15, "02": 35, "03": 25, "04": 20, "05": 150, "06": 25,
+                 "07": 80, "08": 25, "09": 5}
 TIMES = ROOT / "runs" / "executed" / "times.json"
 
 
