@@ -44,7 +44,13 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from amms_lib import data
-from amms_lib.checkpoint import check_compatible, load_weights, read_checkpoint, save_checkpoint
+from amms_lib.checkpoint import (
+    check_compatible,
+    checkpoints_dir,
+    load_weights,
+    read_checkpoint,
+    save_checkpoint,
+)
 from amms_lib.errors import AmmsError
 from amms_lib.inference import upscale
 from amms_lib.metrics import evaluate
@@ -313,8 +319,6 @@ QUICK_INIT, QUICK_INIT_LR = "amms_x2.pt", 5e-4
 def quick_start(scale: int, ideas: dict | None) -> tuple[dict, str] | None:
     """(model_kwargs, init_from) of a quick AMMS run at x3/x4 that starts from the shipped x2
     body; None at x2, with an idea switched off (another network) or without the file."""
-    from amms_lib.checkpoint import checkpoints_dir
-
     path = checkpoints_dir() / QUICK_INIT
     if scale == 2 or not all((ideas or {}).values()) or not path.is_file():
         return None

@@ -149,14 +149,14 @@ def diagnostics(variant: str, seed: int, net) -> dict:
     import torch
 
     from amms_lib.diagnose import diagnose
+    from amms_lib.inference import to_tensor
     from amms_lib.models import build_model
     from amms_lib.runtime import seed_everything
 
     seed_everything(seed)
     init = build_model("amms", 2, **model_kwargs(variant))
     names = data.list_images(data.HELDOUT)[:5]
-    lrs = [torch.from_numpy(data.load_pair(data.HELDOUT, n, 2).lr.copy()).permute(2, 0, 1)[None]
-           .float().div(255) for n in names]
+    lrs = [to_tensor(data.load_pair(data.HELDOUT, n, 2).lr) for n in names]
     torch.set_num_threads(1)
     return diagnose(net.float().eval(), init, lrs)
 
