@@ -35,13 +35,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from ablation_cpu import FAIR  # noqa: E402 (the pilot's compact AMMS: the same network)
 from cpu_jobs import drop_state, run_training, score_sets, seconds_per_step  # noqa: E402
 from cpu_jobs import train_command as study_command  # noqa: E402
 
 from amms_lib import data, stats  # noqa: E402
 from amms_lib.runtime import atomic_write, cpu_name, repo_root  # noqa: E402
 
-FAIR = dict(channels=32, n_amms=2, n_am=1, so_reduction=4, nl_reduction=2)  # the ablation's
 # each idea's version in the factorial: the paper's non-local and multi-scale blocks and the
 # second-order gate that can learn (SAN's cannot: amms_lib.second_order's module doc)
 IDEA_ON = {"non_local": {"non_local": True, "nl_attention": "dot"},
