@@ -85,13 +85,14 @@ class Run:
             signal.signal(sig, self._stopped)
 
     def _stopped(self, signum, frame):
-        """Killed from outside (a timeout around the whole script): end the running
-        stage's process group too, or it would outlive us, and keep what we have."""
-        if self.proc is not None:
-            _kill_group(self.proc)
+        """Killed from outside (a timeout around the whole script): unwind to the running
+        stage, which ends its process group (or it would outlive us) and keeps the record.
+        Only an exception here: waiting on the stage inside a signal handler could deadlock
+        on the lock its interrupted wait() holds."""
         self.summary["stopped_by"] = signal.Signals(signum).name
-        self.pack()
-        raise SystemExit(128 + signum)
+        if self.proc is None:  # between stages: nothing to end
+            self.pack()
+        raise Stopped(128 + signum)
 
     def left(self) -> float:
         return self.args.budget_s - (time.monotonic() - self.t0)
@@ -114,7 +115,13 @@ class Run:
                 rec["status"] = "skipped"
             else:
                 env = {**self.env, **env}
-                rec["status"], rec["rc"] = self._wait(argv, limit, f, env)
+                try:
+                    rec["status"], rec["rc"] = self._wait(argv, limit, f, env)
+                except Stopped:
+                    rec.update(status="stopped", seconds=round(time.monotonic() - t, 1))
+                    self.summary["stages"].append(rec)
+                    self.pack()
+                    raise
         rec["seconds"] = round(time.monotonic() - t, 1)
         self.summary["stages"].append(rec)
         self.pack()
@@ -135,6 +142,10 @@ class Run:
             _kill_group(proc)
             f.write(f"\n[gpu_run] killed after {limit:.0f} s\n")
             return "timeout", proc.returncode
+        except Stopped:
+            _kill_group(proc)
+            f.write("\n[gpu_run] stopped from outside\n")
+            raise
         finally:
             self.proc = None
 
@@ -152,6 +163,10 @@ class Run:
             tar.add(self.report, arcname="gpu_run")
         tmp.replace(self.out / "gpu_run.tar.gz")
         (self.out / "summary.json").write_text(text)
+
+
+class Stopped(SystemExit):
+    """SIGTERM/SIGINT from outside; exits with 128 + the signal's number."""
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

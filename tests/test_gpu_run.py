@@ -4,9 +4,11 @@ packed within what comes back (8 files of 16 MiB), and no notebook-only imports.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
 import tarfile
@@ -169,6 +171,37 @@ run.stage("stuck", ["bash", "-c", "sleep 60 & echo $! > {pid_file}; wait"], 100)
     assert not _alive(int(pid_file.read_text()))
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["stopped_by"] == "SIGTERM"
+
+
+def test_stopped_while_waiting_holds_its_lock_still_ends(tmp_path):
+    """The signal can land while the stage's wait() holds its internal lock; a handler
+    that waits on the stage itself would then block forever (it did, once, in CI)."""
+    script = ROOT / "scripts" / "gpu_run.py"
+    driver = f"""
+import argparse, importlib.util, os, signal, subprocess
+spec = importlib.util.spec_from_file_location("g", {str(script)!r})
+g = importlib.util.module_from_spec(spec); spec.loader.exec_module(g)
+run = g.Run(argparse.Namespace(out={str(tmp_path / "out")!r}, work={str(tmp_path / "w")!r},
+                               data=None, dry_run=True, budget_s=100))
+run.handle_signals()
+real, sent = subprocess.Popen._try_wait, []
+def try_wait(self, flags):  # called with the wait lock held
+    if not sent:
+        sent.append(1)
+        os.kill(os.getpid(), signal.SIGTERM)
+    return real(self, flags)
+subprocess.Popen._try_wait = try_wait
+run.stage("stuck", ["sleep", "60"], 100)
+"""
+    proc = subprocess.Popen([sys.executable, "-c", driver], start_new_session=True)
+    try:
+        assert proc.wait(timeout=30) == 128 + 15
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["stopped_by"] == "SIGTERM"
+    assert summary["stages"][-1]["status"] == "stopped"
 
 
 def test_train_speed_reports_a_failed_row_and_goes_on(tmp_path):
