@@ -171,6 +171,11 @@ class Explorer:
 
     def on_data(self) -> None:
         p, rec = self.p, self.current()
+        refused = "".join(f"; {html.escape(m)} refused: {html.escape(why)}"
+                          for m, why in rec.get("refused", {}).items())
+        if not rec["sr"]:  # nothing within the budgets: say so, keep the last picture
+            p["status"].value = f"{html.escape(rec['image'])}: nothing shown{refused}"
+            return
         ran = list(rec["sr"])  # the wipe: best method left, bicubic (or HR) right
         truth = ["HR"] if rec["hr"] is not None else []
         scored = [m for m in ran if m in rec["scores"]]
@@ -187,11 +192,13 @@ class Explorer:
         missing = html.escape(", ".join(rec["missing"]) or "none")
         where = (f"{html.escape(rec['set'])}/{html.escape(rec['image'])} x{rec['scale']}")
         no_hr = "; no HR for your image, so no PSNR or SSIM" if rec["hr"] is None else ""
-        p["status"].value = f"{where}; no checkpoint, not shown: {missing}{no_hr}"
+        p["status"].value = f"{where}; no checkpoint, not shown: {missing}{no_hr}{refused}"
         self.on_view()
 
     def on_view(self) -> None:
         p, rec = self.p, self.current()
+        if not rec["sr"]:
+            return
         p["figure"].value = compare.png(compare.plot_comparison(rec, self.box(rec),
                                                                 p["methods"].value))
         p["table"].value = compare.table_html(rec, p["methods"].value)
@@ -199,6 +206,8 @@ class Explorer:
 
     def on_wipe(self) -> None:
         p, rec = self.p, self.current()
+        if not rec["sr"]:
+            return
         pick = {**rec["sr"], "HR": rec["hr"]}
         a, b = pick[p["left"].value], pick[p["right"].value]
         if p["in_box"].value:  # the zoom box, blown up with nearest neighbours

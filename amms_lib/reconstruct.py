@@ -3,7 +3,10 @@
 ``reconstruct`` takes a benchmark image (LR and HR from the data folder); ``reconstruct_lr``
 a user's own image, which is the LR input itself and has no HR, so no scores. Networks
 come from registered checkpoints (``amms_lib.checkpoint``); one without a checkpoint is
-listed under ``missing`` instead of failing. Drawing them is ``amms_lib.compare``'s job.
+listed under ``missing`` instead of failing. A user's image has budgets (its size is
+anyone's): a method estimated over ``UPLOAD_SECONDS`` or the free memory, or one that runs
+out of memory, is listed under ``refused`` with the reason. Drawing them is
+``amms_lib.compare``'s job.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from amms_lib.models import METHODS
 from amms_lib.resize import imresize
 
 UPLOADS = "your image"  # the set name of a user's own images (no HR)
+UPLOAD_SECONDS = 120.0  # a method estimated slower on a user's image is refused
 
 
 def parse_methods(methods) -> list[str]:
@@ -54,36 +58,52 @@ def reconstruct(set_name: str, image: str, scale: int, methods=METHODS, device="
     """LR, HR and every method's SR of one image, with (PSNR, SSIM) and timings.
 
     Returns ``{set, image, scale, lr_source, lr, hr, sr: {method: uint8},
-    scores: {method: (psnr, ssim)}, seconds: {method: s}, missing: [method]}``;
+    scores: {method: (psnr, ssim)}, seconds: {method: s}, missing: [method],
+    refused: {method: why}}``;
     ``missing`` holds the networks with no registered checkpoint in ``folder``
     (default ``checkpoints/``). ``nets`` caches loaded networks across calls.
     """
     pair = data.load_pair(set_name, image, scale)
     rec = dict(set=set_name, image=pair.name, scale=scale, lr_source=pair.lr_source,
-               lr=pair.lr, hr=pair.hr, sr={}, scores={}, seconds={}, missing=[])
+               lr=pair.lr, hr=pair.hr, sr={}, scores={}, seconds={}, missing=[], refused={})
     return _run_methods(rec, methods, device, folder, nets)
 
 
 def reconstruct_lr(lr_img: np.ndarray, name: str, scale: int, methods=METHODS,
-                   device="cpu", folder=None, nets: dict | None = None, say=None) -> dict:
+                   device="cpu", folder=None, nets: dict | None = None, say=None,
+                   max_seconds: float = UPLOAD_SECONDS) -> dict:
     """``reconstruct`` for a user's own image, the LR input itself: no HR, so ``hr`` is
     None and ``scores`` empty. A network runs tiled when the memory estimate asks for it
     (``inference.plan``, tile "auto"); ``say(text)`` hears each method's estimated
-    seconds before it runs (the status line of the explorer)."""
+    seconds before it runs (the status line of the explorer). A method over the budgets
+    (``max_seconds``, free memory) is refused, not run: ``refused[method]`` says why."""
     rec = dict(set=UPLOADS, image=name, scale=scale, lr_source="your upload", lr=lr_img,
-               hr=None, sr={}, scores={}, seconds={}, missing=[])
-    return _run_methods(rec, methods, device, folder, nets, say=say, tile="auto")
+               hr=None, sr={}, scores={}, seconds={}, missing=[], refused={})
+    return _run_methods(rec, methods, device, folder, nets, say=say, tile="auto",
+                        max_seconds=max_seconds)
 
 
-def _run_methods(rec: dict, methods, device, folder, nets, say=None, tile=None) -> dict:
-    """Fill ``rec``'s sr, scores (when it has an HR), seconds and missing."""
-    from amms_lib.inference import available_memory, plan
+def _run_methods(rec: dict, methods, device, folder, nets, say=None, tile=None,
+                 max_seconds: float | None = None) -> dict:
+    """Fill ``rec``'s sr, scores (when it has an HR), seconds, missing and refused (with
+    ``max_seconds``: a user's image, run within budgets)."""
+    for m in parse_methods(methods):
+        _run_method(rec, m, device, folder, nets, say, tile, max_seconds)
+    return rec
+
+
+def _run_method(rec, m, device, folder, nets, say, tile, max_seconds) -> None:
+    from amms_lib.inference import available_memory, check_bicubic_memory, plan
 
     nets, folder = ({} if nets is None else nets), folder and Path(folder)
     lr_img, scale, hr_img = rec["lr"], rec["scale"], rec["hr"]
-    for m in parse_methods(methods):
-        t0 = time.perf_counter()
+    budgeted = max_seconds is not None
+    t0 = time.perf_counter()
+    try:
         if m == "bicubic":
+            if budgeted:
+                check_bicubic_memory(*lr_img.shape[:2], lr_img.shape[2] if lr_img.ndim == 3
+                                     else 1, scale, available_memory("cpu"))
             sr_img = imresize(lr_img, scale)
         else:
             if (m, scale) not in nets:  # None: no checkpoint, remembered as such
@@ -92,19 +112,30 @@ def _run_methods(rec: dict, methods, device, folder, nets, say=None, tile=None) 
             net = nets[m, scale]
             if net is None:
                 rec["missing"].append(m)
-                continue
+                return
             t = tile
-            if say is not None:
+            if say is not None or budgeted:
                 t, seconds = plan(net, *lr_img.shape[:2], tile, max_bytes=available_memory(
-                    next(net.parameters()).device), max_seconds=float("inf"))
-                how = f"tiles of {t}" if t else "whole image"
-                say(f"{m} x{scale} on {rec['image']}: about {seconds:.0f} s ({how}) ...")
+                    next(net.parameters()).device), max_seconds=max_seconds or float("inf"))
+                if say is not None:
+                    how = f"tiles of {t}" if t else "whole image"
+                    say(f"{m} x{scale} on {rec['image']}: about {seconds:.0f} s ({how}) ...")
                 t0 = time.perf_counter()  # the time column: the upscale, not the estimate
             sr_img = upscale(net, lr_img, tile=t)
-        rec["sr"][m], rec["seconds"][m] = sr_img, time.perf_counter() - t0
-        if hr_img is not None:
-            rec["scores"][m] = evaluate(sr_img, hr_img, scale)
-    return rec
+    except AmmsError as exc:
+        if not budgeted:
+            raise
+        rec["refused"][m] = str(exc)
+        return
+    except (RuntimeError, MemoryError) as exc:  # out of memory despite the estimate
+        if not budgeted:
+            raise
+        why = (str(exc).strip() or type(exc).__name__).splitlines()[0][:200]
+        rec["refused"][m] = f"ran out of memory ({why})"
+        return
+    rec["sr"][m], rec["seconds"][m] = sr_img, time.perf_counter() - t0
+    if hr_img is not None:
+        rec["scores"][m] = evaluate(sr_img, hr_img, scale)
 
 
 def sr_shape(rec: dict) -> tuple:

@@ -81,6 +81,8 @@ class Rates:
 
 _FLOPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # net -> FlopModel
 _RATES: dict[str, Rates] = {}  # signature -> Rates, this process's copy of the cache
+_MEASURED: set[str] = set()  # signatures timed by this process (not read from the cache)
+MAX_RATE = 1e16  # FLOP/s: a cache entry faster than this (10 PFLOP/s) is not a measurement
 
 
 def flop_model(net: nn.Module) -> FlopModel:
@@ -139,7 +141,7 @@ def _valid(entry) -> Rates | None:
         return None
     if any(isinstance(entry[k], bool) for k in ("conv", "att", "call", "shape")):
         return None
-    ok = (math.isfinite(r.conv) and r.conv > 0 and r.att > 0 and not math.isnan(r.att)
+    ok = (0 < r.conv < MAX_RATE and (0 < r.att < MAX_RATE or r.att == math.inf)
           and all(math.isfinite(v) and 0 <= v < 60 for v in (r.call, r.shape)))
     return r if ok else None
 
@@ -250,7 +252,18 @@ def calibrate(net: nn.Module, refresh: bool = False) -> Rates:
         print(f"warning: cannot write the speed cache {path} ({exc.strerror or exc}); "
               "every run will time the network again", file=sys.stderr)
     _RATES[key] = rates
+    _MEASURED.add(key)
     return rates
+
+
+def remeasure(net: nn.Module) -> bool:
+    """Time ``net`` again unless this process already did; True if it did now. Called
+    before refusing work over a time budget: a cached measurement may have been taken
+    while other jobs shared the machine, which makes every estimate too slow."""
+    if signature(net, next(net.parameters()).device) in _MEASURED:
+        return False
+    calibrate(net, refresh=True)
+    return True
 
 
 def estimate_seconds(net: nn.Module, h: int, w: int, tile: int | None = None,

@@ -1,29 +1,36 @@
 """Upscale your own images: files or folders in, ``<stem>_x<scale>.png`` files out.
 
     python -m amms_lib.upscale INPUT... --scale {2,3,4}
-        [--checkpoint PATH | --model bicubic] [--tile N|auto] [--overlap N] [--ensemble] [--bf16]
-        [--device auto] [--max-memory GB] [--max-seconds S] [--format png|same|jpg|bmp|tif]
-        -o OUT
+        [--checkpoint PATH | --model bicubic] [--tile auto|whole|N] [--overlap N] [--ensemble]
+        [--bf16] [--device auto] [--max-memory GB] [--max-seconds S]
+        [--format png|same|jpg|bmp|tif] [--overwrite] -o OUT
 
-- Inputs: image files (PNG, JPEG, BMP, TIFF) and folders (their image files, not
-  recursive). Grey stays grey; an alpha channel is upscaled with MATLAB bicubic
+- Inputs: image files (PNG, JPEG, BMP, TIFF; a GIF or WebP named as a file) and
+  folders (their PNG, JPEG, BMP and TIFF files, not recursive; a ``note:`` line names the
+  other files skipped, and outputs of ours in a folder that is also OUT are not inputs).
+  Grey stays grey; an alpha channel is upscaled with MATLAB bicubic
   (``amms_lib.resize``) beside the network's colour and kept. 16-bit and float
   images are refused with a message (convert them to 8-bit first).
 - Outputs go to the folder OUT (created, and checked writable before any work),
   written atomically (temp file + rename); temp files a killed run left there are
-  removed. An output that would replace an input, or another output of the same run,
-  is refused. ``--format same`` keeps each input's format. Only the first frame of an
-  animated file is used (a ``warning:`` line says so).
+  removed. An output that would replace an input, another output of the same run, or
+  (without ``--overwrite``) a file already there, is refused. ``--format same`` keeps
+  each input's format. Only the first frame of an animated file is used
+  (a ``warning:`` line says so).
 - Memory: each image's peak is estimated first (``amms_lib.inference``); one over
   ``--max-memory`` (default: 80% of available RAM, 90% of free GPU memory) fails
   with the ``--tile`` that fits (bicubic runs on the CPU and cannot be tiled).
 - Time: each image's seconds are estimated first (``amms_lib.speed``: FLOPs over this
   machine's measured throughput, timed once per network and cached); an estimate over
   a few seconds is printed, and the work shows a bar in estimated seconds. One over
-  ``--max-seconds`` (default 300) fails with the ``--tile`` that fits;
-  ``--tile auto`` runs the whole image or the tile size estimated fastest among those that
-  fit both budgets (no tile lost PSNR against the whole image in ``benchmarks/upscale_tiles.py``),
-  and says which.
+  ``--max-seconds`` (default 300) fails with the ``--tile`` that fits. A refusal made with a
+  cached measurement measures again first (the cache may have been timed on a busy machine).
+- Tiles: ``--tile auto`` (the default) runs the whole image or the tile size estimated
+  fastest among those that fit both budgets, and says which: no tile size lost a resolved
+  amount of PSNR against the whole image (``benchmarks/upscale_tiles.py``, docs/upscaling.md)
+  while 64-px tiles ran 6.6x faster on Urban100 x2. ``--tile whole`` runs whole-image
+  attention (the paper's protocol, as ``amms_lib.benchmark`` scores); ``--tile N`` a given
+  size (at least ``MIN_TILE``: smaller tiles are all overhead).
 - ``--bf16``: bf16 autocast for the convolutions, channels-last; the non-local attention
   and the second-order statistics stay float32 (``benchmarks/inference_options.py``
   measures its speed and how far it moves PSNR). The time estimate stays float32's.
@@ -59,31 +66,51 @@ from amms_lib.inference import (
     upscale,
 )
 from amms_lib.resize import imresize
-from amms_lib.runtime import FolderLock, cli, probe_writable, resolve_device, stale_temp_files
+from amms_lib.runtime import (
+    ArgumentParser,
+    FolderLock,
+    cli,
+    probe_writable,
+    resolve_device,
+    stale_temp_files,
+)
 from amms_lib.speed import SHOW_ABOVE
 
 FORMATS = ("png", "same", "jpg", "bmp", "tif")
 NO_ALPHA = (".jpg", ".jpeg")  # fail before the work (BMP fails at writing LA)
 MAX_SECONDS = 300.0  # default --max-seconds: longer than this, a user should choose
+MIN_TILE = 16  # LR pixels: below it a tile is mostly overlap and per-call overhead
 OUTPUT_NAME = re.compile(r".+_x[234]\.(png|jpe?g|bmp|tiff?)")  # what out_path makes
 
 
-def collect(inputs: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
-    """Image files named or inside the named folders; (path, why) for bad ones."""
-    files, bad = [], []
+def collect(inputs: list[str], out_dir: Path | None = None
+            ) -> tuple[list[Path], list[tuple[str, str]], list[str]]:
+    """Image files named or inside the named folders; (path, why) for bad ones; one note
+    per folder that held other files (skipped, named). In a folder that is also OUT, the
+    files named like our outputs are skipped (upscaling them again made ``x_x2_x2.png``)."""
+    files, bad, notes = [], [], []
+    out = out_dir.resolve() if out_dir is not None else None
     for name in inputs:
         p = Path(name)
         if p.is_dir():
-            found = sorted(q for q in p.iterdir()
-                           if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES)
+            ours = p.resolve() == out
+            found, other = [], []
+            for q in sorted(q for q in p.iterdir() if q.is_file()):
+                if ours and OUTPUT_NAME.fullmatch(q.name):
+                    continue
+                (found if q.suffix.lower() in IMAGE_SUFFIXES else other).append(q)
             files += found
             if not found:
                 bad.append((name, "folder holds no PNG, JPEG, BMP or TIFF images"))
+            if other:
+                shown = ", ".join(q.name for q in other[:3]) + (" ..." if len(other) > 3 else "")
+                notes.append(f"{name}: skipped {len(other)} file(s) not PNG, JPEG, BMP or TIFF "
+                             f"({shown}); name one to upscale it (a GIF: its first frame)")
         elif p.is_file():
             files.append(p)
         else:
             bad.append((name, "no such file or folder"))
-    return list(dict.fromkeys(files)), bad  # drop duplicates, keep the order
+    return list(dict.fromkeys(files)), bad, notes  # drop duplicates, keep the order
 
 
 def out_path(src: Path, out_dir: Path, scale: int, fmt: str) -> Path:
@@ -95,6 +122,11 @@ def file_upscaler(args, device: torch.device):
     """``fn(img, name)``: uint8 (H, W[, 3]) -> uint8 SR image; setup errors raise
     AmmsError, and so does an image over a budget (memory, time)."""
     if args.checkpoint is None:  # NumPy in, so imresize runs on the CPU
+        ignored = [f for f, on in (("--tile", args.tile is not None),
+                                   ("--ensemble", args.ensemble), ("--bf16", args.bf16)) if on]
+        if ignored:
+            print(f"warning: {', '.join(ignored)} ignored: bicubic has no network",
+                  file=sys.stderr)
         budget = available_memory("cpu") if args.max_memory is None else args.max_memory * GB
 
         def bicubic(img, name: str):
@@ -108,12 +140,13 @@ def file_upscaler(args, device: torch.device):
     budget = (available_memory(device) if args.max_memory is None
               else args.max_memory * GB)
     quiet = progress_off()
+    asked = {None: "auto", "whole": None}.get(args.tile, args.tile)  # plan's tile
 
     def network(img, name: str):
         h, w = img.shape[:2]
-        tile, seconds = plan(net, h, w, args.tile, args.overlap, args.ensemble, budget,
+        tile, seconds = plan(net, h, w, asked, args.overlap, args.ensemble, budget,
                              args.max_seconds)
-        auto = args.tile == "auto" and tile is not None
+        auto = asked == "auto" and tile is not None
         if seconds > SHOW_ABOVE or auto:
             how = (f"tiled automatically: --tile {tile}" if auto
                    else f"--tile {tile}" if tile else "whole image")
@@ -121,6 +154,7 @@ def file_upscaler(args, device: torch.device):
                        f"{seconds:.0f} s ({how})", file=sys.stderr)
         return upscale(net, img, tile=tile, overlap=args.overlap, ensemble=args.ensemble,
                        progress=not quiet, bf16=args.bf16)
+    network.tiles = True
     return network
 
 
@@ -184,7 +218,9 @@ def run(args) -> int:
 
 
 def _run_locked(args, fn, out_dir: Path) -> int:
-    files, bad = collect(args.inputs)
+    files, bad, notes = collect(args.inputs, out_dir)
+    for note in notes:
+        tqdm.write(f"note: {note}", file=sys.stderr)
     for name, why in bad:
         report(name, why)
     inputs = {p.resolve() for p in files}
@@ -194,7 +230,8 @@ def _run_locked(args, fn, out_dir: Path) -> int:
     try:
         for src in tqdm(files, desc=f"x{args.scale}", unit="img", disable=quiet or None):
             dst = out_path(src, out_dir, args.scale, args.format)
-            n_failed += not process(src, dst, fn, args.scale, inputs, written)
+            n_failed += not process(src, dst, fn, args.scale, inputs, written,
+                                    args.overwrite)
     except KeyboardInterrupt:  # the temp file of the image in hand is already removed
         left = len(bad) + len(files) - len(written) - n_failed
         print(f"interrupted: {len(written)} written to {out_dir}, {n_failed} failed, "
@@ -204,7 +241,8 @@ def _run_locked(args, fn, out_dir: Path) -> int:
     return 1 if n_failed else 0
 
 
-def process(src: Path, dst: Path, fn, scale: int, inputs: set, written: dict) -> bool:
+def process(src: Path, dst: Path, fn, scale: int, inputs: set, written: dict,
+            overwrite: bool = False) -> bool:
     """One input: written (True, recorded in ``written``) or one ``failed:`` line; warnings
     (e.g. only an animation's first frame) become one ``warning:`` line each."""
     with warnings.catch_warnings():  # restores the filters and showwarning
@@ -218,6 +256,9 @@ def process(src: Path, dst: Path, fn, scale: int, inputs: set, written: dict) ->
             if dst.resolve() in written:
                 raise AmmsError(f"output {dst} would overwrite the output of "
                                 f"{written[dst.resolve()]}")
+            if dst.exists() and not overwrite:
+                raise AmmsError(f"{dst} already exists (an earlier result?); pass "
+                                "--overwrite to replace it, or choose another -o")
             upscale_file(src, dst, fn, scale)
             written[dst.resolve()] = src
             return True
@@ -225,7 +266,8 @@ def process(src: Path, dst: Path, fn, scale: int, inputs: set, written: dict) ->
             report(str(src), str(exc))
         except (RuntimeError, MemoryError) as exc:  # out of memory, device errors
             msg = (str(exc).strip() or type(exc).__name__).splitlines()[0]
-            report(str(src), f"{msg[:200]}; try --tile 128")
+            hint = "try --tile 64" if getattr(fn, "tiles", False) else "try a smaller image"
+            report(str(src), f"{msg[:200]}; {hint}")
         except Exception as exc:  # a bug or an unforeseen file: say so, go on
             msg = (str(exc).strip() or "no message").splitlines()[0]
             report(str(src), f"unexpected {type(exc).__name__}: {msg[:200]}; "
@@ -234,7 +276,7 @@ def process(src: Path, dst: Path, fn, scale: int, inputs: set, written: dict) ->
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(
+    ap = ArgumentParser(
         prog="python -m amms_lib.upscale", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
@@ -242,8 +284,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     how = ap.add_mutually_exclusive_group(required=True)
     how.add_argument("--checkpoint", metavar="PATH", help="trained weights (any model)")
     how.add_argument("--model", choices=("bicubic",), help="no network: MATLAB bicubic")
-    ap.add_argument("--tile", type=tile_arg, metavar="N|auto",
-                    help="LR tile size: bounds memory and time; 'auto' picks one")
+    ap.add_argument("--tile", type=tile_arg, metavar="auto|whole|N",
+                    help="auto (default): the whole image or the fastest tile size that fits "
+                         "the budgets; whole: whole-image attention; N: LR tile side")
     ap.add_argument("--overlap", type=int, default=OVERLAP,
                     help=f"LR context pixels around each tile (default {OVERLAP})")
     ap.add_argument("--ensemble", action="store_true",
@@ -260,11 +303,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                          "inf: no limit)")
     ap.add_argument("--format", choices=FORMATS, default="png",
                     help="output format; 'same' keeps the input's")
+    ap.add_argument("--overwrite", action="store_true",
+                    help="replace files already in OUT (else each is refused)")
     ap.add_argument("-o", "--output", required=True, metavar="OUT",
                     help="output folder")
     args = ap.parse_args(argv)
-    if args.tile not in (None, "auto") and args.tile < 1 or args.overlap < 0:
-        ap.error("--tile must be >= 1 or auto, and --overlap >= 0")
+    if args.tile not in (None, "auto", "whole") and args.tile < MIN_TILE or args.overlap < 0:
+        ap.error(f"--tile must be auto, whole or at least {MIN_TILE} (smaller tiles are "
+                 "almost all overhead), and --overlap 0 or more")
     if not args.max_seconds > 0:  # nan and <= 0 are refused; inf means no time limit
         ap.error(f"--max-seconds must be a positive number of seconds (inf: no limit), got "
                  f"{args.max_seconds}")
@@ -280,13 +326,13 @@ def progress_off() -> bool:
 
 
 def tile_arg(text: str) -> int | str:
-    """``--tile``: a number of LR pixels or ``auto``."""
-    if text == "auto":
+    """``--tile``: a number of LR pixels, ``auto`` or ``whole``."""
+    if text in ("auto", "whole"):
         return text
     try:
         return int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number or auto, got {text!r}") \
+        raise argparse.ArgumentTypeError(f"expected auto, whole or a number, got {text!r}") \
             from None
 
 

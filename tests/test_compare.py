@@ -289,3 +289,32 @@ def test_a_bad_upload_is_one_status_line_and_the_view_stays(folder, sample):
     _upload(ui, "notes.png", content=b"this is not an image")
     assert "cannot use notes.png" in p["status"].value and "notes.png" in p["status"].value
     assert p["set"].value == name and p["figure"].value == figure
+
+
+def test_an_upload_over_the_budgets_is_refused_per_method_not_run(folder, sample,
+                                                                  monkeypatch):
+    """A user's image of any size: a network estimated over the time budget is refused
+    with its estimate (not run for hours, not a torch error), the others still shown;
+    when nothing fits, the status says so and the last picture stays."""
+    pytest.importorskip("ipywidgets")
+    from amms_lib import reconstruct, speed
+
+    slow = speed.Rates(conv=1e3, att=1e3, call=0.0)  # every network: hours
+    monkeypatch.setattr(speed, "calibrate", lambda net, refresh=False: slow)
+    name, image = sample
+    ui = compare.explorer(name, image, 2, "bicubic,srcnn", folder=folder)
+    p = ui.parts
+    mine = np.random.default_rng(0).integers(0, 256, (30, 44, 3), dtype=np.uint8)
+    _upload(ui, "big.png", mine)
+    rec = ui.cache[reconstruct.UPLOADS, "big.png", 2]
+    assert set(rec["sr"]) == {"bicubic"} and "srcnn" in rec["refused"]
+    assert "120 s" in rec["refused"]["srcnn"]  # the budget, with the estimate
+    assert "srcnn refused:" in p["status"].value
+    figure = p["figure"].value
+    monkeypatch.setattr(reconstruct, "imresize", lambda *a: (_ for _ in ()).throw(
+        MemoryError("out of memory")))  # now bicubic fails too: nothing to show
+    _upload(ui, "huge.png", mine)
+    rec = ui.cache[reconstruct.UPLOADS, "huge.png", 2]
+    assert rec["sr"] == {} and "nothing shown" in p["status"].value
+    assert "bicubic refused: ran out of memory" in p["status"].value
+    assert p["figure"].value == figure

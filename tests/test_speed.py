@@ -195,7 +195,7 @@ def test_cli_refuses_an_image_over_max_seconds_with_a_tile_and_goes_on(
     big, small = save(tmp_path / "big.png", rand_img(200, 200)), \
         save(tmp_path / "small.png", rand_img(20, 20))
     limit = speed.estimate_seconds(net, 200, 200) / 2
-    rc, err = cli(capsys, big, small, "--scale", 2, "--checkpoint", ckpt,
+    rc, err = cli(capsys, big, small, "--scale", 2, "--checkpoint", ckpt, "--tile", "whole",
                   "--max-seconds", limit, "-o", tmp_path / "out")
     assert rc == 1
     assert f"failed: {big}: 200x200 input would take about" in err and "--tile " in err
@@ -228,9 +228,35 @@ def test_cli_prints_a_long_estimate_before_the_work(tmp_path, capsys, ckpt, monk
     assert rc == 0 and f"a.png: 30x30 -> 60x60, about {est:.0f} s (whole image)" in err
 
 
+def test_a_refusal_on_cached_rates_measures_again_first(tmp_path, capsys, ckpt, net,
+                                                       monkeypatch):
+    """A cache timed on a busy machine makes every estimate slow; before refusing, the
+    network is timed again once (and not again in the same process)."""
+    busy, quiet = speed.Rates(conv=1e3, att=1e3, call=0.0), speed.Rates(1e12, 1e12, 0.0)
+    calls = []
+
+    def calibrate(net, refresh=False):
+        calls.append(refresh)
+        if refresh:
+            speed._MEASURED.add(speed.signature(net, torch.device("cpu")))
+        return quiet if speed._MEASURED else busy
+    monkeypatch.setattr(speed, "calibrate", calibrate)
+    monkeypatch.setattr(speed, "_MEASURED", set())
+    src = save(tmp_path / "a.png", rand_img(30, 30))
+    rc, err = cli(capsys, src, "--scale", 2, "--checkpoint", ckpt, "--max-seconds", 60,
+                  "-o", tmp_path / "out")
+    assert rc == 0, err
+    assert True in calls  # measured again
+    monkeypatch.setattr(speed, "calibrate", lambda net, refresh=False: busy)  # really slow
+    rc, err = cli(capsys, src, "--scale", 2, "--checkpoint", ckpt, "--max-seconds", 60,
+                  "--overwrite", "-o", tmp_path / "out")
+    assert rc == 1 and "raise --max-seconds" in err  # timed already: refused, not re-timed
+
+
 @pytest.mark.parametrize("argv, says", [
-    (["--tile", "big"], "expected a number or auto"),
-    (["--tile", "0"], "--tile must be >= 1 or auto"),
+    (["--tile", "big"], "expected auto, whole or a number"),
+    (["--tile", "0"], "--tile must be auto, whole or at least 16"),
+    (["--tile", "1"], "--tile must be auto, whole or at least 16"),
     (["--max-seconds", "0"], "--max-seconds must be a positive number"),
     (["--max-seconds", "nan"], "--max-seconds must be a positive number"),
 ])
@@ -249,6 +275,8 @@ def test_bad_time_options_are_one_line(tmp_path, capsys, ckpt, argv, says):
     {"conv": 1e9, "att": 0, "call": 0.01, "shape": 0.0},
     {"conv": 1e9, "att": 1e9, "call": 1e308, "shape": 0.0},
     {"conv": 1e9, "att": 1e9, "call": 0.01},
+    {"conv": 1e300, "att": 1e9, "call": 0.01, "shape": 0.0},  # would turn the budget off
+    {"conv": 1e9, "att": 1e300, "call": 0.01, "shape": 0.0},
 ])
 def test_a_cache_entry_that_is_not_a_rate_is_measured_again(net, tmp_path, monkeypatch,
                                                              entry):
@@ -283,7 +311,7 @@ def test_the_hints_name_what_fits_both_budgets(net, known_rates):
     from amms_lib.inference import estimate_memory
 
     whole = speed.estimate_seconds(net, 200, 200)
-    with pytest.raises(AmmsError, match="run it without --tile"):  # --tile 1 is the slow one
+    with pytest.raises(AmmsError, match="use --tile whole"):  # --tile 1 is the slow one
         plan(net, 200, 200, 1, overlap=0, max_seconds=whole * 1.5)
     tight = estimate_memory(net, 200, 200, 48) * 1.01  # only small tiles fit the memory ...
     with pytest.raises(AmmsError, match="no --tile fits: free memory or raise --max-memory, "

@@ -171,13 +171,13 @@ def test_grey_colour_alpha_and_formats(tmp_path, capsys, net, ckpt):
 
 
 def test_tiled_ensemble_cli(tmp_path, capsys, net, ckpt):
-    img = rand_img(20, 20)
+    img = rand_img(40, 40)
     rc, err = cli(capsys, save(tmp_path / "a.png", img), "--scale", 2, "--checkpoint",
-                  ckpt, "--tile", 8, "--ensemble", "-o", tmp_path / "out")
+                  ckpt, "--tile", 16, "--ensemble", "-o", tmp_path / "out")
     assert rc == 0, err
     with Image.open(tmp_path / "out" / "a_x2.png") as im:
         sr = np.asarray(im)
-    np.testing.assert_array_equal(sr, upscale(net, img, tile=8, ensemble=True))
+    np.testing.assert_array_equal(sr, upscale(net, img, tile=16, ensemble=True))
 
 
 def test_exit_status_of_the_module(tmp_path):
@@ -187,7 +187,7 @@ def test_exit_status_of_the_module(tmp_path):
            "bicubic", "-o", str(tmp_path / "out")]
     ok = subprocess.run(cmd + [str(img)], capture_output=True, text=True, env=env)
     assert ok.returncode == 0 and "1 written" in ok.stderr, ok.stderr
-    bad = subprocess.run(cmd + [str(img), str(tmp_path / "nope.png")],
+    bad = subprocess.run(cmd + ["--overwrite", str(img), str(tmp_path / "nope.png")],
                          capture_output=True, text=True, env=env)
     assert bad.returncode == 1 and "failed: " in bad.stderr
     assert "1 written" in bad.stderr
@@ -224,7 +224,7 @@ def test_bad_files_fail_one_line_each_and_the_rest_go_on(tmp_path, capsys):
 def test_over_the_memory_budget_suggests_tile(tmp_path, capsys, ckpt):
     img = save(tmp_path / "big.png", rand_img(120, 100))
     rc, err = cli(capsys, img, "--scale", 2, "--checkpoint", ckpt, "--max-memory",
-                  "0.005", "-o", tmp_path / "out")
+                  "0.005", "--tile", "whole", "-o", tmp_path / "out")
     assert rc == 1 and "memory budget; use --tile" in err
     tile = int(err.split("use --tile ")[1].split()[0])
     rc, err = cli(capsys, img, "--scale", 2, "--checkpoint", ckpt, "--max-memory",
@@ -267,7 +267,8 @@ def test_output_that_cannot_be_written(tmp_path, capsys):
     out = tmp_path / "out"
     (out / "a_x2.png").mkdir(parents=True)  # the output name is taken by a folder
     other = save(tmp_path / "b.png", rand_img(8, 8))
-    rc, err = cli(capsys, img, other, "--scale", 2, "--model", "bicubic", "-o", out)
+    rc, err = cli(capsys, img, other, "--scale", 2, "--model", "bicubic", "--overwrite",
+                  "-o", out)
     assert rc == 1 and f"failed: {img}: cannot write" in err
     assert sorted(p.name for p in out.iterdir()) == ["a_x2.png", "b_x2.png"]  # no temps
     rc, err = cli(capsys, img, "--scale", 2, "--model", "bicubic", "--format", "jpg",
@@ -283,11 +284,74 @@ def test_inputs_are_never_overwritten(tmp_path, capsys):
     a = save(tmp_path / "a.png", rand_img(8, 8, seed=1))
     a_x2 = save(tmp_path / "a_x2.png", rand_img(8, 8, seed=2))  # a's output name
     before = {p: p.read_bytes() for p in (a, a_x2)}
-    rc, err = cli(capsys, tmp_path, "--scale", 2, "--model", "bicubic", "-o", tmp_path)
+    rc, err = cli(capsys, a, a_x2, "--scale", 2, "--model", "bicubic", "-o", tmp_path)
     assert rc == 1 and f"failed: {a}: output {a_x2} would overwrite an input" in err
     assert all(p.read_bytes() == b for p, b in before.items())
-    assert (tmp_path / "a_x2_x2.png").is_file()
+    assert (tmp_path / "a_x2_x2.png").is_file()  # a_x2.png was named: an input
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temps
+
+
+def test_earlier_outputs_are_kept_unless_overwrite(tmp_path, capsys):
+    """A rerun, or another photo.png, into the same -o: refused per file, kept as it was."""
+    a = save(tmp_path / "a.png", rand_img(8, 8, seed=1))
+    other = tmp_path / "other"
+    other.mkdir()
+    a2 = save(other / "a.png", rand_img(8, 8, seed=2))  # another photo of the same name
+    out = tmp_path / "out"
+    assert cli(capsys, a, "--scale", 2, "--model", "bicubic", "-o", out)[0] == 0
+    first = (out / "a_x2.png").read_bytes()
+    rc, err = cli(capsys, a2, "--scale", 2, "--model", "bicubic", "-o", out)
+    assert rc == 1 and "a_x2.png already exists" in err and "--overwrite" in err
+    assert (out / "a_x2.png").read_bytes() == first
+    rc, err = cli(capsys, a2, "--scale", 2, "--model", "bicubic", "--overwrite", "-o", out)
+    assert rc == 0 and (out / "a_x2.png").read_bytes() != first
+
+
+def test_a_folder_that_is_also_the_output_is_not_upscaled_twice(tmp_path, capsys):
+    a = save(tmp_path / "a.png", rand_img(8, 8, seed=1))
+    for _ in range(2):  # the second run sees a_x2.png in the folder: ours, not an input
+        rc, err = cli(capsys, tmp_path, "--scale", 2, "--model", "bicubic", "--overwrite",
+                      "-o", tmp_path)
+        assert rc == 0, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "a_x2.png"]
+    assert a.is_file()
+
+
+def test_a_folder_names_the_files_it_skips(tmp_path, capsys):
+    save(tmp_path / "a.png", rand_img(8, 8))
+    Image.fromarray(rand_img(8, 8)).save(tmp_path / "b.gif")
+    rc, err = cli(capsys, tmp_path, "--scale", 2, "--model", "bicubic", "-o", tmp_path / "o")
+    assert rc == 0 and "note:" in err and "skipped 1 file(s)" in err and "b.gif" in err
+
+
+def test_bicubic_says_which_network_options_it_ignores(tmp_path, capsys):
+    a = save(tmp_path / "a.png", rand_img(8, 8))
+    rc, err = cli(capsys, a, "--scale", 2, "--model", "bicubic", "--tile", 32, "--bf16",
+                  "-o", tmp_path / "o")
+    assert rc == 0 and "warning: --tile, --bf16 ignored: bicubic has no network" in err
+    rc, err = cli(capsys, a, "--scale", 2, "--model", "bicubic", "-o", tmp_path / "p")
+    assert rc == 0 and "ignored" not in err
+
+
+def test_the_default_tiles_a_large_image_and_whole_does_not(tmp_path, capsys, ckpt, net):
+    """--tile auto is the default: the fastest setting that fits (no tile size lost PSNR
+    in the tile study); --tile whole keeps whole-image attention."""
+    from amms_lib import speed
+
+    img = rand_img(160, 160)
+    src = save(tmp_path / "big.png", img)
+    rates = speed.Rates(conv=1e9, att=1e8, call=0.0)  # attention slow: tiles win
+    speed._RATES[speed.signature(net, torch.device("cpu"))] = rates
+    try:
+        rc, err = cli(capsys, src, "--scale", 2, "--checkpoint", ckpt, "-o", tmp_path / "a")
+        assert rc == 0 and "tiled automatically: --tile" in err, err
+        rc, err = cli(capsys, src, "--scale", 2, "--checkpoint", ckpt, "--tile", "whole",
+                      "--max-seconds", "inf", "-o", tmp_path / "w")
+        assert rc == 0 and "tiled" not in err
+    finally:
+        speed._RATES.clear()
+    with Image.open(tmp_path / "w" / "big_x2.png") as im:
+        np.testing.assert_array_equal(np.asarray(im), upscale(net, img))
 
 
 def test_two_inputs_with_one_output_name(tmp_path, capsys):
