@@ -17,7 +17,7 @@ from torch import nn
 
 from amms_lib.errors import AmmsError
 from amms_lib.models import build_model
-from amms_lib.runtime import atomic_save, atomic_write
+from amms_lib.runtime import FolderLock, atomic_save, atomic_write
 
 FORMAT = "amms-sr-checkpoint/1"
 
@@ -181,14 +181,22 @@ def register(src, *, command: str, data: str, folder: Path | None = None,
     says it trained on the held-out images (``heldout_note``), which the held-out split
     cannot judge, so it is replaced (and the caller told). The metadata is read and checked
     before anything is written, and the new weights are renamed into place only after the
-    metadata holding their hash is written: a failure leaves both as they were.
+    metadata holding their hash is written: a failure leaves both as they were. One
+    registration per folder at a time (``FolderLock``, waiting its turn): the metadata is
+    read, checked and rewritten under the lock, so two at once cannot lose a record.
     """
+    folder = Path(folder or checkpoints_dir())
+    ckpt = read_checkpoint(src)
+    with FolderLock(folder, "registration", wait=True):
+        return _register(src, ckpt, folder, command, data, commit, notes, score, force,
+                         extra)
+
+
+def _register(src, ckpt, folder, command, data, commit, notes, score, force, extra) -> Path:
     import json
     import os
     import subprocess
 
-    folder = Path(folder or checkpoints_dir())
-    ckpt = read_checkpoint(src)
     name = f"{ckpt['model']}_x{ckpt['scale']}.pt"
     meta = read_metadata(folder)  # a damaged record fails here, before any write
     unfair = name in meta and "heldout_note" in meta[name]
@@ -197,6 +205,7 @@ def register(src, *, command: str, data: str, folder: Path | None = None,
               "(heldout_note), so no validation score can rank them: replacing them")
     if score is not None and not force and not unfair and (folder / name).is_file() \
             and name in meta:
+        check_registered_hash(folder / name, folder)  # score the recorded weights only
         old, new = score(folder / name), score(Path(src))
         if new < old:
             raise AmmsError(f"{src} scores {new:.2f} dB on the validation set, below the "
@@ -230,7 +239,7 @@ def check_registered_hash(path, folder: Path | None = None) -> None:
     path, folder = Path(path), Path(folder or checkpoints_dir())
     if not path.is_file() or path.resolve().parent != folder.resolve():
         return
-    meta = read_metadata(folder).get(path.name)
+    meta = read_metadata(folder).get(path.resolve().name)  # a link: the file it names
     if meta is not None and meta.get("sha256") != _sha256(path):
         raise AmmsError(f"{path}: contents do not match metadata.json (sha256); the file "
                         "was changed or is damaged: restore it from git")

@@ -206,3 +206,61 @@ def test_registration_never_replaces_better_weights_and_fails_whole(ckpt, tmp_pa
     with pytest.raises(AmmsError, match="not valid JSON"):
         read_metadata(folder)
     assert sorted(p.name for p in folder.iterdir()) == ["amms_x2.pt", "metadata.json"]
+
+
+def test_two_registrations_at_once_keep_both_records(ckpt, tmp_path, monkeypatch):
+    """Each reads metadata.json, copies weights, writes it back: without one writer at a
+    time, the second write drops the first's record (or keeps an old one beside new
+    weights). Forked writers with a pause between read and write make them overlap."""
+    import multiprocessing
+    import time as _time
+
+    from amms_lib import checkpoint
+
+    path, _ = ckpt
+    torch.manual_seed(1)
+    other = save_checkpoint(tmp_path / "srcnn.pt", build_model("srcnn", 2), name="srcnn",
+                            scale=2, model_kwargs={})
+    folder = tmp_path / "checkpoints"
+    real = checkpoint.read_metadata
+
+    def slow_read(f):
+        meta = real(f)
+        _time.sleep(0.5)  # the window a second registration would fall into
+        return meta
+    monkeypatch.setattr(checkpoint, "read_metadata", slow_read)
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=checkpoint.register, args=(p,),
+                         kwargs=dict(command=p.name, data="d", folder=folder, commit="c"))
+             for p in (path, other)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(30)
+        assert p.exitcode == 0
+    monkeypatch.setattr(checkpoint, "read_metadata", real)
+    meta = real(folder)
+    assert set(meta) == {"amms_x2.pt", "srcnn_x2.pt"}
+    for name in meta:
+        checkpoint.check_registered_hash(folder / name, folder)  # records match weights
+
+
+def test_a_link_to_a_changed_registered_file_is_refused(ckpt, tmp_path):
+    """The recorded hash is looked up under the file a link names, not the link's name;
+    and a registration never scores a changed registered file as 'the old weights'."""
+    from amms_lib.checkpoint import check_registered_hash, register
+
+    path, _ = ckpt
+    folder = tmp_path / "checkpoints"
+    shipped = register(path, command="c", data="d", folder=folder, commit="a")
+    link = tmp_path / "mine.pt"
+    link.symlink_to(shipped)
+    check_registered_hash(link, folder)  # intact: fine
+    blob = bytearray(shipped.read_bytes())
+    blob[-100] ^= 0xFF
+    shipped.write_bytes(bytes(blob))
+    with pytest.raises(AmmsError, match="do not match metadata.json"):
+        check_registered_hash(link, folder)
+    with pytest.raises(AmmsError, match="do not match metadata.json"):
+        register(path, command="c", data="d", folder=folder, commit="a",
+                 score=lambda p: 30.0)
