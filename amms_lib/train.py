@@ -657,12 +657,12 @@ def _prepare(cfg: TrainConfig, out: Path, main_proc: bool, world: int, device):
         kept = load_init_weights(net, cfg)
         if main_proc:
             print(f"started from {cfg.init_from}: {kept}", file=sys.stderr)
-    if main_proc:
-        config = json.dumps(asdict(cfg), indent=2)
-        atomic_write(out / "config.json", lambda f: f.write(config), "w")
+    if main_proc:  # the log first: a damaged one is refused before config.json changes
         if step == 0:
             (out / "metrics.jsonl").unlink(missing_ok=True)
         _truncate_log(out / "metrics.jsonl", step)
+        config = json.dumps(asdict(cfg), indent=2)
+        atomic_write(out / "config.json", lambda f: f.write(config), "w")
     model = net
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(

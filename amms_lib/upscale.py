@@ -70,6 +70,7 @@ from amms_lib.runtime import (
     ArgumentParser,
     FolderLock,
     cli,
+    cpu_bf16,
     probe_writable,
     resolve_device,
     stale_temp_files,
@@ -137,6 +138,11 @@ def file_upscaler(args, device: torch.device):
     from amms_lib.checkpoint import load_model
 
     net, _ = load_model(args.checkpoint, scale=args.scale, device=device)
+    if args.bf16 and device.type == "cpu" and not cpu_bf16():
+        print("warning: --bf16: this CPU has no native bf16 (AVX512-BF16 or AMX), where it "
+              "is emulated and runs slower than float32; upscaling in float32",
+              file=sys.stderr)
+        args.bf16 = False
     budget = (available_memory(device) if args.max_memory is None
               else args.max_memory * GB)
     quiet = progress_off()

@@ -333,6 +333,19 @@ def test_partial_last_log_line_is_skipped_on_resume_with_one_warning(use_data, t
         read_metrics(cfg.out_dir)
 
 
+def test_a_refused_resume_leaves_the_run_folder_as_it_was(use_data, tmp_path):
+    """--resume on a damaged log is refused before anything is written: config.json
+    (which would now say resume) and the log keep the earlier run's bytes."""
+    cfg = _cfg(tmp_path, iters_per_epoch=4, val_every=2)
+    train(cfg, stop_after=2)
+    out = tmp_path / "run"
+    (out / "metrics.jsonl").write_text("garbage\n" + (out / "metrics.jsonl").read_text())
+    before = {n: (out / n).read_bytes() for n in ("config.json", "metrics.jsonl")}
+    with pytest.raises(AmmsError, match="damaged"):
+        train(replace(cfg, resume=True))
+    assert {n: (out / n).read_bytes() for n in before} == before
+
+
 def dead_pid() -> int:
     """The pid of a process that has exited (what a killed run leaves in its temp names)."""
     proc = subprocess.Popen([sys.executable, "-c", "pass"])

@@ -627,3 +627,16 @@ def test_a_network_that_outputs_nan_is_refused_not_written_black(tmp_path, capsy
     rc, err = cli(capsys, src, "--scale", "2", "--checkpoint", path, "-o", tmp_path / "out")
     assert rc == 1 and "NaN or infinite" in err
     assert not (tmp_path / "out" / "in_x2.png").exists()
+
+
+def test_bf16_without_native_bf16_warns_and_runs_float32(tmp_path, capsys, monkeypatch,
+                                                         net, ckpt):
+    import amms_lib.upscale as up
+
+    monkeypatch.setattr(up, "cpu_bf16", lambda: False)  # an AVX2-only CPU
+    img = rand_img(24, 24)
+    rc, err = cli(capsys, save(tmp_path / "a.png", img), "--scale", 2, "--checkpoint", ckpt,
+                  "--bf16", "-o", tmp_path / "o")
+    assert rc == 0 and "warning: --bf16: this CPU has no native bf16" in err
+    with Image.open(tmp_path / "o" / "a_x2.png") as im:
+        np.testing.assert_array_equal(np.asarray(im), upscale(net, img))  # float32's
