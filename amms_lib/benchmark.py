@@ -28,7 +28,7 @@ from amms_lib.errors import AmmsError
 from amms_lib.metrics import evaluate
 from amms_lib.models import METHODS, MODELS
 from amms_lib.resize import imresize
-from amms_lib.runtime import atomic_write, cli, probe_writable, resolve_device
+from amms_lib.runtime import ArgumentParser, atomic_write, cli, probe_writable, resolve_device
 
 Upscaler = Callable[[np.ndarray], np.ndarray]  # uint8 LR image -> uint8 SR image
 
@@ -187,8 +187,8 @@ def check_writable(path: str | os.PathLike) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m amms_lib.benchmark", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser(prog="python -m amms_lib.benchmark", description=__doc__,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="bicubic", help=f"one of {', '.join(METHODS)}")
     ap.add_argument("--checkpoint", help="trained weights for a network model")
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
@@ -202,6 +202,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tile-sets", nargs="+", default=[],
                     help="tile only these sets (default: every set when --tile is given)")
     args = ap.parse_args(argv)
+    args.scales = list(dict.fromkeys(args.scales))  # a repeat would be a duplicate row
+    if args.datasets:  # the first of each set (B100 and BSD100 are one set)
+        first: dict[str, str] = {}
+        for d in args.datasets:
+            first.setdefault(data.canonical(d), d)
+        args.datasets = list(first.values())
     results: list[dict] = []
 
     def keep_what_is_done(why: str) -> None:

@@ -222,11 +222,13 @@ def load_pair(name: str, image: str, scale: int, root: Path | None = None) -> Pa
     if path is None:
         return Pair(image, imresize(hr, 1 / scale, border="clamp"), hr, "generated")
     lr = read_image(path)
-    want = (hr.shape[0] // scale, hr.shape[1] // scale)
-    if lr.shape[:2] != want or lr.ndim != hr.ndim:
+    want = (hr.shape[0] // scale, hr.shape[1] // scale, *hr.shape[2:])
+    if lr.shape != want:
+        def kind(shape):
+            return f"{shape[1]}x{shape[0]} " + ("colour" if len(shape) == 3 else "grey")
         raise AmmsError(
-            f"{path}: LR is {lr.shape}, expected {want} for the x{scale} HR {hr.shape}; "
-            "the data folder is inconsistent (re-fetch it)"
+            f"{path}: LR is {kind(lr.shape)}, expected {kind(want)} for the x{scale} HR "
+            f"{kind(hr.shape)}; the data folder is inconsistent (re-fetch it)"
         )
     return Pair(image, lr, hr, "published")
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import html
 import tempfile
+import warnings
 from pathlib import Path
 
 from amms_lib import compare, data
@@ -37,9 +38,13 @@ def read_upload(name: str, content: bytes):
         path = Path(tmp) / f"upload{suffix}"
         path.write_bytes(content)
         try:
-            img = read_image(path)
+            with warnings.catch_warnings(record=True) as caught:  # name the file, not tmp
+                warnings.simplefilter("always")
+                img = read_image(path)
         except AmmsError as exc:
             raise AmmsError(str(exc).replace(str(path), name)) from None
+    for w in caught:
+        warnings.warn(str(w.message).replace(str(path), name), stacklevel=2)
     check_size(*img.shape[:2])
     return img
 

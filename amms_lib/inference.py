@@ -280,8 +280,10 @@ def _raise_hint(max_bytes, timed: bool, ensemble: bool) -> str:
 
 
 def _bytes(n: float) -> str:
-    """``12 MB`` below a gigabyte, ``1.5 GB`` above: a budget never reads as 0.0 GB."""
-    return f"{n / GB:.1f} GB" if n >= GB else f"{max(n / 1e6, 0.1):.3g} MB"
+    """``1.5 GB``, ``12 MB`` or ``10 kB``: a budget never reads as 0.0 GB or 0.1 MB."""
+    if n >= GB:
+        return f"{n / GB:.1f} GB"
+    return f"{n / 1e6:.3g} MB" if n >= 1e5 else f"{n / 1e3:.3g} kB"
 
 
 def _budgets(max_bytes, max_seconds) -> str:

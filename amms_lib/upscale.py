@@ -109,6 +109,9 @@ def collect(inputs: list[str], out_dir: Path | None = None
                              f"({shown}); name one to upscale it (a GIF: its first frame)")
         elif p.is_file():
             files.append(p)
+        elif p.exists():
+            bad.append((name, "not a regular file or folder (a pipe or device?); save the "
+                              "image to a file first"))
         else:
             bad.append((name, "no such file or folder"))
     return list(dict.fromkeys(files)), bad, notes  # drop duplicates, keep the order

@@ -215,3 +215,31 @@ def test_everything_checkable_fails_before_work_and_finished_rows_are_kept(
     assert benchmark.main(["--datasets", "Set5", "--scales", "2", "--json", str(out)]) == 0
     assert "replacing its earlier results" in capsys.readouterr().out
     assert not Path(f"{out}.partial").exists()
+
+
+def test_repeated_sets_or_scales_are_scored_once(capsys):
+    assert benchmark.main(["--datasets", "skimage", "skimage", "--scales", "2", "2"]) == 0
+    table = capsys.readouterr().out.split("bicubic", 1)[1]  # below any note
+    assert table.count("skimage") == 1 and table.count("x2") == 1, table
+
+
+def test_an_lr_of_another_kind_says_so(data_dir, tmp_path, monkeypatch):
+    """A colour LR beside a grey HR: the message says grey and colour, not two equal
+    shapes."""
+    import shutil
+
+    from amms_lib.errors import AmmsError
+
+    shutil.copytree(data_dir / "benchmark/Set14", tmp_path / "benchmark/Set14")
+    monkeypatch.setenv("AMMS_DATA", str(tmp_path))
+    lr = tmp_path / "benchmark/Set14/LR_bicubic/X2/bridgex2.png"
+    Image.open(lr).convert("RGB").save(lr)
+    with pytest.raises(AmmsError, match=r"LR is \d+x\d+ colour, expected \d+x\d+ grey"):
+        data.load_pair("Set14", "bridge", 2)
+
+
+def test_bad_arguments_are_one_line(capsys):
+    with pytest.raises(SystemExit) as exc:
+        benchmark.main(["--scales", "two"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and len(err.strip().splitlines()) == 1 and "usage" not in err

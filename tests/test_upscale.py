@@ -640,3 +640,30 @@ def test_bf16_without_native_bf16_warns_and_runs_float32(tmp_path, capsys, monke
     assert rc == 0 and "warning: --bf16: this CPU has no native bf16" in err
     with Image.open(tmp_path / "o" / "a_x2.png") as im:
         np.testing.assert_array_equal(np.asarray(im), upscale(net, img))  # float32's
+
+
+def test_a_pipe_is_not_called_missing(tmp_path, capsys):
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    rc, err = cli(capsys, fifo, "--scale", 2, "--model", "bicubic", "-o", tmp_path / "o")
+    assert rc == 1 and "not a regular file" in err and "no such file" not in err
+
+
+def test_a_tiny_memory_budget_reads_as_what_it_is(tmp_path, capsys, ckpt):
+    img = save(tmp_path / "a.png", rand_img(40, 40))
+    rc, err = cli(capsys, img, "--scale", 2, "--checkpoint", ckpt, "--max-memory", "0.00001",
+                  "--tile", "whole", "-o", tmp_path / "o")
+    assert rc == 1 and "10 kB memory budget" in err, err
+
+
+def test_an_uploaded_gif_warns_with_its_own_name(tmp_path):
+    from amms_lib.explorer import read_upload
+
+    frames = [Image.fromarray(rand_img(8, 8, seed=s)).convert("P") for s in (1, 2)]
+    gif = tmp_path / "anim.gif"
+    frames[0].save(gif, save_all=True, append_images=frames[1:], duration=100)
+    with pytest.warns(UserWarning) as caught:
+        read_upload("holiday.gif", gif.read_bytes())
+    msgs = [str(w.message) for w in caught]
+    assert any(m.startswith("holiday.gif: holds 2 frames") for m in msgs), msgs
+    assert not any("upload.gif" in m or str(tmp_path) in m for m in msgs)
