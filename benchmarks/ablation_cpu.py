@@ -45,7 +45,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ablation_stats import analyse  # noqa: E402
-from cpu_jobs import precision, run_training, score_sets, seconds_per_step  # noqa: E402
+from cpu_jobs import (  # noqa: E402
+    check_jobs,
+    precision,
+    read_results,
+    run_training,
+    score_sets,
+    seconds_per_step,
+)
 
 from amms_lib import data  # noqa: E402
 from amms_lib.runtime import atomic_write, cpu_name, repo_root  # noqa: E402
@@ -220,7 +227,8 @@ def main() -> None:
     ap.add_argument("--json", default="benchmarks/results/ablation_cpu.json")
     args = ap.parse_args()
     results = Path(args.json)
-    old = json.loads(results.read_text()) if results.is_file() else {}
+    check_jobs(args.jobs)
+    old = read_results(results)
     args.threads_record = old.get("threads")
     # runs already in the results file count as done, so the study resumes on a new machine
     args.known = {(r["variant"], r["seed"]): r for r in old.get("runs", [])}

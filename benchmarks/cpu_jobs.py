@@ -222,13 +222,42 @@ def score_sets(path: Path, scale: int, sets, *, model: str = "amms", per_image: 
     return scores, net, ckpt
 
 
+def read_results(path, missing_ok: bool = True) -> dict:
+    """A study's results file as a dict ({} when absent and ``missing_ok``). A damaged
+    or non-object file ends the script with one line, before any work: a study that
+    went on would write its new rows over the damaged file's."""
+    path = Path(path)
+    if not path.is_file():
+        if missing_ok:
+            return {}
+        sys.exit(f"error: {path}: no such results file")
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        sys.exit(f"error: {path} is not readable JSON ({exc}); restore it (git checkout) "
+                 "or pass --json another file")
+    if not isinstance(record, dict):
+        sys.exit(f"error: {path} holds a JSON {type(record).__name__}, not a study's "
+                 "results object; restore it (git checkout) or pass --json another file")
+    return record
+
+
+def check_jobs(jobs: int) -> None:
+    """``--jobs``: at least one run at a time (0 would start nothing and say done)."""
+    if jobs < 1:
+        sys.exit(f"error: --jobs must be 1 or more, got {jobs}")
+
+
 def markdown_or_main(markdown, main, results: str) -> None:
-    """A study's entry point: ``--markdown [RESULTS.json]`` prints the README's table from a
-    results file (default ``benchmarks/results/<results>``); anything else runs ``main``."""
+    """A study's entry point: ``--markdown [RESULTS.json]`` (or ``--markdown --json
+    RESULTS.json``) prints the README's table from a results file (default
+    ``benchmarks/results/<results>``); anything else runs ``main``."""
     if sys.argv[1:2] == ["--markdown"]:
-        path = Path(sys.argv[2]) if len(sys.argv) > 2 else \
-            repo_root() / "benchmarks" / "results" / results
-        print(markdown(json.loads(path.read_text())))
+        rest = [a for a in sys.argv[2:] if a != "--json"]
+        if len(rest) > 1:
+            sys.exit(f"error: --markdown takes one results file, got {' '.join(rest)}")
+        path = Path(rest[0]) if rest else repo_root() / "benchmarks" / "results" / results
+        print(markdown(read_results(path, missing_ok=False)))
     else:
         main()
 

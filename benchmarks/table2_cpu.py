@@ -53,10 +53,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cpu_jobs import (  # noqa: E402
     beside,
     bicubic_rows,
+    check_jobs,
     drop_state,
     heldout_curve,
     markdown_or_main,
     precision,
+    read_results,
     register_kept,
     register_run_dir,
     run_training,
@@ -288,7 +290,8 @@ def main() -> None:
                                           / "table2_cpu.json"))
     args = ap.parse_args()
     path = Path(args.json)
-    record = json.loads(path.read_text()) if path.is_file() else {}
+    check_jobs(args.jobs)
+    record = read_results(path)
     if record.get("minutes") not in (None, args.minutes):
         raise SystemExit(f"{path} holds a {record['minutes']}-minute study; pass --json "
                          "another file for another budget")

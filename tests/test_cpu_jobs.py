@@ -3,11 +3,13 @@ resumes to its last step, a finished run is not trained again, a failure is one 
 from __future__ import annotations
 
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -402,3 +404,29 @@ def test_the_finish_study_pairs_images_by_name_and_chooses_on_the_held_out_split
     record["analysis"] = result
     table = fs.markdown(record)
     assert "| p128 | 128 | 2 |" in table and "p64 - start: +0.100 dB" in table
+
+
+@pytest.mark.parametrize("script", ["ablation_cpu.py", "table2_cpu.py"])
+@pytest.mark.parametrize("content, says", [
+    ('{"runs": [', "is not readable JSON"),
+    ("[1, 2]", "holds a JSON list"),
+])
+def test_a_damaged_results_file_is_one_line_before_any_work(tmp_path, script, content, says):
+    """Truncated or list-valued results: one line, exit 1, the file untouched (a study
+    that went on would have written its rows over it)."""
+    results = tmp_path / "r.json"
+    results.write_text(content)
+    markdown = ([["--markdown", str(results)], ["--markdown", "--json", str(results)]]
+                if script == "table2_cpu.py" else [])  # ablation_cpu has no table of its own
+    for argv in (["--json", str(results)], *markdown):
+        run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *argv],
+                             capture_output=True, text=True, timeout=120)
+        assert run.returncode == 1, run.stderr[-1500:]
+        assert run.stderr.strip().startswith("error:") and says in run.stderr
+        assert "Traceback" not in run.stderr and len(run.stderr.strip().splitlines()) == 1
+    assert results.read_text() == content
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--jobs", "0",
+                          "--json", str(tmp_path / "new.json")],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1 and "--jobs must be 1 or more" in run.stderr
+    assert not (tmp_path / "new.json").exists()
