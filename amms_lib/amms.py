@@ -37,10 +37,10 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from amms_lib.data import check_scale
 from amms_lib.errors import AmmsError
 from amms_lib.multiscale import MultiScaleFusion, SingleScaleConv, matched_hidden
 from amms_lib.non_local import ContextBlock, NonLocalBlock
+from amms_lib.scales import check_scale
 from amms_lib.second_order import MODES as SO_FORMULAS
 from amms_lib.second_order import ConstantChannelGate, SecondOrderChannelAttention
 from amms_lib.weight_init import reset_by_name

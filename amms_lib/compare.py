@@ -1,9 +1,10 @@
-"""Comparing reconstructions: zoomed crops, a before/after wipe and an explorer widget.
+"""Comparing reconstructions: zoomed crops and a before/after wipe.
 
 The paper's visual comparison figure (x3): the HR image with a box drawn on it,
 then that box cut from the LR input, from every method and from the HR truth, each
 titled with its PSNR/SSIM (Y channel, ``scale`` pixels shaved: ``amms_lib.metrics``),
-and the same as HTML and PNG for the explorer (``amms_lib.explorer``). The
+and the same as HTML and PNG for the explorer widget (``amms_lib.explorer``, which imports
+this module, never the other way). The
 reconstructions themselves (``reconstruct``, ``reconstruct_lr``) are made in
 ``amms_lib.reconstruct`` and importable from here; this module only draws them.
 """
@@ -181,16 +182,3 @@ def caption(rec: dict, left: str, right: str) -> str:
             return "<b>HR</b> (truth)"
         return f"<b>{html.escape(name)}</b> (no HR: no score)"
     return f"left: {one(left)} &nbsp;|&nbsp; right: {one(right)}"
-
-
-def explorer(set_name: str | None = None, image: str | None = None, scale: int = 3,
-             methods=METHODS, box=(0.3, 0.3, 48), device="cpu", folder=None,
-             cache: dict | None = None, nets: dict | None = None, wipe_px: int = 384):
-    """The ipywidgets explorer (``amms_lib.explorer.Explorer``): pick set/image/scale/
-    methods or upload your own image, move the zoom box, wipe two methods. Returns the
-    widget to display; its parts, callbacks and cache are ``ui.parts``, ``ui.callbacks``
-    and ``ui.cache``."""
-    from amms_lib.explorer import Explorer
-
-    return Explorer(set_name, image, scale, methods, box, device, folder, cache, nets,
-                    wipe_px).ui

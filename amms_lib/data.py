@@ -26,9 +26,9 @@ from amms_lib.errors import AmmsError
 from amms_lib.images import read_image
 from amms_lib.resize import imresize
 from amms_lib.runtime import repo_root
+from amms_lib.scales import SCALES, check_scale  # data.SCALES etc. stay importable
 
 ENV_VAR = "AMMS_DATA"
-SCALES = (2, 3, 4)
 STANDARD_SETS = ("Set5", "Set14", "BSD100", "Urban100")
 EXPECTED_IMAGES = {"Set5": 5, "Set14": 14, "BSD100": 100, "Urban100": 100}
 # the standard sets' image names (BSD100's when its files follow EDSR's img_NNN naming; under
@@ -158,13 +158,6 @@ def _hr_files(name: str, root: Path | None = None) -> list[str]:
     """The stem of every HR image file of a set, repeated where two files share one."""
     hr = set_dir(name, root) / "HR"
     return [p.stem for p in hr.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
-
-
-def check_scale(scale: int) -> int:
-    """The paper's scales only: 2, 3 or 4."""
-    if scale not in SCALES:
-        raise AmmsError(f"scale {scale} is not supported; choose one of 2, 3, 4")
-    return int(scale)
 
 
 def modcrop(img: np.ndarray, scale: int) -> np.ndarray:

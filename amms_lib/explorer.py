@@ -1,8 +1,8 @@
 """The explorer widget of notebook 08: pick an image (or upload your own), a scale and the
 methods; move the zoom box; wipe between two methods.
 
-``Explorer(...).ui`` is the ipywidgets box to display. Its parts are in ``ui.parts``
-(each with the CSS class ``amms-<name>``, stable handles for the browser test), its
+``explorer(...)`` (``Explorer(...).ui``) is the ipywidgets box to display. Its parts are
+in ``ui.parts`` (each with the CSS class ``amms-<name>``, stable handles for the browser test), its
 callbacks in ``ui.callbacks`` and its reconstructions in ``ui.cache``: each (set, image,
 scale) runs once (``compare.reconstruct``), and a view change (box, panels, wipe) only
 crops, indexes and splices those arrays. Stock ipywidgets images take no clicks, so the
@@ -24,6 +24,7 @@ from pathlib import Path
 from amms_lib import compare, data
 from amms_lib.errors import AmmsError
 from amms_lib.inference import check_size
+from amms_lib.models import METHODS
 
 UPLOADS = compare.UPLOADS  # the set name uploaded images are listed under
 
@@ -222,3 +223,13 @@ class Explorer:
         column = round(p["column"].value * a.shape[1])
         p["wipe"].value = compare.png(compare.wipe(a, b, column))
         p["caption"].value = compare.caption(rec, p["left"].value, p["right"].value)
+
+
+def explorer(set_name: str | None = None, image: str | None = None, scale: int = 3,
+             methods=METHODS, box=(0.3, 0.3, 48), device="cpu", folder=None,
+             cache: dict | None = None, nets: dict | None = None, wipe_px: int = 384):
+    """The ipywidgets explorer: pick set/image/scale/methods or upload your own image,
+    move the zoom box, wipe two methods. Returns the widget to display; its parts,
+    callbacks and cache are ``ui.parts``, ``ui.callbacks`` and ``ui.cache``."""
+    return Explorer(set_name, image, scale, methods, box, device, folder, cache, nets,
+                    wipe_px).ui

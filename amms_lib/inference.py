@@ -29,12 +29,10 @@ from torch import nn
 
 from amms_lib.errors import AmmsError
 from amms_lib.non_local import NonLocalBlock
+from amms_lib.tiles import OVERLAP, TILES, spans  # inference.OVERLAP etc. stay importable
 
-OVERLAP = 8  # LR context per tile side: 8 scored as 16 (within 0.008 dB, 95%) and ran
-# 1.1-1.7x faster with 64-px tiles (README, benchmarks/results/upscale_tiles_overlap8.json)
 MIN_SIDE = 2  # smallest LR side accepted: a 1-pixel row or column has no neighbours
 LIVE = 4  # tensors alive at the peak, in units of the largest layer output
-TILES = (512, 384, 256, 192, 128, 96, 64, 48, 32)  # sizes ``--tile`` suggestions use
 GB = 1e9
 
 
@@ -50,18 +48,6 @@ def to_image(t: torch.Tensor, grey: bool = False) -> np.ndarray:
     t = t[0].float().clamp(0, 1).mul(255)
     t = t.mean(0) if grey else t.permute(1, 2, 0)  # (3, H, W) -> (H, W[, 3])
     return t.round().byte().cpu().numpy()
-
-
-def spans(n: int, tile: int, overlap: int) -> list[tuple[int, int, int, int]]:
-    """Tiles along one axis of length ``n``: (core start, core stop, in start, in stop).
-
-    Cores have size ``tile`` (the last one is moved back to end at ``n``, so it
-    overlaps its neighbour instead of being a sliver); inputs add ``overlap``.
-    """
-    tile = min(tile, n)
-    starts = list(range(0, n - tile, tile)) + [n - tile]
-    return [(a, a + tile, max(a - overlap, 0), min(a + tile + overlap, n))
-            for a in starts]
 
 
 def forward_tiled(net: nn.Module, x: torch.Tensor, tile: int,

@@ -8,10 +8,10 @@ from __future__ import annotations
 from torch import nn
 
 from amms_lib.amms import AMMSNet
-from amms_lib.data import check_scale
 from amms_lib.errors import AmmsError
 from amms_lib.lapsrn import LapSRN
 from amms_lib.memnet import MemNet
+from amms_lib.scales import check_scale
 from amms_lib.srcnn import SRCNN
 from amms_lib.vdsr import VDSR
 

@@ -43,8 +43,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from amms_lib.inference import OVERLAP
 from amms_lib.non_local import NonLocalBlock
+from amms_lib.tiles import OVERLAP, spans
 
 PROBE_SIDES = (24, 48, 96, 128)  # LR sides timed by ``calibrate`` (about 1 s in all)
 PROBE_SLOW = 0.5  # seconds: a probe slower is timed once and, from the second on, ends probing
@@ -108,8 +108,6 @@ def windows(h: int, w: int, tile: int | None, overlap: int) -> list[tuple[int, i
     tiled (``inference.forward_tiled``'s windows, core plus overlap)."""
     if tile is None:
         return [(h, w)]
-    from amms_lib.inference import spans
-
     rows = [i1 - i0 for *_, i0, i1 in spans(h, tile, overlap)]
     cols = [j1 - j0 for *_, j0, j1 in spans(w, tile, overlap)]
     return [(r, c) for r in rows for c in cols]

@@ -16,6 +16,7 @@ from PIL import Image  # noqa: E402
 from amms_lib import compare, data  # noqa: E402
 from amms_lib.checkpoint import register, save_checkpoint  # noqa: E402
 from amms_lib.errors import AmmsError  # noqa: E402
+from amms_lib.explorer import explorer  # noqa: E402
 from amms_lib.inference import upscale  # noqa: E402
 from amms_lib.metrics import evaluate  # noqa: E402
 from amms_lib.models import build_model  # noqa: E402
@@ -167,7 +168,7 @@ def test_centred_box_is_inside_and_round_trips():
 def test_explorer_builds_and_its_callbacks_update_the_images(folder, sample):
     pytest.importorskip("ipywidgets")
     name, image = sample
-    ui = compare.explorer(name, image, 2, "bicubic,srcnn,vdsr", folder=folder,
+    ui = explorer(name, image, 2, "bicubic,srcnn,vdsr", folder=folder,
                           box=(0.45, 0.85, 32))
     assert ui.parts["set"].value == name and ui.parts["image"].value == image
     p, rec = ui.parts, ui.cache[name, image, 2]
@@ -208,7 +209,7 @@ def test_explorer_reconstructs_once_per_image(folder, sample, monkeypatch):
 
     monkeypatch.setattr(compare, "reconstruct", counting)
     name, image = sample
-    ui = compare.explorer(name, image, 2, "bicubic,srcnn", folder=folder)
+    ui = explorer(name, image, 2, "bicubic,srcnn", folder=folder)
     p = ui.parts
     assert calls == [(name, image, 2)]
     figure = p["figure"].value
@@ -256,7 +257,7 @@ def test_an_uploaded_image_runs_every_network_and_shows_without_scores(folder, s
     from amms_lib.explorer import UPLOADS
 
     name, image = sample
-    ui = compare.explorer(name, image, 2, "bicubic,srcnn,vdsr", folder=folder)
+    ui = explorer(name, image, 2, "bicubic,srcnn,vdsr", folder=folder)
     p = ui.parts
     mine = np.random.default_rng(0).integers(0, 256, (30, 44, 3), dtype=np.uint8)
     figure = p["figure"].value
@@ -283,7 +284,7 @@ def test_an_uploaded_image_runs_every_network_and_shows_without_scores(folder, s
 def test_a_bad_upload_is_one_status_line_and_the_view_stays(folder, sample):
     pytest.importorskip("ipywidgets")
     name, image = sample
-    ui = compare.explorer(name, image, 2, "bicubic,srcnn", folder=folder)
+    ui = explorer(name, image, 2, "bicubic,srcnn", folder=folder)
     p = ui.parts
     figure = p["figure"].value
     _upload(ui, "notes.png", content=b"this is not an image")
@@ -302,7 +303,7 @@ def test_an_upload_over_the_budgets_is_refused_per_method_not_run(folder, sample
     slow = speed.Rates(conv=1e3, att=1e3, call=0.0)  # every network: hours
     monkeypatch.setattr(speed, "calibrate", lambda net, refresh=False: slow)
     name, image = sample
-    ui = compare.explorer(name, image, 2, "bicubic,srcnn", folder=folder)
+    ui = explorer(name, image, 2, "bicubic,srcnn", folder=folder)
     p = ui.parts
     mine = np.random.default_rng(0).integers(0, 256, (30, 44, 3), dtype=np.uint8)
     _upload(ui, "big.png", mine)
