@@ -9,7 +9,7 @@ export MPLBACKEND ?= Agg
 # with none of them the library falls back to built-in skimage images and says so
 export AMMS_DATA ?= $(firstword $(wildcard $(CURDIR)/data) $(wildcard $(CURDIR)/../shared/data))
 
-.PHONY: run test lab bicubic figures venv clean
+.PHONY: run test test-fast lab bicubic figures venv clean
 
 venv: $(STAMP)
 
@@ -21,7 +21,13 @@ $(STAMP): pyproject.toml
 
 # main job: every notebook in order, quick mode, executed copies (figures inline) in
 # runs/executed/, the HTML course in runs/course/, then the benchmark table (full mode on a
-# GPU: make run MODE=full). The checkout stays clean: figures go to runs/figures/
+# GPU: make run MODE=full). The checkout stays # the fast tier: everything but notebooks, the browser and the tests marked slow (subprocess
+# runs of the tools, trainings); about 3 minutes on 2 cores; `make test` runs it all
+test-fast: $(STAMP)
+	$(VENV)/bin/ruff check amms_lib tests scripts benchmarks notebooks
+	AMMS_MODE=quick TQDM_DISABLE=1 $(PY) -m pytest tests -m "not slow" --durations=10
+
+clean: figures go to runs/figures/
 MODE ?= quick
 run: $(STAMP)
 	TQDM_DISABLE=1 $(PY) scripts/run_notebooks.py --mode $(MODE)
@@ -45,6 +51,12 @@ test: $(STAMP)
 	$(VENV)/bin/ruff check amms_lib tests scripts benchmarks notebooks
 	AMMS_MODE=quick TQDM_DISABLE=1 $(PY) -m pytest tests notebooks --nbval-lax \
 		--nbval-current-env --nbval-cell-timeout 300 --durations=10
+
+# the fast tier: everything but notebooks, the browser and the tests marked slow (subprocess
+# runs of the tools, trainings); about 3 minutes on 2 cores; `make test` runs it all
+test-fast: $(STAMP)
+	$(VENV)/bin/ruff check amms_lib tests scripts benchmarks notebooks
+	AMMS_MODE=quick TQDM_DISABLE=1 $(PY) -m pytest tests -m "not slow" --durations=10
 
 clean:
 	rm -rf $(VENV) runs

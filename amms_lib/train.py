@@ -613,12 +613,12 @@ def train(cfg: TrainConfig, stop_after: int | None = None) -> dict:
     after that many steps without saving, as if the process had been killed. The loop is
     longer than most functions here because DDP needs every rank to agree, each step, on
     the time spent and on when to stop; the step itself is ``train_step``."""
+    cfg.check()  # the settings first: a typo is its own error, with or without data
     if not builtin_only(cfg.train_sets) and data.data_root() is None:
         raise AmmsError("no training data: set AMMS_DATA to a folder with train/T91 and "
                         "train/BSD200 (see the README), or pass --train-sets skimage to "
                         "train on the four built-in skimage images (a demo, not comparable)")
     files = train_files(cfg.train_sets)  # before any work: a missing set fails now
-    cfg.check()
     rank, world = _dist_info()
     main_proc = rank == 0
     device = resolve_device(cfg.device)

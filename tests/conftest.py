@@ -46,11 +46,22 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "cuda: needs a CUDA GPU; skipped without one (AMMS_REQUIRE_CUDA=1: "
         "fails instead, as scripts/gpu_run.py sets it)")
+    config.addinivalue_line(
+        "markers", "slow: executes notebooks, drives a browser, runs the tools as "
+        "subprocesses or trains; `make test-fast` (-m 'not slow') leaves these out")
+
+
+# the one place that says what is slow: whole files, then single tests elsewhere
+SLOW_FILES = {"test_notebooks.py", "test_browser.py", "test_gpu_run.py", "test_cuda.py"}
 
 
 def pytest_collection_modifyitems(config, items):
-    """Skip ``cuda`` tests where torch sees no GPU, saying why; on the lent GPU a
-    broken CUDA set-up must not pass as skipped: AMMS_REQUIRE_CUDA=1 stops the run."""
+    """Mark the slow tier (notebook cells, SLOW_FILES); skip ``cuda`` tests where torch
+    sees no GPU, saying why; on the lent GPU a broken CUDA set-up must not pass as
+    skipped: AMMS_REQUIRE_CUDA=1 stops the run."""
+    for item in items:
+        if item.path.suffix == ".ipynb" or item.path.name in SLOW_FILES:
+            item.add_marker(pytest.mark.slow)
     marked = [item for item in items if item.get_closest_marker("cuda")]
     if not marked:
         return

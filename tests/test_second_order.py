@@ -110,23 +110,20 @@ def test_covariance_720p_never_builds_m_by_m():
     # M = 921,600: an (M, M) float32 matrix would take 3.4 TB. Measured in a fresh
     # process so that the peak RSS belongs to this computation only.
     code = textwrap.dedent("""
-        import resource, time, torch
+        import resource, torch
         from amms_lib.second_order import covariance_pool
         x = torch.rand(1, 64, 720, 1280, generator=torch.Generator().manual_seed(0))
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        t = time.perf_counter()
         cov = covariance_pool(x)
-        seconds = time.perf_counter() - t
         grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
         assert cov.shape == (1, 64, 64) and bool(torch.isfinite(cov).all())
-        print(grown * 1024, seconds)
-    """)
+        print(grown * 1024)
+    """)  # memory only: its speed is a benchmark's to measure, not a unit test's
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 0, out.stderr
-    grown_bytes, seconds = map(float, out.stdout.split())
+    grown_bytes = float(out.stdout)
     assert grown_bytes < 1e9, f"peak RSS grew by {grown_bytes / 1e9:.2f} GB"
-    assert seconds < 10
 
 
 # Newton-Schulz square root
