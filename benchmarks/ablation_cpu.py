@@ -28,7 +28,7 @@ killed process, the end of a session) resumes from its last save (every 1000 ste
 done (``scores.json``, or already in the results file, so a new machine goes on where the
 committed results stop) is skipped. ``--jobs 2`` runs two single-thread trainings side by side
 (see ``--measure-threads``, which times that against one two-thread run). The results
-file is rewritten after every finished run, with the analysis of ``ablation_stats``.
+file is rewritten after every finished run, with the analysis of ``amms_lib.ablation_stats``.
 """
 from __future__ import annotations
 
@@ -42,10 +42,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from ablation_stats import analyse  # noqa: E402
-from cpu_jobs import (  # noqa: E402
+from amms_lib import data
+from amms_lib.ablation_stats import analyse
+from amms_lib.runtime import atomic_write, cpu_name, repo_root
+from amms_lib.studies import (
     check_jobs,
     precision,
     read_results,
@@ -53,10 +53,7 @@ from cpu_jobs import (  # noqa: E402
     score_sets,
     seconds_per_step,
 )
-
-from amms_lib import data  # noqa: E402
-from amms_lib.runtime import atomic_write, cpu_name, repo_root  # noqa: E402
-from amms_lib.train import precision_name  # noqa: E402
+from amms_lib.train import precision_name
 
 # The compact width with each idea given a fair size: the second-order MLP 32 -> 8 -> 32
 # (SAN's reduction 16 would leave 2 hidden units at 32 channels) and the non-local
@@ -173,7 +170,7 @@ def collect(args) -> dict:
 
 def measure_cost_ratio(steps: int = 100, rounds: int = 2) -> dict:
     """Training seconds per step of ``all`` over ``none``, by the runs' own command, one
-    thread (``cpu_jobs.seconds_per_step``: short runs alternating; the median of each)."""
+    thread (``studies.seconds_per_step``: short runs alternating; the median of each)."""
     args = argparse.Namespace(lr=5e-4, threads=1)
     med = seconds_per_step({v: lambda out, n, v=v: train_command(v, 0, args, n, out)
                             for v in ("all", "none")}, steps, rounds)

@@ -16,17 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-from pathlib import Path
 
 import torch
+from upscale_time import _timed, flops_per_cycle, gemm_gflops, peak_gflops
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from upscale_time import _timed, flops_per_cycle, gemm_gflops, peak_gflops  # noqa: E402
-
-from amms_lib.non_local import fused_attention  # noqa: E402
-from amms_lib.runtime import atomic_write, cpu_name  # noqa: E402
+from amms_lib.non_local import fused_attention
+from amms_lib.runtime import atomic_write, cpu_name
 
 
 def best(fn, repeats: int = 5) -> float:

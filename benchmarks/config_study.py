@@ -7,7 +7,7 @@
 
 Each configuration trains x2 from scratch for the same budget: ``--hours`` of the 2-core
 machine, as single-thread runs side by side (so 2 x hours of one core each), turned into
-steps by each configuration's measured seconds per step (``cpu_jobs``); the fast recipe
+steps by each configuration's measured seconds per step (``amms_lib.studies``); the fast recipe
 (warm-up, cosine to 0) over those steps, batches of 16 HR patches of 64 x 64, seed 0, on
 T91 + BSD200 without the held-out images. Every run also keeps an exponential moving average
 of its weights (``--ema``, ``train --ema``): validated beside the weights at the same steps,
@@ -39,9 +39,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from cpu_jobs import (  # noqa: E402
+from amms_lib import data
+from amms_lib.amms import AMMSConfig
+from amms_lib.runtime import atomic_write, cpu_name, repo_root
+from amms_lib.studies import (
     VAL_IMAGES,
     beside,
     bicubic_rows,
@@ -57,10 +58,6 @@ from cpu_jobs import (  # noqa: E402
     seconds_per_step,
     train_command,
 )
-
-from amms_lib import data  # noqa: E402
-from amms_lib.amms import AMMSConfig  # noqa: E402
-from amms_lib.runtime import atomic_write, cpu_name, repo_root  # noqa: E402
 
 CONFIGS = {  # name -> AMMSConfig overrides (paper-sized default: 64 channels, 4 x AMMS, M=2)
     "c32m2": AMMSConfig.small_kwargs(),  # the lessons' compact size (the first shipped)

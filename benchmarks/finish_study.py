@@ -32,10 +32,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from config_study import CONFIGS
 
-from config_study import CONFIGS  # noqa: E402
-from cpu_jobs import (  # noqa: E402
+from amms_lib import data
+from amms_lib.runtime import atomic_write, cpu_name, repo_root
+from amms_lib.stats import paired_interval
+from amms_lib.studies import (
     beside,
     drop_state,
     heldout_curve,
@@ -47,10 +49,6 @@ from cpu_jobs import (  # noqa: E402
     seconds_per_step,
     train_command,
 )
-
-from amms_lib import data  # noqa: E402
-from amms_lib.runtime import atomic_write, cpu_name, repo_root  # noqa: E402
-from amms_lib.stats import paired_interval  # noqa: E402
 
 RESULTS = repo_root() / "benchmarks" / "results"
 START = beside(RESULTS / "config_study_cpu.json", "x2") / "c48m2.pt"

@@ -33,14 +33,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ablation_cpu import FAIR  # the pilot's compact AMMS: the same network
 
-from ablation_cpu import FAIR  # noqa: E402 (the pilot's compact AMMS: the same network)
-from cpu_jobs import drop_state, run_training, score_sets, seconds_per_step  # noqa: E402
-from cpu_jobs import train_command as study_command  # noqa: E402
-
-from amms_lib import data, stats  # noqa: E402
-from amms_lib.runtime import atomic_write, cpu_name, repo_root  # noqa: E402
+from amms_lib import data, stats
+from amms_lib.runtime import atomic_write, cpu_name, repo_root
+from amms_lib.studies import drop_state, run_training, score_sets, seconds_per_step
+from amms_lib.studies import train_command as study_command
 
 # each idea's version in the factorial: the paper's non-local and multi-scale blocks and the
 # second-order gate that can learn (SAN's cannot: amms_lib.second_order's module doc)

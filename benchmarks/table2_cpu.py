@@ -48,9 +48,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from cpu_jobs import (  # noqa: E402
+from amms_lib import data
+from amms_lib.amms import AMMSConfig
+from amms_lib.checkpoint import register
+from amms_lib.runtime import atomic_write, cpu_name, relative, repo_root
+from amms_lib.studies import (
     beside,
     bicubic_rows,
     check_jobs,
@@ -67,11 +69,6 @@ from cpu_jobs import (  # noqa: E402
     shipped_by,
     train_command,
 )
-
-from amms_lib import data  # noqa: E402
-from amms_lib.amms import AMMSConfig  # noqa: E402
-from amms_lib.checkpoint import register  # noqa: E402
-from amms_lib.runtime import atomic_write, cpu_name, relative, repo_root  # noqa: E402
 
 MODELS = ("srcnn", "vdsr", "lapsrn", "memnet", "amms")
 KWARGS = {"amms": AMMSConfig.small_kwargs()}  # the others at their papers' sizes
@@ -97,7 +94,7 @@ def command(model: str, scale: int, lr: float, steps: int, out: Path,
 
 def measure_step_costs(models) -> dict[str, float]:
     """Seconds per training step of each network at x2, one thread, by the runs' own
-    command (``cpu_jobs.seconds_per_step``: short runs alternating; median)."""
+    command (``studies.seconds_per_step``: short runs alternating; median)."""
     return seconds_per_step({m: (lambda out, n, m=m: command(m, 2, 5e-4, n, out))
                              for m in models})
 

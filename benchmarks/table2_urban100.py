@@ -25,21 +25,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from table2_cpu import URBAN, registered
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from cpu_jobs import score_sets, shipped_by  # noqa: E402
-from table2_cpu import URBAN, registered  # noqa: E402
-
-from amms_lib import data  # noqa: E402
-from amms_lib.checkpoint import load_model  # noqa: E402
-from amms_lib.inference import OVERLAP, upscale  # noqa: E402
-from amms_lib.runtime import FolderLock, atomic_write, repo_root  # noqa: E402
+from amms_lib import data
+from amms_lib.checkpoint import load_model
+from amms_lib.inference import OVERLAP, upscale
+from amms_lib.runtime import FolderLock, atomic_write, repo_root
+from amms_lib.studies import score_sets, shipped_by
 
 SHIPPED = "shipped"  # the cell name of checkpoints/amms_xS.pt, the size study's winner
 RESULTS = repo_root() / "benchmarks" / "results"

@@ -31,12 +31,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from nonlocal_memory import fresh_process  # the sibling: one process harness
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from nonlocal_memory import fresh_process  # noqa: E402 (the sibling: one process harness)
-
-from amms_lib.models import build_model  # noqa: E402
-from amms_lib.runtime import resolve_device  # noqa: E402
+from amms_lib.models import build_model
+from amms_lib.runtime import resolve_device
 
 
 def peak_rss_mb() -> float:

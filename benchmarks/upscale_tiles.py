@@ -22,22 +22,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import torch
+from nonlocal_memory import peak_memory  # the sibling script: same measurement
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from nonlocal_memory import peak_memory  # noqa: E402 (the sibling script: same measurement)
-
-from amms_lib import data, speed  # noqa: E402
-from amms_lib.checkpoint import checkpoints_dir, load_model  # noqa: E402
-from amms_lib.inference import OVERLAP, upscale  # noqa: E402
-from amms_lib.metrics import psnr  # noqa: E402
-from amms_lib.runtime import atomic_write, cpu_name  # noqa: E402
-from amms_lib.stats import paired_interval  # noqa: E402
+from amms_lib import data, speed
+from amms_lib.checkpoint import checkpoints_dir, load_model
+from amms_lib.inference import OVERLAP, upscale
+from amms_lib.metrics import psnr
+from amms_lib.runtime import atomic_write, cpu_name
+from amms_lib.stats import paired_interval
 
 MB = 1e6
 

@@ -20,10 +20,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from config_study import CONFIGS
 
-from config_study import CONFIGS  # noqa: E402
-from cpu_jobs import (  # noqa: E402
+from amms_lib import data
+from amms_lib.benchmark import bicubic_upscaler, evaluate_set
+from amms_lib.checkpoint import read_checkpoint
+from amms_lib.runtime import atomic_write, cpu_name, repo_root
+from amms_lib.studies import (
     bicubic_validation,
     heldout_curve,
     precision,
@@ -31,11 +34,6 @@ from cpu_jobs import (  # noqa: E402
     score_sets,
     train_command,
 )
-
-from amms_lib import data  # noqa: E402
-from amms_lib.benchmark import bicubic_upscaler, evaluate_set  # noqa: E402
-from amms_lib.checkpoint import read_checkpoint  # noqa: E402
-from amms_lib.runtime import atomic_write, cpu_name, repo_root  # noqa: E402
 
 SCALE = 4
 RUNS = repo_root() / "runs" / "x4_init"

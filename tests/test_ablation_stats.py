@@ -1,12 +1,7 @@
-"""The CPU ablation's analysis (benchmarks/ablation_stats.py) on a made-up record."""
-import sys
-
+"""The CPU ablation's analysis (amms_lib.ablation_stats) on a made-up record."""
 import pytest
 
-from amms_lib.runtime import repo_root
-
-sys.path.insert(0, str(repo_root() / "benchmarks"))
-import ablation_stats  # noqa: E402
+from amms_lib import ablation_stats
 
 
 def run(variant, seed, psnr, precision=None):

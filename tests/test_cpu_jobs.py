@@ -1,4 +1,4 @@
-"""The CPU studies' run helper (benchmarks/cpu_jobs.py): a run stopped by its deadline
+"""The CPU studies' run helper (amms_lib.studies): a run stopped by its deadline
 resumes to its last step, a finished run is not trained again, a failure is one line."""
 from __future__ import annotations
 
@@ -8,12 +8,16 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
+ROOT = Path(__file__).resolve().parents[1]  # the benchmark scripts are on pytest's pythonpath
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
-from cpu_jobs import (  # noqa: E402
+
+from amms_lib.amms import AMMSConfig  # noqa: E402
+from amms_lib.checkpoint import read_checkpoint  # noqa: E402
+from amms_lib.inference import OVERLAP  # noqa: E402
+from amms_lib.runtime import cpu_bf16  # noqa: E402
+from amms_lib.studies import (  # noqa: E402
     drop_state,
     heldout_curve,
     last_step,
@@ -21,11 +25,6 @@ from cpu_jobs import (  # noqa: E402
     run_training,
     train_command,
 )
-
-from amms_lib.amms import AMMSConfig  # noqa: E402
-from amms_lib.checkpoint import read_checkpoint  # noqa: E402
-from amms_lib.inference import OVERLAP  # noqa: E402
-from amms_lib.runtime import cpu_bf16  # noqa: E402
 
 
 def test_a_run_stops_at_its_deadline_resumes_and_is_not_trained_twice(use_data, tmp_path,
@@ -84,10 +83,10 @@ def test_table2_registers_a_finished_row_from_its_kept_copy(use_data, tmp_path, 
     budget (once), at x3 the missing weights are named, not invented."""
     from types import SimpleNamespace
 
-    import cpu_jobs
     import table2_cpu
 
     import amms_lib.checkpoint as ck
+    from amms_lib import studies as cpu_jobs
 
     monkeypatch.setattr(ck, "checkpoints_dir", lambda: tmp_path / "checkpoints")
     monkeypatch.setattr(table2_cpu, "RUNS", tmp_path / "runs")  # no run on "this machine"
@@ -156,8 +155,9 @@ def test_a_study_scores_the_checkpoint_it_names_on_whole_images(tmp_path, monkey
     image, with the metric itself: the checkpoint, the scale and the mean are the ones named
     (a set of two small images: whole-image attention on the built-in 512 px ones took a minute)."""
     import numpy as np
-    from cpu_jobs import score_sets
     from PIL import Image
+
+    from amms_lib.studies import score_sets
 
     hr = tmp_path / "data" / "Mine" / "HR"
     hr.mkdir(parents=True)

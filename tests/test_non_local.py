@@ -1,7 +1,6 @@
 """NonLocalBlock against a from-scratch float64 reference, and its memory scaling."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -188,8 +187,7 @@ def test_small_channel_counts():
                     reason="needs Linux /proc to reset the peak-RSS mark")
 def test_memory_grows_linearly_for_full_quadratically_for_naive():
     # 4,096 -> 16,384 positions: 4x linear, 16x quadratic; fresh process, forward only
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from nonlocal_memory import measure
+    from nonlocal_memory import measure  # benchmarks/ is on pytest's pythonpath
 
     specs = ["full:64", "full:128", "naive:64", "naive:128"]
     peak = {(r["mode"], r["side"]): r["peak_bytes"]

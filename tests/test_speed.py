@@ -10,7 +10,7 @@ import pytest
 import torch
 from test_upscale import KW, cli, rand_img, save, tiny_net
 
-from amms_lib import runtime, speed
+from amms_lib import speed
 from amms_lib.checkpoint import save_checkpoint
 from amms_lib.errors import AmmsError
 from amms_lib.inference import OVERLAP, TILES, plan, spans, upscale
@@ -329,10 +329,7 @@ def test_peak_flops_per_cycle_by_cpu(monkeypatch):
     """The peak's FLOPs per cycle follow the FMA units, not only the flags: Zen 4 (AMD
     family 25) has AVX-512 on two 256-bit FMA units, 32 FLOP/cycle like AVX2; a Xeon or
     Zen 5 with two 512-bit units 64 (a wrong 64 on Zen 4 had halved every fraction)."""
-    import sys
-
-    sys.path.insert(0, str(runtime.repo_root() / "benchmarks"))
-    from upscale_time import flops_per_cycle
+    from upscale_time import flops_per_cycle  # benchmarks/ is on pytest's pythonpath
 
     amd = "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: {}\nmodel\t\t: 17\n"
     intel = "processor\t: 0\nvendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel\t\t: 143\n"

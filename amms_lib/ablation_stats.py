@@ -1,4 +1,4 @@
-"""The analysis of ``ablation_cpu.py``'s runs: per variant mean and spread, per idea the
+"""The analysis of ``benchmarks/ablation_cpu.py``'s runs: per variant mean and spread, per idea the
 paired effect with a 95% interval, and which effects are resolved.
 
 The unit of noise is the training run: an effect is the per-seed difference of two

@@ -1,5 +1,6 @@
-"""Training runs for the CPU studies (table2_cpu.py, config_study.py): one command per run,
-resumable across sessions, budgets in steps.
+"""Training runs for the CPU studies (``benchmarks/table2_cpu.py``, ``config_study.py``,
+``ablation_cpu.py``, ``ideas_cpu.py``): one command per run, resumable across sessions, budgets
+in steps; scoring, results files and the entry points they share.
 
 A study's budget is CPU time, but wall-clock minutes of runs that share 2 cores with other
 jobs are not comparable, so a budget is turned into steps once, by each run's own
