@@ -187,6 +187,12 @@ def register(src, *, command: str, data: str, folder: Path | None = None,
     """
     folder = Path(folder or checkpoints_dir())
     ckpt = read_checkpoint(src)
+    if folder.exists() and not folder.is_dir():
+        raise AmmsError(f"--folder {folder} is a file, not a folder; choose a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise AmmsError(f"cannot create the folder {folder}: {exc.strerror or exc}") from None
     with FolderLock(folder, "registration", wait=True):
         return _register(src, ckpt, folder, command, data, commit, notes, score, force,
                          extra)
@@ -196,9 +202,14 @@ def _register(src, ckpt, folder, command, data, commit, notes, score, force, ext
     import json
     import os
     import subprocess
+    import sys
 
     name = f"{ckpt['model']}_x{ckpt['scale']}.pt"
     meta = read_metadata(folder)  # a damaged record fails here, before any write
+    if (folder / name).exists() and name not in meta and not force:
+        raise AmmsError(f"{folder / name} is there but metadata.json has no record of it, so "
+                        "nothing can say whether the new weights are better: move it away, or "
+                        "pass --force to replace it")
     unfair = name in meta and "heldout_note" in meta[name]
     if unfair:
         print(f"{name}: the registered weights trained on the held-out images "
@@ -217,6 +228,10 @@ def _register(src, ckpt, folder, command, data, commit, notes, score, force, ext
     if not commit:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                                 text=True, cwd=folder.parent).stdout.strip()
+    if not commit:
+        print(f"warning: {folder} is outside a git checkout and no commit was given: the "
+              "record says commit 'unknown' (pass --commit SHA)", file=sys.stderr)
+        commit = "unknown"
     staged = folder / f".{name}.staged-{os.getpid()}"
     try:
         atomic_save(keep, staged)

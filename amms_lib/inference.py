@@ -228,14 +228,20 @@ def _plan(net, h, w, tile, overlap, ensemble, max_bytes, max_seconds):
     if tile == "auto":  # the fastest that fits; the whole image when nothing is timed
         if fitting and timed:
             fit = min(fitting, key=seconds)
-        if fit == "none":
-            fastest = min(candidates, key=seconds) if timed else candidates[-1]
-            needs = ", ".join(([_bytes(memory(fastest))] if max_bytes is not None else [])
-                              + ([f"{seconds(fastest):.0f} s"] if timed else []))
-            what = f"--tile {fastest}" if fastest else "the whole image"
+        if fit == "none":  # the nearest miss: fastest within memory, else least memory
+            in_memory = [t for t in candidates
+                         if max_bytes is None or memory(t) <= max_bytes]
+            near = (min(in_memory, key=seconds) if in_memory and timed else
+                    in_memory[0] if in_memory else candidates[-1])
+            over_mem = max_bytes is not None and memory(near) > max_bytes
+            over_time = timed and seconds(near) > max_seconds
+            needs = ", ".join(([_bytes(memory(near))] if over_mem else [])
+                              + ([_secs(seconds(near))] if over_time else []))
+            what = f"--tile {near}" if near else "the whole image"
             raise AmmsError(f"{w}x{h} input fits no tile within the budgets "
-                            f"({_budgets(max_bytes, max_seconds)}); the cheapest, {what}, "
-                            f"needs about {needs}: {_raise_hint(max_bytes, timed, ensemble)}")
+                            f"({_budgets(max_bytes, max_seconds)}); the nearest, {what}, "
+                            f"needs about {needs}: "
+                            f"{_raise_hint(over_mem, over_time, ensemble)}")
         tile = fit
     how = f"with --tile {tile}" if tile else "untiled"
     over = []
@@ -243,26 +249,33 @@ def _plan(net, h, w, tile, overlap, ensemble, max_bytes, max_seconds):
         over.append(f"needs about {_bytes(memory(tile))} {how}, over the "
                     f"{_bytes(max_bytes)} memory budget")
     if timed and seconds(tile) > max_seconds:
-        over.append(f"would take about {seconds(tile):.0f} s {how}, over the "
+        over.append(f"would take about {_secs(seconds(tile))} {how}, over the "
                     f"{max_seconds:g} s time budget")
     if over:
-        about = (lambda t: f" (about {seconds(t):.0f} s)") if timed else (lambda t: "")
+        about = (lambda t: f" (about {_secs(seconds(t))})") if timed else (lambda t: "")
         if fit is None:
             hint = f"use --tile whole{about(None)}"
         elif fit == "none":
-            hint = f"no --tile fits: {_raise_hint(max_bytes, timed, ensemble)}"
+            hint = ("no --tile fits: " + _raise_hint(
+                max_bytes is not None and all(memory(t) > max_bytes for t in candidates),
+                timed and all(seconds(t) > max_seconds for t in candidates), ensemble))
         else:
             hint = f"use --tile {fit}{about(fit)} or --tile auto"
         raise AmmsError(f"{w}x{h} input " + ", and ".join(over) + f"; {hint}")
     return tile, (seconds(tile) if timed else None)
 
 
-def _raise_hint(max_bytes, timed: bool, ensemble: bool) -> str:
-    """What a user can change when nothing fits the budgets."""
-    ways = (["free memory or raise --max-memory"] if max_bytes is not None else []) + (
-        ["raise --max-seconds"] if timed else []) + (
-        ["drop --ensemble (8x the time)"] if ensemble else [])
+def _raise_hint(over_memory: bool, over_time: bool, ensemble: bool) -> str:
+    """What a user can change when nothing fits: only the budgets that are short."""
+    ways = (["free memory or raise --max-memory"] if over_memory else []) + (
+        ["raise --max-seconds"] if over_time else []) + (
+        ["drop --ensemble (8x the time)"] if ensemble and over_time else [])
     return ", ".join(ways) or "make the image smaller"
+
+
+def _secs(x: float) -> str:
+    """``12 s``, ``0.42 s``: an estimate never reads as 0 s."""
+    return f"{x:.0f} s" if x >= 10 else f"{x:.2g} s"
 
 
 def _bytes(n: float) -> str:

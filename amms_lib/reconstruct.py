@@ -77,6 +77,14 @@ def reconstruct_lr(lr_img: np.ndarray, name: str, scale: int, methods=METHODS,
     (``inference.plan``, tile "auto"); ``say(text)`` hears each method's estimated
     seconds before it runs (the status line of the explorer). A method over the budgets
     (``max_seconds``, free memory) is refused, not run: ``refused[method]`` says why."""
+    if not (isinstance(lr_img, np.ndarray) and lr_img.dtype == np.uint8
+            and (lr_img.ndim == 2 or lr_img.ndim == 3 and lr_img.shape[2] == 3)):
+        what = (f"{lr_img.dtype} {lr_img.shape}" if isinstance(lr_img, np.ndarray)
+                else type(lr_img).__name__)
+        raise AmmsError(f"{name}: expected a uint8 grey (H, W) or RGB (H, W, 3) image, got "
+                        f"{what}; read it with amms_lib.images.read_image")
+    if not max_seconds > 0:  # nan and <= 0 refused; inf: no time limit
+        raise AmmsError(f"max_seconds must be a positive number of seconds, got {max_seconds}")
     rec = dict(set=UPLOADS, image=name, scale=scale, lr_source="your upload", lr=lr_img,
                hr=None, sr={}, scores={}, seconds={}, missing=[], refused={})
     return _run_methods(rec, methods, device, folder, nets, say=say, tile="auto",
@@ -116,7 +124,8 @@ def _run_method(rec, m, device, folder, nets, say, tile, max_seconds) -> None:
             t = tile
             if say is not None or budgeted:
                 t, seconds = plan(net, *lr_img.shape[:2], tile, max_bytes=available_memory(
-                    next(net.parameters()).device), max_seconds=max_seconds or float("inf"))
+                    next(net.parameters()).device),
+                    max_seconds=float("inf") if max_seconds is None else max_seconds)
                 if say is not None:
                     how = f"tiles of {t}" if t else "whole image"
                     say(f"{m} x{scale} on {rec['image']}: about {seconds:.0f} s ({how}) ...")

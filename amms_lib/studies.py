@@ -228,6 +228,8 @@ def read_results(path, missing_ok: bool = True) -> dict:
     or non-object file ends the script with one line, before any work: a study that
     went on would write its new rows over the damaged file's."""
     path = Path(path)
+    if path.exists() and not path.is_file():
+        sys.exit(f"error: {path} is not a file (a folder?); pass --json a results file")
     if not path.is_file():
         if missing_ok:
             return {}
@@ -258,7 +260,13 @@ def markdown_or_main(markdown, main, results: str) -> None:
         if len(rest) > 1:
             sys.exit(f"error: --markdown takes one results file, got {' '.join(rest)}")
         path = Path(rest[0]) if rest else repo_root() / "benchmarks" / "results" / results
-        print(markdown(read_results(path, missing_ok=False)))
+        try:
+            table = markdown(read_results(path, missing_ok=False))
+        except (KeyError, TypeError, AttributeError, ValueError, IndexError) as exc:
+            what = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+            sys.exit(f"error: {path} does not hold the results {results} holds (missing or "
+                     f"malformed: {what}); pass the study's own file")
+        print(table)
     else:
         main()
 

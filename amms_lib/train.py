@@ -515,6 +515,10 @@ def _run_dir_problem(cfg: TrainConfig, out: Path) -> str | None:
     None. Read-only: every rank checks it before any rank writes."""
     if out.exists() and not out.is_dir():
         return f"--out-dir {out} is a file, not a folder; choose a folder"
+    odd = [n for n in OUT_FILES if (out / n).exists() and not (out / n).is_file()]
+    if odd:
+        return (f"{out}: {', '.join(odd)} should be a file but is not (a folder?); move it "
+                "away or choose another --out-dir")
     earlier = [n for n in OUT_FILES if (out / n).exists()]
     if cfg.resume and not (out / "last.pt").is_file() and earlier:
         return (f"{out}: --resume, but there is no last.pt to continue from (it holds "

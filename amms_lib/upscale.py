@@ -95,13 +95,19 @@ def collect(inputs: list[str], out_dir: Path | None = None
         p = Path(name)
         if p.is_dir():
             ours = p.resolve() == out
-            found, other = [], []
+            found, other, outputs = [], [], []
             for q in sorted(q for q in p.iterdir() if q.is_file()):
                 if ours and OUTPUT_NAME.fullmatch(q.name):
+                    outputs.append(q)
                     continue
                 (found if q.suffix.lower() in IMAGE_SUFFIXES else other).append(q)
             files += found
-            if not found:
+            if outputs:
+                shown = ", ".join(q.name for q in outputs[:3]) + (" ..." * (len(outputs) > 3))
+                notes.append(f"{name}: skipped {len(outputs)} file(s) named like outputs of "
+                             f"this tool ({shown}), as the folder is also -o; name one to "
+                             "upscale it")
+            if not found and not outputs:
                 bad.append((name, "folder holds no PNG, JPEG, BMP or TIFF images"))
             if other:
                 shown = ", ".join(q.name for q in other[:3]) + (" ..." if len(other) > 3 else "")

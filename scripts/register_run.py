@@ -43,6 +43,8 @@ def record(out: Path, args) -> tuple[Path, dict, dict]:
     if not isinstance(cfg, dict):
         raise AmmsError(f"{out}/config.json holds no run configuration (a JSON object); "
                         "is this a training run's folder?")
+    # the set it was validated on, as scored (without a data folder: the built-in images)
+    cfg = {**cfg, "val_set": (ckpt.get("metrics") or {}).get("val_set") or cfg.get("val_set")}
     if ckpt.get("scale") != cfg.get("scale"):
         raise AmmsError(f"{src} is an x{ckpt.get('scale')} checkpoint but its folder's run is "
                         f"x{cfg.get('scale')}: its curve and settings would be another run's")

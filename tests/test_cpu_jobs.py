@@ -430,3 +430,21 @@ def test_a_damaged_results_file_is_one_line_before_any_work(tmp_path, script, co
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 1 and "--jobs must be 1 or more" in run.stderr
     assert not (tmp_path / "new.json").exists()
+
+
+def test_another_studys_file_or_a_folder_is_one_line(tmp_path):
+    """table2_cpu --markdown given the ablation's results, or a table2 record of the wrong
+    shape; ablation_cpu --json given a folder (it had taken it for 'no results yet')."""
+    ablation = ROOT / "benchmarks" / "results" / "ablation_cpu.json"
+    shaped = tmp_path / "shape.json"
+    shaped.write_text('{"minutes": 20, "models": {"srcnn": {"x2": {}}}}')
+    folder = tmp_path / "adir.json"
+    folder.mkdir()
+    for script, argv, says in [
+            ("table2_cpu.py", ["--markdown", str(ablation)], "does not hold the results"),
+            ("table2_cpu.py", ["--markdown", "--json", str(shaped)], "malformed: sets"),
+            ("ablation_cpu.py", ["--json", str(folder), "--jobs", "1"], "is not a file")]:
+        run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *argv],
+                             capture_output=True, text=True, timeout=120)
+        assert run.returncode == 1 and says in run.stderr, run.stderr[-1500:]
+        assert len(run.stderr.strip().splitlines()) == 1 and not run.stdout.strip()

@@ -314,9 +314,15 @@ def test_the_hints_name_what_fits_both_budgets(net, known_rates):
     with pytest.raises(AmmsError, match="use --tile whole"):  # --tile 1 is the slow one
         plan(net, 200, 200, 1, overlap=0, max_seconds=whole * 1.5)
     tight = estimate_memory(net, 200, 200, 48) * 1.01  # only small tiles fit the memory ...
-    with pytest.raises(AmmsError, match="no --tile fits: free memory or raise --max-memory, "
-                                        "raise --max-seconds"):
+    with pytest.raises(AmmsError, match="no --tile fits: raise --max-seconds$"):
         plan(net, 200, 200, None, max_bytes=tight, max_seconds=1e-6)  # ... and none the time
+    with pytest.raises(AmmsError, match="no --tile fits: free memory or raise --max-memory, "
+                                        "raise --max-seconds"):  # both short
+        plan(net, 200, 200, None, max_bytes=1e3, max_seconds=1e-6)
+    with pytest.raises(AmmsError) as exc:  # only time short: memory is not blamed, no "0 s"
+        plan(net, 200, 200, "auto", max_bytes=1e12, max_seconds=1e-6)
+    assert "memory" not in str(exc.value) and " 0 s" not in str(exc.value)
+    assert str(exc.value).endswith(": raise --max-seconds")
     need = estimate_memory(net, 200, 200)
     assert need < 2e9  # so half of it is a budget under a gigabyte
     with pytest.raises(AmmsError, match=r"over the [\d.]+ MB memory budget"):  # not "0.0 GB"

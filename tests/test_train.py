@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from amms_lib import data
 from amms_lib.amms import AMMSConfig
 from amms_lib.checkpoint import read_checkpoint
 from amms_lib.errors import AmmsError
@@ -344,6 +345,18 @@ def test_a_refused_resume_leaves_the_run_folder_as_it_was(use_data, tmp_path):
     with pytest.raises(AmmsError, match="damaged"):
         train(replace(cfg, resume=True))
     assert {n: (out / n).read_bytes() for n in before} == before
+
+
+def test_a_run_file_that_is_a_folder_is_refused_before_anything_is_written(use_data, tmp_path):
+    cfg = _cfg(tmp_path, iters_per_epoch=4, val_every=2)
+    train(cfg, stop_after=2)
+    out = tmp_path / "run"
+    (out / "metrics.jsonl").unlink()
+    (out / "metrics.jsonl").mkdir()
+    before = (out / "config.json").read_bytes()
+    with pytest.raises(AmmsError, match="metrics.jsonl should be a file"):
+        train(replace(cfg, resume=True))
+    assert (out / "config.json").read_bytes() == before
 
 
 def dead_pid() -> int:
@@ -727,6 +740,41 @@ def test_register_run_says_in_one_line_what_is_wrong_with_a_run_folder(use_data,
         assert not (folder / "metadata.json").exists()
         for n, b in saved.items():
             (run / n).write_bytes(b)
+
+
+def test_register_run_keeps_an_unrecorded_file_and_names_the_set_it_scored(tmp_path, capsys,
+                                                                          monkeypatch):
+    """Without a data folder a run validates on the built-in images: the record says so.
+    A file already under the name without a record is never replaced unasked; a file as
+    --folder is one line."""
+    import runpy
+
+    monkeypatch.delenv("AMMS_DATA", raising=False)
+    monkeypatch.setattr(data, "repo_root", lambda: tmp_path)  # no data/ there either
+    register_run = runpy.run_path(str(Path(__file__).parents[1] / "scripts" / "register_run.py"),
+                                  run_name="imported")
+    cfg = _cfg(tmp_path, iters_per_epoch=2, val_every=2, train_sets=("skimage",))
+    train(cfg)
+    folder = tmp_path / "ck"
+    args = [cfg.out_dir, "--command", "x", "--folder", str(folder)]
+    assert register_run["main"](args) == 0
+    meta = json.loads((folder / "metadata.json").read_text())["amms_x2.pt"]
+    assert meta["val_set"] == data.BUILTIN and meta["commit"] == "unknown"
+    err = capsys.readouterr().err
+    assert "outside a git checkout" in err
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "amms_x2.pt").write_bytes((folder / "amms_x2.pt").read_bytes())  # no record
+    before = (other / "amms_x2.pt").read_bytes()
+    assert register_run["main"]([cfg.out_dir, "--command", "x", "--folder", str(other)]) == 2
+    assert "no record of it" in capsys.readouterr().err
+    assert (other / "amms_x2.pt").read_bytes() == before and not (other / "metadata.json").exists()
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    for bad in (blocker, blocker / "sub"):
+        assert register_run["main"]([cfg.out_dir, "--command", "x", "--folder", str(bad)]) == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and err.count("\n") == 1, err
 
 
 @pytest.mark.parametrize("change, says", [

@@ -667,3 +667,21 @@ def test_an_uploaded_gif_warns_with_its_own_name(tmp_path):
     msgs = [str(w.message) for w in caught]
     assert any(m.startswith("holiday.gif: holds 2 frames") for m in msgs), msgs
     assert not any("upload.gif" in m or str(tmp_path) in m for m in msgs)
+
+
+def test_files_named_like_outputs_in_the_output_folder_are_named_not_hidden(tmp_path, capsys):
+    save(tmp_path / "holiday_x2.png", rand_img(8, 8))  # a photo that happens to end in _x2
+    rc, err = cli(capsys, tmp_path, "--scale", 2, "--model", "bicubic", "-o", tmp_path)
+    assert "note:" in err and "holiday_x2.png" in err and "named like outputs" in err
+    assert "folder holds no" not in err and rc == 0
+
+
+def test_reconstruct_lr_takes_only_uint8_grey_or_rgb_and_a_real_budget():
+    from amms_lib.reconstruct import reconstruct_lr
+
+    for bad in (rand_img(8, 8, 4), rand_img(8, 8).astype(np.float64) / 255):
+        with pytest.raises(AmmsError, match="expected a uint8 grey"):
+            reconstruct_lr(bad, "u.png", 2, ["bicubic"])
+    for budget in (0, -1, float("nan")):
+        with pytest.raises(AmmsError, match="max_seconds must be a positive"):
+            reconstruct_lr(rand_img(8, 8), "u.png", 2, ["bicubic"], max_seconds=budget)
