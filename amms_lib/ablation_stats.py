@@ -68,7 +68,7 @@ def effect(record: dict, with_v: str, without_v: str, name: str) -> dict | None:
 
 def _precision(run: dict) -> str:
     """What a run trained in (``train.precision_name``); runs before the field: bf16."""
-    from amms_lib.train import precision_name
+    from amms_lib.train_config import precision_name
 
     return run.get("precision", precision_name(True))
 

@@ -47,7 +47,7 @@ def precision(ckpt: dict) -> str:
     """What a run trained in: ``bfloat16 autocast`` or ``float32``, as its checkpoint
     records it (its last process's); older checkpoints: derived on this machine."""
     from amms_lib.runtime import cpu_bf16
-    from amms_lib.train import precision_name
+    from amms_lib.train_config import precision_name
 
     if "precision" in ckpt:
         return ckpt["precision"]
@@ -76,7 +76,7 @@ def seconds_per_step(commands: dict, steps: int = 20, rounds: int = 2) -> dict[s
 
 def last_step(out: Path) -> int:
     """The last step a run's log records (0 before its first)."""
-    from amms_lib.train import read_metrics
+    from amms_lib.runlog import read_metrics
 
     log = read_metrics(out) if (out / "metrics.jsonl").is_file() else []
     return log[-1]["step"] if log else 0
@@ -116,7 +116,8 @@ def register_kept(copy: Path, scale: int, *, command: str, selection: str, notes
     ``[[minutes, held-out PSNR], ...]``, else the copy's own final point); better registered
     weights are kept (``checkpoint.register``). Returns the copy's held-out PSNR."""
     from amms_lib.checkpoint import load_model, register
-    from amms_lib.train import TrainConfig, validate
+    from amms_lib.train_config import TrainConfig
+    from amms_lib.validation import validate
 
     val = TrainConfig(scale=scale, val_set=data.HELDOUT, val_images=VAL_IMAGES)
     psnr = validate(load_model(copy)[0], val)["psnr"]
@@ -287,7 +288,8 @@ def bicubic_validation(scale: int) -> dict:
 
     from amms_lib.benchmark import bicubic_upscaler
     from amms_lib.metrics import evaluate
-    from amms_lib.train import TrainConfig, validation_pairs
+    from amms_lib.train_config import TrainConfig
+    from amms_lib.validation import validation_pairs
 
     _, pairs = validation_pairs(TrainConfig(scale=scale, val_set=data.HELDOUT,
                                             val_images=VAL_IMAGES))
@@ -298,6 +300,6 @@ def bicubic_validation(scale: int) -> dict:
 
 def heldout_curve(out: Path, key: str = "psnr") -> list[list[float]]:
     """``[[step, held-out PSNR], ...]`` of a run's validations (``psnr_ema``: its average)."""
-    from amms_lib.train import read_metrics
+    from amms_lib.runlog import read_metrics
 
     return [[r["step"], r[key]] for r in read_metrics(out) if key in r]

@@ -53,7 +53,7 @@ from amms_lib.studies import (
     score_sets,
     seconds_per_step,
 )
-from amms_lib.train import precision_name
+from amms_lib.train_config import precision_name
 
 # The compact width with each idea given a fair size: the second-order MLP 32 -> 8 -> 32
 # (SAN's reduction 16 would leave 2 hidden units at 32 channels) and the non-local
@@ -102,7 +102,7 @@ def train_command(variant: str, seed: int, args, steps: int, out: Path | None = 
 def score(variant: str, seed: int) -> dict:
     """Whole-image scores of a finished run's final weights (no selection), per image."""
     from amms_lib.profile import count_parameters, flops_by_part
-    from amms_lib.train import read_metrics
+    from amms_lib.runlog import read_metrics
 
     out = run_dir(variant, seed)
     t0 = time.perf_counter()
@@ -192,7 +192,7 @@ def measure_threads(steps: int = 60) -> dict:
                 "--out-dir", out]
 
     def rate(out):
-        from amms_lib.train import read_metrics
+        from amms_lib.runlog import read_metrics
         return [r["it_s"] for r in read_metrics(out) if "it_s" in r][-1]
 
     env = {**os.environ, "TQDM_DISABLE": "1"}

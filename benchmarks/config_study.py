@@ -258,7 +258,7 @@ def main() -> None:
             raise SystemExit(f"{path} holds a study with {key}={record[key]}; pass --json "
                              "another file for another study")
     from amms_lib.runtime import cpu_bf16
-    from amms_lib.train import precision_name
+    from amms_lib.train_config import precision_name
 
     here = precision_name(cpu_bf16())
     refusal = None if args.any_precision else precision_refusal(record, here)

@@ -161,7 +161,7 @@ def diagnostics(variant: str, seed: int, net) -> dict:
 
 def score(variant: str, seed: int, out: Path) -> dict:
     from amms_lib.profile import count_parameters
-    from amms_lib.train import read_metrics
+    from amms_lib.runlog import read_metrics
 
     t0 = time.perf_counter()
     sets, net, ckpt = score_sets(out / "last.pt", 2, (*TEST_SETS, data.HELDOUT), per_image=True)

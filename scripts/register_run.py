@@ -27,8 +27,10 @@ from pathlib import Path
 from amms_lib import data
 from amms_lib.checkpoint import load_model, read_checkpoint, read_metadata, register
 from amms_lib.errors import AmmsError
+from amms_lib.runlog import read_metrics
 from amms_lib.runtime import cli, relative
-from amms_lib.train import TrainConfig, read_metrics, validate
+from amms_lib.train_config import TrainConfig
+from amms_lib.validation import validate
 
 
 def record(out: Path, args) -> tuple[Path, dict, dict]:

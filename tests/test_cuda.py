@@ -19,8 +19,9 @@ import torch.nn.functional as F
 from amms_lib.amms import AMMSConfig, AMMSNet
 from amms_lib.checkpoint import FORMAT, load_model, save_checkpoint
 from amms_lib.non_local import NonLocalBlock, fused_attention, naive_attention
+from amms_lib.runlog import read_metrics
 from amms_lib.second_order import SecondOrderChannelAttention
-from amms_lib.train import TrainConfig, read_metrics, train
+from amms_lib.train import TrainConfig, train
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
 TINY = {**AMMSConfig.tiny_kwargs(), "channels": 16}
