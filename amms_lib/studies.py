@@ -246,6 +246,29 @@ def read_results(path, missing_ok: bool = True) -> dict:
     return record
 
 
+def stamp(record: dict, *, threads: int | None = None, precision: str = "float32") -> dict:
+    """``record`` with this invocation appended to its ``invocations``: the command, the
+    commit (``+dirty`` with uncommitted changes), CPU, torch, Python, threads and precision,
+    and when. Every results file keeps the list of invocations that built it (a resumed
+    study: one per session)."""
+    import platform
+
+    import torch
+
+    from amms_lib.runtime import cpu_name
+
+    root = repo_root()
+    sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root,
+                         capture_output=True, text=True).stdout.strip() or "unknown"
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                           capture_output=True, text=True).stdout.strip()
+    here = {"command": " ".join(["python", *sys.argv]), "commit": sha + "+dirty" * bool(dirty),
+            "cpu": cpu_name(), "torch": torch.__version__, "python": platform.python_version(),
+            "threads": threads or torch.get_num_threads(), "precision": precision,
+            "when": time.strftime("%Y-%m-%d %H:%M")}
+    return {**record, "invocations": [*record.get("invocations", []), here]}
+
+
 def check_jobs(jobs: int) -> None:
     """``--jobs``: at least one run at a time (0 would start nothing and say done)."""
     if jobs < 1:

@@ -52,6 +52,7 @@ from amms_lib.studies import (
     run_training,
     score_sets,
     seconds_per_step,
+    stamp,
 )
 from amms_lib.train_config import precision_name
 
@@ -150,7 +151,8 @@ def collect(args) -> dict:
     local = [json.loads(p.read_text()) for p in sorted(RUNS.glob("*/scores.json"))]
     merged = {**args.known, **{(r["variant"], r["seed"]): r for r in local}}
     runs = [merged[k] for k in sorted(merged, key=lambda k: (k[1], k[0]))]
-    record = {"command": "python benchmarks/ablation_cpu.py " + " ".join(sys.argv[1:]),
+    record = {"invocations": args.invocations,
+              "command": "python benchmarks/ablation_cpu.py " + " ".join(sys.argv[1:]),
               "steps": args.steps, "lr": args.lr, "fair_config": FAIR,
               "variants": {k: list(v) for k, v in VARIANTS.items()},
               "equal_minutes_variant": EQUAL_MINUTES,
@@ -225,7 +227,8 @@ def main() -> None:
     args = ap.parse_args()
     results = Path(args.json)
     check_jobs(args.jobs)
-    old = read_results(results)
+    old = stamp(read_results(results), threads=args.threads, precision="per run (its field)")
+    args.invocations = old["invocations"]
     args.threads_record = old.get("threads")
     # runs already in the results file count as done, so the study resumes on a new machine
     args.known = {(r["variant"], r["seed"]): r for r in old.get("runs", [])}

@@ -33,6 +33,7 @@ from amms_lib.checkpoint import load_model
 from amms_lib.non_local import NonLocalBlock
 from amms_lib.runtime import atomic_write
 from amms_lib.second_order import SecondOrderChannelAttention
+from amms_lib.studies import stamp
 
 
 def non_local_stats(block: NonLocalBlock, x: torch.Tensor, queries: int = 64) -> dict:
@@ -126,9 +127,9 @@ def main(argv=None) -> int:
         sys.argv[1:] if argv is None else argv)
     for r in reports:
         r["command"] = command
-    record = {**before, "command": command,
-              "images": f"the first {args.images} of the held-out split, x2 LR",
-              "reports": reports + kept}
+    record = stamp({**before, "command": command,
+                    "images": f"the first {args.images} of the held-out split, x2 LR",
+                    "reports": reports + kept})
     atomic_write(path, lambda f: f.write(json.dumps(record, indent=1)), "w")
     return 0
 

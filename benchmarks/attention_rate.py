@@ -22,6 +22,7 @@ from upscale_time import _timed, flops_per_cycle, gemm_gflops, peak_gflops
 
 from amms_lib.non_local import fused_attention
 from amms_lib.runtime import atomic_write, cpu_name
+from amms_lib.studies import stamp
 
 
 def best(fn, repeats: int = 5) -> float:
@@ -53,10 +54,10 @@ def main() -> None:
                   f"{rate / peak:4.0%} of peak, {rate / gemm:4.0%} of the 2048^2 product",
                   flush=True)
     if args.json:
-        atomic_write(args.json, lambda f: f.write(json.dumps(
+        atomic_write(args.json, lambda f: f.write(json.dumps(stamp(
             {"cpu": cpu_name(), "peak_gflops": peak,
              "peak_how": how, "gemm_gflops": gemm,
-             "threads": torch.get_num_threads(), "rows": rows}, indent=1)), mode="w")
+             "threads": torch.get_num_threads(), "rows": rows}), indent=1)), mode="w")
 
 
 if __name__ == "__main__":

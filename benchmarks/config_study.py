@@ -51,11 +51,13 @@ from amms_lib.studies import (
     heldout_curve,
     markdown_or_main,
     precision,
+    read_results,
     register_kept,
     register_run_dir,
     run_training,
     score_sets,
     seconds_per_step,
+    stamp,
     train_command,
 )
 
@@ -252,7 +254,7 @@ def main() -> None:
                                           / "config_study_cpu.json"))
     args = ap.parse_args()
     path = Path(args.json)
-    record = json.loads(path.read_text()) if path.is_file() else {}
+    record = stamp(read_results(path), threads=1)
     for key in ("hours", "ema", "lr"):
         if record.get(key) not in (None, getattr(args, key)):
             raise SystemExit(f"{path} holds a study with {key}={record[key]}; pass --json "

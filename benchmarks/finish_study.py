@@ -43,10 +43,12 @@ from amms_lib.studies import (
     heldout_curve,
     markdown_or_main,
     precision,
+    read_results,
     register_run_dir,
     run_training,
     score_sets,
     seconds_per_step,
+    stamp,
     train_command,
 )
 
@@ -143,7 +145,7 @@ def main() -> None:
     ap.add_argument("--json", default=str(RESULTS / "finish_study_cpu.json"))
     args = ap.parse_args()
     path = Path(args.json)
-    record = json.loads(path.read_text()) if path.is_file() else {"runs": {}}
+    record = stamp(read_results(path) or {"runs": {}}, threads=1)
     for key in ("minutes", "lr"):
         if record.get(key) not in (None, getattr(args, key)):
             raise SystemExit(f"{path} holds a study with {key}={record[key]}; pass --json "

@@ -28,6 +28,7 @@ from amms_lib.checkpoint import load_model
 from amms_lib.inference import OVERLAP, forward_tiled, to_image, to_tensor
 from amms_lib.metrics import psnr
 from amms_lib.runtime import atomic_write, cpu_name
+from amms_lib.studies import stamp
 
 OPTIONS = ("fp32", "cl", "bf16", "cl+bf16")
 
@@ -84,10 +85,10 @@ def main() -> None:
         print(f"{option:<9}{best[option]:>9.2f}{gain:>9.2f}x{scores[option]:>9.3f}"
               f"{moved:>+10.4f}  {'yes' if keep else '-'}")
     if args.json:
-        atomic_write(args.json, lambda f: f.write(json.dumps(
+        atomic_write(args.json, lambda f: f.write(json.dumps(stamp(
             {"checkpoint": args.checkpoint, "set": args.set, "scale": scale, "tile": args.tile,
-             "cpu": cpu_name(),
-             "threads": torch.get_num_threads(), "rows": rows}, indent=1)), mode="w")
+             "cpu": cpu_name(), "threads": torch.get_num_threads(), "rows": rows},
+            precision="per row (float32, bf16 autocast)"), indent=1)), mode="w")
 
 
 if __name__ == "__main__":

@@ -67,6 +67,7 @@ from amms_lib.studies import (
     score_sets,
     seconds_per_step,
     shipped_by,
+    stamp,
     train_command,
 )
 
@@ -290,7 +291,7 @@ def main() -> None:
     args = ap.parse_args()
     path = Path(args.json)
     check_jobs(args.jobs)
-    record = read_results(path)
+    record = stamp(read_results(path), threads=1)
     if record.get("minutes") not in (None, args.minutes):
         raise SystemExit(f"{path} holds a {record['minutes']}-minute study; pass --json "
                          "another file for another budget")

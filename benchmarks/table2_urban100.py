@@ -35,7 +35,7 @@ from amms_lib import data
 from amms_lib.checkpoint import load_model
 from amms_lib.inference import OVERLAP, upscale
 from amms_lib.runtime import FolderLock, atomic_write, repo_root
-from amms_lib.studies import score_sets, shipped_by
+from amms_lib.studies import score_sets, shipped_by, stamp
 
 SHIPPED = "shipped"  # the cell name of checkpoints/amms_xS.pt, the size study's winner
 RESULTS = repo_root() / "benchmarks" / "results"
@@ -69,6 +69,9 @@ def shipped_is(row: dict, scale: int) -> bool:
     return shipped_by(f"amms_x{scale}.pt", "config_study.py", row["steps"])
 
 
+_STAMPED: list = []  # this process has added its invocation
+
+
 def update(path: Path, model: str, scale: int, **cells) -> None:
     """Write one row's new keys, and bicubic's Urban100 at that scale (its baseline); one
     process at a time (cells side by side had lost each other's keys between read and
@@ -77,6 +80,9 @@ def update(path: Path, model: str, scale: int, **cells) -> None:
 
     with FolderLock(path.parent, "results writer", wait=True):
         record = json.loads(path.read_text())  # re-read: another cell may have landed
+        if not _STAMPED:  # this invocation, once
+            record = stamp(record, threads=1)
+            _STAMPED.append(True)
         row_of(record, model, scale).update(cells)
         bic = record["bicubic"][f"x{scale}"]
         if URBAN not in bic:

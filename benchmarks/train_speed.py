@@ -27,14 +27,14 @@ import json
 import resource
 import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from nonlocal_memory import fresh_process  # the sibling: one process harness
 
 from amms_lib.models import build_model
-from amms_lib.runtime import resolve_device
+from amms_lib.runtime import atomic_write, resolve_device
+from amms_lib.studies import stamp
 
 
 def peak_rss_mb() -> float:
@@ -145,8 +145,8 @@ def main() -> None:
                   f"{r['it_s'] / first['it_s']:>9.2f}x"
                   + ("" if r["finite"] else "  NaN/Inf loss or gradients"), flush=True)
         if args.json:  # after every row: a run cut short keeps what it measured
-            Path(args.json).write_text(json.dumps({"header": header, "rows": rows},
-                                                  indent=2))
+            record = stamp({"header": header, "rows": rows}, precision="per row (its mode)")
+            atomic_write(args.json, lambda f: f.write(json.dumps(record, indent=2)), "w")
 
 
 if __name__ == "__main__":

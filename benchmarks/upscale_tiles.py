@@ -33,6 +33,7 @@ from amms_lib.inference import OVERLAP, upscale
 from amms_lib.metrics import psnr
 from amms_lib.runtime import atomic_write, cpu_name
 from amms_lib.stats import paired_interval
+from amms_lib.studies import stamp
 
 MB = 1e6
 
@@ -88,9 +89,9 @@ def main() -> None:
                       f"peak {row['peak_mb']:6.0f} MB, PSNR {row['psnr']:.3f} dB "
                       f"({vs})", flush=True)
     if args.json:
-        atomic_write(args.json, lambda f: f.write(json.dumps(
+        atomic_write(args.json, lambda f: f.write(json.dumps(stamp(
             {"overlap": args.overlap, "cpu": cpu_name(), "threads": torch.get_num_threads(),
-             "rows": rows}, indent=1)), mode="w")
+             "rows": rows}), indent=1)), mode="w")
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ from amms_lib import speed
 from amms_lib.checkpoint import load_model
 from amms_lib.inference import OVERLAP, plan, upscale
 from amms_lib.runtime import atomic_write, cpu_name
+from amms_lib.studies import stamp
 
 
 def measure(net, side: int, tile: int | None) -> float:
@@ -153,7 +154,8 @@ def main() -> None:
                   "peak_gflops": peak, "peak_how": how, "gemm_gflops": gemm,
                   "rates": {"conv_gflops": rates.conv / 1e9, "att_gflops": rates.att / 1e9,
                             "call_ms": rates.call * 1e3}, "rows": out, "worst": worst}
-        atomic_write(args.json, lambda f: f.write(json.dumps(record, indent=1)), mode="w")
+        atomic_write(args.json, lambda f: f.write(json.dumps(stamp(record), indent=1)),
+                     mode="w")
 
 
 if __name__ == "__main__":

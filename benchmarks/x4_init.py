@@ -32,6 +32,7 @@ from amms_lib.studies import (
     precision,
     run_training,
     score_sets,
+    stamp,
     train_command,
 )
 
@@ -78,6 +79,8 @@ def main() -> None:
                      "score_seconds": round(time.perf_counter() - t, 1)}
     old = json.loads(args.json.read_text()) if args.json.is_file() else {}
     record["earlier"] = old.get("earlier", old if "from_scratch" in old else None)
+    record = stamp({**record, "invocations": old.get("invocations", [])}, threads=1,
+                   precision=record["from_x2_body"]["precision"])
     atomic_write(args.json, lambda f: f.write(json.dumps(record, indent=1) + "\n"), "w")
     gap = record["from_x2_body"]["heldout"]["psnr"] - record["from_scratch"]["heldout"]["psnr"]
     print(f"x4 {args.config}, {args.steps} steps each: held-out (15 images) "

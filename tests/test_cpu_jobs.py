@@ -2,6 +2,7 @@
 resumes to its last step, a finished run is not trained again, a failure is one line."""
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -448,3 +449,25 @@ def test_another_studys_file_or_a_folder_is_one_line(tmp_path):
                              capture_output=True, text=True, timeout=120)
         assert run.returncode == 1 and says in run.stderr, run.stderr[-1500:]
         assert len(run.stderr.strip().splitlines()) == 1 and not run.stdout.strip()
+
+
+def test_every_results_file_says_how_it_was_made():
+    """Each committed result carries its invocations (command, commit, CPU, torch, threads,
+    precision: studies.stamp), the ideas study's commands, or a note of what was not kept."""
+    for path in sorted((ROOT / "benchmarks" / "results").glob("*.json")):
+        record = json.loads(path.read_text())
+        assert isinstance(record, dict) and {"invocations", "commands", "provenance"} & set(
+            record), f"{path.name} does not say how it was made"
+
+
+def test_stamp_appends_this_invocation(monkeypatch):
+    from amms_lib.studies import stamp
+
+    monkeypatch.setattr(sys, "argv", ["benchmarks/x.py", "--json", "r.json"])
+    once = stamp({"rows": [1]}, threads=1, precision="float32")
+    twice = stamp(once, threads=1)
+    assert twice["rows"] == [1] and len(twice["invocations"]) == 2
+    here = twice["invocations"][-1]
+    assert here["command"] == "python benchmarks/x.py --json r.json"
+    assert {"commit", "cpu", "torch", "python", "threads", "precision", "when"} <= set(here)
+    assert here["commit"] not in ("", "unknown")  # the checkout's
