@@ -1,4 +1,5 @@
-"""Speed of amms_lib.resize.imresize against the float64 NumPy reference of the tests.
+"""Speed of amms_lib.resize.imresize against the float64 NumPy reference (reference_resize.py,
+which tests/test_resize.py checks it against).
 
     python benchmarks/resize_speed.py [--repeat 3]
 
@@ -10,17 +11,13 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
+from reference_resize import reference_resize  # the sibling: the tests' float64 reference
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from reference_resize import reference_resize  # noqa: E402
-
-from amms_lib.resize import imresize  # noqa: E402
+from amms_lib.resize import imresize
 
 
 def best_of(fn, repeat: int) -> float:

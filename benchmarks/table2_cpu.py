@@ -51,6 +51,7 @@ from pathlib import Path
 from amms_lib import data
 from amms_lib.amms import AMMSConfig
 from amms_lib.checkpoint import register
+from amms_lib.equal_budget import MODELS, SETS, markdown
 from amms_lib.runtime import atomic_write, cpu_name, relative, repo_root
 from amms_lib.studies import (
     beside,
@@ -71,10 +72,7 @@ from amms_lib.studies import (
     train_command,
 )
 
-MODELS = ("srcnn", "vdsr", "lapsrn", "memnet", "amms")
 KWARGS = {"amms": AMMSConfig.small_kwargs()}  # the others at their papers' sizes
-SETS = ("Set5", "Set14", "BSD100")
-URBAN = "Urban100"  # scored apart, where affordable (benchmarks/table2_urban100.py)
 # registered by --register; the shipped AMMS comes from benchmarks/config_study.py (hours,
 # not this table's minutes), so this table's AMMS row is never shipped over it
 SHIPPED = ("srcnn", "vdsr", "lapsrn", "memnet")
@@ -227,54 +225,6 @@ def ship(model: str, scale: int, row: dict, args) -> None:
                          lr=row["lr"], precision=row.get("precision"),
                          train_minutes=row["train_minutes"], core_hours=row["core_hours"])
     print(f"registered {model}_x{scale}.pt from {kept} (held-out {psnr:.2f} dB)", flush=True)
-
-
-def rows(record: dict) -> list[dict]:
-    """One flat row per trained network and scale, in MODELS order, with its budget."""
-    return [{"model": m, "scale": int(key[1:]), **record["models"][m][key]}
-            for scale in (2, 3, 4) for m in MODELS
-            if (key := f"x{scale}") in record.get("models", {}).get(m, {})]
-
-
-def missing(record: dict) -> list[str]:
-    """"model xS" for every row of the design that has no result yet: named, not dropped."""
-    done = {(r["model"], r["scale"]) for r in rows(record)}
-    return [f"{m} x{s}" for s in (2, 3, 4) for m in MODELS if (m, s) not in done]
-
-
-def markdown(record: dict) -> str:
-    """The README's equal-budget table: PSNR/SSIM per set, with each row's budget."""
-    if not isinstance(record.get("models"), dict):
-        raise KeyError("models")  # another study's file: said in one line
-    head = ("| x | method | params | steps | train min | lr | "
-            + " | ".join(f"{s} dB" for s in SETS) + " | Urban100 dB | s/image (Set14, 1 thread) |")
-    lines = [head, "|" + " --- |" * (head.count("|") - 1)]
-    for r in rows(record):
-        bic = record.get("bicubic", {}).get(f"x{r['scale']}", {})
-        cells = [gain_cell(r["sets"][s]["psnr"], bic, s) for s in SETS]
-        lines.append(f"| {r['scale']} | {r['model']} | {r['params']:,} | {r['steps']:,} | "
-                     f"{r['train_minutes']:.1f} | {r['lr']:g} | " + " | ".join(cells)
-                     + f" | {urban100_cell(r, bic)} | "
-                     f"{r['seconds_per_image_1_thread']['Set14']:.2f} |")
-    for key, sets in sorted(record.get("bicubic", {}).items()):
-        lines.append(f"| {key[1:]} | bicubic | | | | | "
-                     + " | ".join(f"{sets[s]['psnr']:.2f}" if s in sets else ""
-                                  for s in (*SETS, URBAN)) + " | |")
-    return "\n".join(lines)
-
-
-def gain_cell(psnr: float, bic: dict, s: str) -> str:
-    """A table cell: PSNR and, where bicubic's is known on that set, the gain over it."""
-    return f"{psnr:.2f}" + (f" ({psnr - bic[s]['psnr']:+.2f})" if s in bic else "")
-
-
-def urban100_cell(r: dict, bic: dict) -> str:
-    """Urban100 PSNR (gain over bicubic) where scored (``table2_urban100.py``); else why not:
-    the 2-core minutes it was estimated to cost, or that it was not tried."""
-    if URBAN in r["sets"]:
-        return gain_cell(r["sets"][URBAN]["psnr"], bic, URBAN)
-    est = r.get("urban100_estimate_minutes")
-    return f"left (~{est:.0f} min)" if est is not None else "not tried"
 
 
 def main() -> None:

@@ -30,8 +30,8 @@ import time
 
 import torch
 import torch.nn.functional as F
-from nonlocal_memory import fresh_process  # the sibling: one process harness
 
+from amms_lib.memory import fresh_process
 from amms_lib.models import build_model
 from amms_lib.runtime import atomic_write, resolve_device
 from amms_lib.studies import stamp
@@ -132,7 +132,7 @@ def main() -> None:
     if args.json:
         argv.remove(args.json)
     for row in todo:  # a fresh process each: clean peak memory, failures contained
-        got = fresh_process(__file__, [*argv, "--one", row])
+        got = fresh_process([__file__, *argv, "--one", row])
         if isinstance(got, str):
             rows.append({"mode": row, "error": got})
             print(f"{row:<24}failed: {got[:200]}", flush=True)

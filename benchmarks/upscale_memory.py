@@ -7,7 +7,7 @@
 The network is the default AMMSNet (64 channels, 4 AMMS, M = 2) with random weights
 (time and memory do not depend on trained weights) unless ``--checkpoint`` is given.
 Rows, each measured in a fresh subprocess (peak resident memory during the forward
-pass minus the memory just before it, as in ``nonlocal_memory.py``):
+pass minus the memory just before it, ``amms_lib.memory.peak_memory``):
 
 - ``full``: whole-image non-local attention through the fused, O(N)-memory kernel;
 - ``region``: SAN's region non-local (2 x 2 cells), also fused;
@@ -28,12 +28,12 @@ import tempfile
 from pathlib import Path
 
 import torch
-from nonlocal_memory import fresh_process, peak_memory  # the sibling: same measurement
 
 from amms_lib import data
 from amms_lib.checkpoint import load_model, save_checkpoint
 from amms_lib.images import write_image
 from amms_lib.inference import estimate_memory, upscale
+from amms_lib.memory import fresh_process, peak_memory
 from amms_lib.models import build_model
 from amms_lib.non_local import NonLocalBlock
 
@@ -99,7 +99,7 @@ def measure(spec: dict) -> dict:
     """``worker(spec)`` in a fresh Python process; the tool's progress bar is shown."""
     cli = spec["mode"] == "cli"
     quiet = {} if cli else {"TQDM_DISABLE": "1"}
-    rows = fresh_process(Path(__file__).resolve(), ["--worker", json.dumps(spec)],
+    rows = fresh_process([Path(__file__).resolve(), "--worker", json.dumps(spec)],
                          show_stderr=cli, **quiet)
     return {**spec, "error": rows} if isinstance(rows, str) else rows[-1]
 

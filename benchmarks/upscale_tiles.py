@@ -8,7 +8,7 @@ For the shipped ``checkpoints/amms_x<s>.pt`` and the first ``--images`` images o
 set, every setting (the whole image, then each tile with ``--overlap`` LR pixels of context
 per side, by default ``inference.OVERLAP``)
 upscales the published LR once, timed, with its peak memory above the resident set before
-the call (``nonlocal_memory.peak_memory``: Linux's VmHWM), and scored on Y. A row gives,
+the call (``amms_lib.memory.peak_memory``: Linux's VmHWM), and scored on Y. A row gives,
 per setting, the mean seconds per image, the largest peak, the mean PSNR and its mean
 difference from the whole image's on the same images (``--no-whole``: tiles only, to pair
 with another run's per-image scores) with a 95% t interval over images
@@ -25,11 +25,11 @@ import json
 
 import numpy as np
 import torch
-from nonlocal_memory import peak_memory  # the sibling script: same measurement
 
 from amms_lib import data, speed
 from amms_lib.checkpoint import checkpoints_dir, load_model
 from amms_lib.inference import OVERLAP, upscale
+from amms_lib.memory import peak_memory
 from amms_lib.metrics import psnr
 from amms_lib.runtime import atomic_write, cpu_name
 from amms_lib.stats import paired_interval

@@ -187,7 +187,7 @@ def test_small_channel_counts():
                     reason="needs Linux /proc to reset the peak-RSS mark")
 def test_memory_grows_linearly_for_full_quadratically_for_naive():
     # 4,096 -> 16,384 positions: 4x linear, 16x quadratic; fresh process, forward only
-    from nonlocal_memory import measure  # benchmarks/ is on pytest's pythonpath
+    from amms_lib.memory import measure
 
     specs = ["full:64", "full:128", "naive:64", "naive:128"]
     peak = {(r["mode"], r["side"]): r["peak_bytes"]
