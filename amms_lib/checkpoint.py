@@ -42,6 +42,8 @@ def read_checkpoint(path) -> dict:
     missing, corrupt or hand-made bad file (garbage makes torch's unpickler raise
     almost anything: IndexError, KeyError, ...)."""
     path = Path(path)
+    if path.is_dir():
+        raise AmmsError(f"{path} is a folder; pass the checkpoint file (a .pt) inside it")
     if not path.is_file():
         raise AmmsError(f"{path}: no such checkpoint file")
     try:

@@ -67,7 +67,10 @@ class Explorer:
         self.nets = {} if nets is None else nets
         self.uploads: dict[str, object] = {}  # file name -> its uint8 LR image
         sets = data.list_sets() or [data.BUILTIN]
-        set_name = set_name if set_name in sets else sets[0]
+        data.check_scale(scale)
+        if set_name is not None and data.canonical(set_name) not in sets:
+            raise AmmsError(f"set {set_name!r} not found; choose one of {', '.join(sets)}")
+        set_name = data.canonical(set_name) if set_name is not None else sets[0]
         images = data.list_images(set_name)
         frac = dict(min=0, max=1, step=0.01, continuous_update=False, readout_format=".0%")
         self.p = p = dict(

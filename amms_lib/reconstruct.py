@@ -83,6 +83,7 @@ def reconstruct_lr(lr_img: np.ndarray, name: str, scale: int, methods=METHODS,
                 else type(lr_img).__name__)
         raise AmmsError(f"{name}: expected a uint8 grey (H, W) or RGB (H, W, 3) image, got "
                         f"{what}; read it with amms_lib.images.read_image")
+    data.check_scale(scale)
     if not max_seconds > 0:  # nan and <= 0 refused; inf: no time limit
         raise AmmsError(f"max_seconds must be a positive number of seconds, got {max_seconds}")
     rec = dict(set=UPLOADS, image=name, scale=scale, lr_source="your upload", lr=lr_img,

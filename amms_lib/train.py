@@ -237,6 +237,9 @@ def train(cfg: TrainConfig, stop_after: int | None = None) -> dict:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
         torch.cuda.set_device(device)
     out = Path(cfg.out_dir)
+    if cfg.init_from and not (cfg.resume and (out / "last.pt").is_file()):
+        # a bad --init-from fails here, before --overwrite clears the earlier run
+        load_init_weights(build_model(cfg.model, cfg.scale, **cfg.model_kwargs), cfg)
     lock = _open_run_dir(cfg, out, main_proc, world, device)
     try:
         return _train_locked(cfg, files, out, rank, world, device, stop_after)

@@ -203,6 +203,9 @@ def report(name: str, why: str, kind: str = "failed") -> None:
 def prepare_output(out_dir: Path) -> FolderLock:
     """Make OUT, prove it writable and lock it before any work (one upscaler per
     folder), and remove the temp files of our outputs whose writer was killed."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise AmmsError(f"-o {out_dir} is a file, not a folder; -o names the folder the "
+                        "outputs go to")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -37,7 +37,13 @@ from ablation_cpu import FAIR  # the pilot's compact AMMS: the same network
 
 from amms_lib import data, stats
 from amms_lib.runtime import atomic_write, cpu_name, repo_root
-from amms_lib.studies import drop_state, run_training, score_sets, seconds_per_step
+from amms_lib.studies import (
+    drop_state,
+    read_results,
+    run_training,
+    score_sets,
+    seconds_per_step,
+)
 from amms_lib.studies import train_command as study_command
 
 # each idea's version in the factorial: the paper's non-local and multi-scale blocks and the
@@ -273,9 +279,15 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=STEPS, help="the plan's; others: dry runs")
     args = ap.parse_args()
     args.json, args.lock = Path(args.json), threading.Lock()
-    old = json.loads(args.json.read_text()) if args.json.is_file() else {}
+    old = read_results(args.json)
     if args.markdown:
-        print(markdown(old) if old else f"{args.json}: no results yet")
+        if not old:
+            print(f"{args.json}: no results yet")
+        elif "plan" not in old or "runs" not in old:
+            sys.exit(f"error: {args.json} does not hold the ideas study's results (no plan "
+                     "or runs); pass the study's own file")
+        else:
+            print(markdown(old))
         return
     if args.jobs < 1 or args.stop_minutes < 0 or args.steps < 1:
         sys.exit("ideas_cpu: --jobs and --steps must be at least 1, --stop-minutes 0 or more")

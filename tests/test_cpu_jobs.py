@@ -471,3 +471,15 @@ def test_stamp_appends_this_invocation(monkeypatch):
     assert here["command"] == "python benchmarks/x.py --json r.json"
     assert {"commit", "cpu", "torch", "python", "threads", "precision", "when"} <= set(here)
     assert here["commit"] not in ("", "unknown")  # the checkout's
+
+
+def test_ideas_markdown_on_a_wrong_or_truncated_file_is_one_line(tmp_path):
+    ablation = ROOT / "benchmarks" / "results" / "ablation_cpu.json"
+    truncated = tmp_path / "t.json"
+    truncated.write_text((ROOT / "benchmarks" / "results" / "ideas_cpu.json").read_text()[:400])
+    for path, says in ((ablation, "does not hold the ideas study"), (truncated, "not readable")):
+        run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ideas_cpu.py"),
+                              "--markdown", "--json", str(path), "--state", str(tmp_path)],
+                             capture_output=True, text=True, timeout=120)
+        assert run.returncode == 1 and says in run.stderr, run.stderr[-1000:]
+        assert len(run.stderr.strip().splitlines()) == 1

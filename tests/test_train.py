@@ -360,6 +360,21 @@ def test_a_run_file_that_is_a_folder_is_refused_before_anything_is_written(use_d
     assert (out / "config.json").read_bytes() == before
 
 
+def test_overwrite_with_a_bad_init_from_keeps_the_earlier_run(use_data, tmp_path):
+    """--overwrite clears the folder only once the run can start: a missing, damaged or
+    other-model --init-from is refused with the earlier run still there."""
+    cfg = _cfg(tmp_path, iters_per_epoch=2, val_every=2)
+    train(cfg)
+    out = tmp_path / "run"
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    damaged = tmp_path / "damaged.pt"
+    damaged.write_bytes((out / "last.pt").read_bytes()[:1000])
+    for bad in (tmp_path / "nope.pt", damaged):
+        with pytest.raises(AmmsError):
+            train(replace(cfg, overwrite=True, init_from=str(bad)))
+        assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
 def dead_pid() -> int:
     """The pid of a process that has exited (what a killed run leaves in its temp names)."""
     proc = subprocess.Popen([sys.executable, "-c", "pass"])

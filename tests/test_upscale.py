@@ -685,3 +685,24 @@ def test_reconstruct_lr_takes_only_uint8_grey_or_rgb_and_a_real_budget():
     for budget in (0, -1, float("nan")):
         with pytest.raises(AmmsError, match="max_seconds must be a positive"):
             reconstruct_lr(rand_img(8, 8), "u.png", 2, ["bicubic"], max_seconds=budget)
+
+
+def test_a_file_as_output_or_a_folder_as_checkpoint_says_which(tmp_path, capsys):
+    a = save(tmp_path / "a.png", rand_img(8, 8))
+    rc, err = cli(capsys, a, "--scale", 2, "--model", "bicubic", "-o", a)
+    assert rc == 2 and "is a file, not a folder" in err and a.read_bytes()
+    rc, err = cli(capsys, a, "--scale", 2, "--checkpoint", tmp_path, "-o", tmp_path / "o")
+    assert rc == 2 and "is a folder; pass the checkpoint file" in err
+
+
+def test_the_explorer_and_reconstruct_lr_refuse_a_scale_or_set_they_do_not_know():
+    pytest.importorskip("ipywidgets")
+    from amms_lib.explorer import explorer
+    from amms_lib.reconstruct import reconstruct_lr
+
+    with pytest.raises(AmmsError, match="scale 5 is not supported"):
+        reconstruct_lr(rand_img(8, 8), "t", 5, ["bicubic"])
+    with pytest.raises(AmmsError, match="scale 5 is not supported"):
+        explorer(scale=5, methods="bicubic")
+    with pytest.raises(AmmsError, match="set 'Nope' not found"):
+        explorer(set_name="Nope", methods="bicubic")
