@@ -253,12 +253,33 @@ def markdown(record: dict) -> str:
     for name, e in a["factorial"][PRIMARY].get("effects", {}).items():
         lines.append(f"- factorial {name}: {e['effect']:+.3f} [{e['ci95'][0]:+.3f}, "
                      f"{e['ci95'][1]:+.3f}]{' resolved' if e['resolved'] else ''}")
+    if "effects" not in a["factorial"][PRIMARY]:
+        lines.append("- factorial: needs two complete seed blocks")
     for name, sets in a["pairs"].items():
         e = sets.get(PRIMARY)
         if e and e["ci95"]:
             lines.append(f"- {name}: {e['mean']:+.3f} [{e['ci95'][0]:+.3f}, "
                          f"{e['ci95'][1]:+.3f}] over seeds {e['seeds']}"
                          f"{' resolved' if e['resolved'] else ''}")
+        elif e:
+            lines.append(f"- {name}: {e['mean']:+.3f} on seed {e['seeds'][0]} alone (no "
+                         "interval yet)")
+    return "\n".join(lines + ["", diagnostics_table(record)])
+
+
+def diagnostics_table(record: dict) -> str:
+    """Per run: seconds per step and ``amms_lib.diagnose`` of the final weights."""
+    lines = ["| variant | seed | s/step | moved (relative / zero-started RMS) | gates across "
+             "images / channels | attention spread |", "| --- | --- | --- | --- | --- | --- |"]
+    for r in sorted(record["runs"], key=lambda r: (r["seed"], VARIANTS.index(r["variant"]))):
+        d = r.get("diagnostics", {})
+        moved = "; ".join(f"{k}: {v['relative_change']:.3f} / {v['zero_init_rms']:.4f}"
+                          for k, v in d.get("moved", {}).items()) or "-"
+        gates = "; ".join(f"{g['across_images']:.4f} / {g['across_channels']:.3f}"
+                          for g in d.get("gates", {}).values()) or "-"
+        spread = "; ".join(f"{x:.3f}" for x in d.get("attention_spread", {}).values()) or "-"
+        lines.append(f"| {r['variant']} | {r['seed']} | {r['seconds_per_step']:.3f} | {moved} "
+                     f"| {gates} | {spread} |")
     return "\n".join(lines)
 
 
