@@ -142,7 +142,7 @@ def checkpoints_dir() -> Path:
     return repo_root() / "checkpoints"
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     import hashlib
 
     h = hashlib.sha256()
@@ -240,7 +240,7 @@ def _register(src, ckpt, folder, command, data, commit, notes, score, force, ext
         meta[name] = {"model": ckpt["model"], "scale": ckpt["scale"], "command": command,
                       "commit": commit, "data": data, "iterations": ckpt.get("step"),
                       "metrics": ckpt.get("metrics", {}), "model_kwargs": ckpt["model_kwargs"],
-                      "notes": notes, **extra, "sha256": _sha256(staged)}
+                      "notes": notes, **extra, "sha256": file_sha256(staged)}
         text = json.dumps(meta, indent=2, sort_keys=True) + "\n"
         atomic_write(folder / "metadata.json", lambda f: f.write(text), mode="w")
         os.replace(staged, folder / name)
@@ -257,7 +257,7 @@ def check_registered_hash(path, folder: Path | None = None) -> None:
     if not path.is_file() or path.resolve().parent != folder.resolve():
         return
     meta = read_metadata(folder).get(path.resolve().name)  # a link: the file it names
-    if meta is not None and meta.get("sha256") != _sha256(path):
+    if meta is not None and meta.get("sha256") != file_sha256(path):
         raise AmmsError(f"{path}: contents do not match metadata.json (sha256); the file "
                         "was changed or is damaged: restore it from git")
 

@@ -90,6 +90,21 @@ def beside(results_file, what: str) -> Path:
     return path.with_name(f"{path.stem}_{what}")
 
 
+def kept_file(folder: Path, name: str) -> Path | None:
+    """A study's kept weights ``folder/name``, or, where the copy was dropped because
+    ``checkpoints/`` ships the same bytes, the shipped file: the kept record's sha256 names
+    it (results refer to shipped weights by hash instead of keeping a second copy)."""
+    from amms_lib.checkpoint import checkpoints_dir, file_sha256, read_metadata
+
+    if (folder / name).is_file():
+        return folder / name
+    record = read_metadata(folder).get(name) if (folder / "metadata.json").is_file() else None
+    shipped = checkpoints_dir() / name
+    if record and shipped.is_file() and file_sha256(shipped) == record.get("sha256"):
+        return shipped
+    return None
+
+
 def register_run_dir(out: Path, weights: str, command: str, selection: str) -> bool:
     """Register a finished run's ``weights`` (``last`` or ``ema``) with its record and curve
     (``scripts/register_run.py``); False if it refused (it says why)."""

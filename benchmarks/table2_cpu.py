@@ -32,7 +32,9 @@ every stage. ``--register`` then copies every finished row's final weights not y
 ``checkpoints/`` (``ship``: from the run, or at x2 from the kept copy), keeping better weights
 already there; not AMMS's (``SHIPPED``: the shipped AMMS is the size study's).
 Runs go to ``runs/table2/<model>_x<s>[_lr<lr>]/``; every finished stage is in the results
-file and each x2 network's weights beside it (``table2_cpu_x2/``), and a run stopped by
+file and each x2 network's weights beside it (``table2_cpu_x2/``: its record, and the file
+unless ``checkpoints/`` ships the same bytes, which the record's sha256 then names), and a
+run stopped by
 ``--stop-minutes`` leaves its exact state in ``table2_cpu_state/``, so the study goes on
 across machines (commit all three). Every row trains in float32 (no ``--cpu-amp``): the
 first rows were trained on an AVX2-only CPU, where bf16 is not native, and a machine with
@@ -59,6 +61,7 @@ from amms_lib.studies import (
     check_jobs,
     drop_state,
     heldout_curve,
+    kept_file,
     markdown_or_main,
     precision,
     read_results,
@@ -144,11 +147,11 @@ def state_dir(results_file, out: Path) -> Path:
 
 
 def kept_x2(model: str, kept: Path) -> Path | None:
-    """The x2 weights x3 and x4 start from: the run's, else the copy kept in ``kept``."""
-    for path in (run_dir(model, 2) / "last.pt", kept / f"{model}_x2.pt"):
-        if path.is_file():
-            return path
-    return None
+    """The x2 weights x3 and x4 start from: the run's, else the one kept for ``kept``
+    (the shipped file where the kept record's hash names it)."""
+    if (run_dir(model, 2) / "last.pt").is_file():
+        return run_dir(model, 2) / "last.pt"
+    return kept_file(kept, f"{model}_x2.pt")
 
 
 def one_model(model: str, args, steps: dict, deadline: float, results: dict, save) -> None:
@@ -214,8 +217,8 @@ def ship(model: str, scale: int, row: dict, args) -> None:
     if (out / "last.pt").is_file() and read_checkpoint(out / "last.pt")["step"] == row["steps"]:
         register_run_dir(out, "last", command, selection)
         return
-    kept = kept_dir(args.json) / f"{model}_x{scale}.pt"
-    if not kept.is_file():
+    kept = kept_file(kept_dir(args.json), f"{model}_x{scale}.pt")
+    if kept is None:
         print(f"{model} x{scale}: its weights are not on this machine ({out} is gone and only "
               f"x2 is kept); delete its row from {args.json} and run again to retrain it",
               flush=True)

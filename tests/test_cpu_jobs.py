@@ -483,3 +483,19 @@ def test_ideas_markdown_on_a_wrong_or_truncated_file_is_one_line(tmp_path):
                              capture_output=True, text=True, timeout=120)
         assert run.returncode == 1 and says in run.stderr, run.stderr[-1000:]
         assert len(run.stderr.strip().splitlines()) == 1
+
+
+def test_kept_weights_are_the_shipped_file_their_record_names(tmp_path, monkeypatch):
+    """A study keeps no second copy of weights checkpoints/ ships: the kept record's sha256
+    names the shipped file; a shipped file with other bytes is not taken for it."""
+    from amms_lib import checkpoint as ck
+    from amms_lib.studies import kept_file
+
+    kept = ROOT / "benchmarks" / "results" / "table2_cpu_x2"
+    assert not (kept / "srcnn_x2.pt").exists()  # the duplicate copies are gone
+    assert kept_file(kept, "srcnn_x2.pt") == ck.checkpoints_dir() / "srcnn_x2.pt"
+    other = tmp_path / "checkpoints"
+    other.mkdir()
+    (other / "srcnn_x2.pt").write_bytes(b"other bytes")
+    monkeypatch.setattr(ck, "checkpoints_dir", lambda: other)
+    assert kept_file(kept, "srcnn_x2.pt") is None
