@@ -5,6 +5,8 @@ the rows still missing, and the README's markdown table. Notebook 07 and the stu
 """
 from __future__ import annotations
 
+from amms_lib.studies import shipped_by
+
 MODELS = ("srcnn", "vdsr", "lapsrn", "memnet", "amms")
 SETS = ("Set5", "Set14", "BSD100")
 URBAN = "Urban100"  # scored apart, where affordable (benchmarks/table2_urban100.py)
@@ -56,3 +58,8 @@ def urban100_cell(r: dict, bic: dict) -> str:
         return gain_cell(r["sets"][URBAN]["psnr"], bic, URBAN)
     est = r.get("urban100_estimate_minutes")
     return f"left (~{est:.0f} min)" if est is not None else "not tried"
+
+
+def registered(model: str, scale: int, row: dict) -> bool:
+    """Whether ``checkpoints/`` already holds this row's weights (this study, same steps)."""
+    return shipped_by(f"{model}_x{scale}.pt", "table2_cpu.py", row["steps"])

@@ -21,9 +21,21 @@ import time
 from pathlib import Path
 
 from amms_lib import data
+from amms_lib.amms import AMMSConfig
 from amms_lib.runtime import atomic_write, repo_root
 
 VAL_IMAGES = 5  # held-out images a study's run validates on (the first of data.HELDOUT)
+# the compact AMMS of the ablation studies (ablation_cpu, ideas_cpu): 32 channels, 2 AMMS
+# modules, M = 1, each idea at a fair size for that width (second-order MLP 32 -> 8 -> 32,
+# non-local embedding at half the width)
+FAIR = dict(channels=32, n_amms=2, n_am=1, so_reduction=4, nl_reduction=2)
+# the size study's configurations (config_study, finish_study, x4_init): name -> AMMSConfig
+# overrides (the paper-sized default: 64 channels, 4 x AMMS, M=2)
+SIZE_CONFIGS = {
+    "c32m2": AMMSConfig.small_kwargs(),  # the lessons' compact size (the first shipped)
+    "c48m2": dict(channels=48, n_amms=2, n_am=1),  # wider
+    "c32m4": dict(channels=32, n_amms=4, n_am=1),  # deeper
+}
 
 
 def train_command(model: str, scale: int, kwargs: dict, lr: float, steps: int, out: Path, *,

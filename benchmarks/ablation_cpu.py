@@ -46,6 +46,7 @@ from amms_lib import data
 from amms_lib.ablation_stats import analyse
 from amms_lib.runtime import atomic_write, cpu_name, repo_root
 from amms_lib.studies import (
+    FAIR,
     check_jobs,
     precision,
     read_results,
@@ -56,10 +57,8 @@ from amms_lib.studies import (
 )
 from amms_lib.train_config import precision_name
 
-# The compact width with each idea given a fair size: the second-order MLP 32 -> 8 -> 32
-# (SAN's reduction 16 would leave 2 hidden units at 32 channels) and the non-local
-# embedding at half the width (16), as Wang et al. (2018) and SAN use.
-FAIR = dict(channels=32, n_amms=2, n_am=1, so_reduction=4, nl_reduction=2)
+# FAIR (amms_lib.studies): the compact width with each idea given a fair size; SAN's
+# reduction 16 would leave 2 hidden units at 32 channels
 IDEAS = ("non_local", "second_order", "multiscale")
 SHORT = {"non_local": "nl", "second_order": "so", "multiscale": "ms"}
 VARIANTS = {  # name -> the ideas switched on

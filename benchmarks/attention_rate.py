@@ -6,7 +6,7 @@
 The non-local block's attention, ``softmax(q k^T) v`` over N = side^2 positions, is
 4 N^2 d FLOPs (q k^T and weights @ v, d = dv) plus N^2 exponentials. For each side and d
 it times ``non_local.fused_attention`` (torch's flash kernel; fastest of 3) and prints
-GFLOP/s, the fraction of the fp32 peak (``upscale_time.peak_gflops``) and the ratio to a
+GFLOP/s, the fraction of the fp32 peak (``amms_lib.machine.peak_gflops``) and the ratio to a
 2048^2 matrix product timed in the same process (the rate a real kernel reaches here).
 Per score the kernel does 4 d FLOPs of products but one exponential, max and sum whatever
 d is, so a small d leaves it further from peak. The compact AMMS has d = 16 (32 channels,
@@ -18,8 +18,8 @@ import argparse
 import json
 
 import torch
-from upscale_time import _timed, flops_per_cycle, gemm_gflops, peak_gflops
 
+from amms_lib.machine import flops_per_cycle, gemm_gflops, peak_gflops, timed
 from amms_lib.non_local import fused_attention
 from amms_lib.runtime import atomic_write, cpu_name
 from amms_lib.studies import stamp
@@ -27,7 +27,7 @@ from amms_lib.studies import stamp
 
 def best(fn, repeats: int = 5) -> float:
     fn()  # warm-up
-    return min(_timed(fn) for _ in range(repeats))
+    return min(timed(fn) for _ in range(repeats))
 
 
 def main() -> None:

@@ -40,9 +40,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from amms_lib import data
-from amms_lib.amms import AMMSConfig
 from amms_lib.runtime import atomic_write, cpu_name, repo_root
 from amms_lib.studies import (
+    SIZE_CONFIGS,
     VAL_IMAGES,
     beside,
     bicubic_rows,
@@ -61,11 +61,6 @@ from amms_lib.studies import (
     train_command,
 )
 
-CONFIGS = {  # name -> AMMSConfig overrides (paper-sized default: 64 channels, 4 x AMMS, M=2)
-    "c32m2": AMMSConfig.small_kwargs(),  # the lessons' compact size (the first shipped)
-    "c48m2": dict(channels=48, n_amms=2, n_am=1),  # wider
-    "c32m4": dict(channels=32, n_amms=4, n_am=1),  # deeper
-}
 TEST_SETS = ("Set5", "Set14", "BSD100")
 RUNS = repo_root() / "runs" / "config_study"
 UP = 1 / 4  # x3 and x4 each: this fraction of the x2 budget
@@ -78,7 +73,7 @@ def run_dir(name: str, scale: int) -> Path:
 
 def command(name: str, scale: int, steps: int, out: Path, args,
             init_from: Path | None = None, points: int = POINTS) -> list[str]:
-    return train_command("amms", scale, CONFIGS[name], args.lr, steps, out,
+    return train_command("amms", scale, SIZE_CONFIGS[name], args.lr, steps, out,
                          init_from=init_from, val_every=max(1, steps // points),
                          extra=("--ema", str(args.ema)))
 
@@ -95,8 +90,8 @@ def score(name: str, scale: int, out: Path) -> dict:
                for w in ("last", "ema")}
     chosen = max(heldout, key=lambda w: heldout[w]["psnr"])
     ckpt = read_checkpoint(out / "last.pt")
-    return {"config": name, "model_kwargs": CONFIGS[name], "scale": scale,
-            "params": count_parameters(build_model("amms", scale, **CONFIGS[name])),
+    return {"config": name, "model_kwargs": SIZE_CONFIGS[name], "scale": scale,
+            "params": count_parameters(build_model("amms", scale, **SIZE_CONFIGS[name])),
             "steps": ckpt["step"], "train_minutes": round(ckpt["seconds"] / 60, 2),
             "core_hours": round(ckpt["seconds"] / 3600, 3),
             "init_from": ckpt["config"].get("init_from", ""),
@@ -242,7 +237,7 @@ def main() -> None:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--hours", type=float, default=1.5,
                     help="x2 budget per configuration, in hours of the 2-core machine")
-    ap.add_argument("--configs", nargs="+", default=["c32m2", "c48m2"], choices=list(CONFIGS))
+    ap.add_argument("--configs", nargs="+", default=["c32m2", "c48m2"], choices=list(SIZE_CONFIGS))
     ap.add_argument("--ema", type=float, default=0.999, help="weight-average decay per step")
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--jobs", type=int, default=2)

@@ -32,12 +32,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from config_study import CONFIGS
-
 from amms_lib import data
 from amms_lib.runtime import atomic_write, cpu_name, repo_root
 from amms_lib.stats import paired_interval
 from amms_lib.studies import (
+    SIZE_CONFIGS,
     beside,
     drop_state,
     heldout_curve,
@@ -62,7 +61,7 @@ POINTS = 5  # validations per run (5 held-out images each): the curves
 
 
 def command(name: str, steps: int, out: Path, lr: float, points: int = POINTS) -> list[str]:
-    return train_command("amms", 2, CONFIGS[CONFIG], lr, steps, out, init_from=START,
+    return train_command("amms", 2, SIZE_CONFIGS[CONFIG], lr, steps, out, init_from=START,
                          val_every=max(1, steps // points), patch=VARIANTS[name])
 
 

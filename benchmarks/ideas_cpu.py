@@ -33,11 +33,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from ablation_cpu import FAIR  # the pilot's compact AMMS: the same network
-
 from amms_lib import data, stats
 from amms_lib.runtime import atomic_write, cpu_name, repo_root
 from amms_lib.studies import (
+    FAIR,
     drop_state,
     read_results,
     run_training,

@@ -53,7 +53,7 @@ from pathlib import Path
 from amms_lib import data
 from amms_lib.amms import AMMSConfig
 from amms_lib.checkpoint import register
-from amms_lib.equal_budget import MODELS, SETS, markdown
+from amms_lib.equal_budget import MODELS, SETS, markdown, registered
 from amms_lib.runtime import atomic_write, cpu_name, relative, repo_root
 from amms_lib.studies import (
     beside,
@@ -70,7 +70,6 @@ from amms_lib.studies import (
     run_training,
     score_sets,
     seconds_per_step,
-    shipped_by,
     stamp,
     train_command,
 )
@@ -198,11 +197,6 @@ def one_model(model: str, args, steps: dict, deadline: float, results: dict, sav
         print(f"{model} x{scale}: {row[key]['steps']} steps, {row[key]['train_minutes']:.1f} "
               "min, " + ", ".join(f"{s} {v['psnr']:.2f}" for s, v in row[key]["sets"].items()),
               flush=True)
-
-
-def registered(model: str, scale: int, row: dict) -> bool:
-    """Whether ``checkpoints/`` already holds this row's weights (this study, same steps)."""
-    return shipped_by(f"{model}_x{scale}.pt", "table2_cpu.py", row["steps"])
 
 
 def ship(model: str, scale: int, row: dict, args) -> None:

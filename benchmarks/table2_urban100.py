@@ -29,11 +29,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-from table2_cpu import registered
 
 from amms_lib import data
 from amms_lib.checkpoint import load_model
-from amms_lib.equal_budget import URBAN
+from amms_lib.equal_budget import URBAN, registered
 from amms_lib.inference import OVERLAP, upscale
 from amms_lib.runtime import FolderLock, atomic_write, repo_root
 from amms_lib.studies import score_sets, shipped_by, stamp

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -35,6 +34,7 @@ import torch
 from amms_lib import speed
 from amms_lib.checkpoint import load_model
 from amms_lib.inference import OVERLAP, plan, upscale
+from amms_lib.machine import flops_per_cycle, gemm_gflops, peak_gflops
 from amms_lib.runtime import atomic_write, cpu_name
 from amms_lib.studies import stamp
 
@@ -43,61 +43,6 @@ def measure(net, side: int, tile: int | None) -> float:
     img = np.random.default_rng(side).integers(0, 256, (side, side, 3), dtype=np.uint8)
     t = time.perf_counter()
     upscale(net, img, tile=tile)
-    return time.perf_counter() - t
-
-
-def flops_per_cycle(cpuinfo: str | None = None) -> int:
-    """fp32 FLOPs per cycle per core: 2 FMAs x lanes x 2 (16 lanes with AVX-512 on two
-    512-bit units, 8 with AVX2 or on Zen 4's 256-bit units); ``cpuinfo``: /proc/cpuinfo."""
-    caps = torch.cpu.get_capabilities()
-    if caps.get("avx512_f"):
-        return 32 if amd_family(cpuinfo) == 25 else 64  # family 25 (0x19): Zen 3/4
-    return 32 if caps.get("fma3") else 8
-
-
-def cpuinfo_fields(cpuinfo: str | None = None) -> dict[str, str]:
-    """The first processor's fields of /proc/cpuinfo (or of ``cpuinfo``), keys lower-case;
-    {} where it cannot be read. One reader for the CPU family and the clock."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return {}
-    first = cpuinfo.split("\n\n")[0]  # processors are separated by blank lines
-    pairs = (line.split(":", 1) for line in first.splitlines() if ":" in line)
-    return {k.strip().lower(): v.strip() for k, v in pairs}
-
-
-def amd_family(cpuinfo: str | None = None) -> int | None:
-    """The CPU family of an AMD CPU from /proc/cpuinfo (25: Zen 3/4, 26: Zen 5), else None."""
-    fields = cpuinfo_fields(cpuinfo)
-    if fields.get("vendor_id") != "AuthenticAMD" or not fields.get("cpu family", "").isdigit():
-        return None
-    return int(fields["cpu family"])
-
-
-def peak_gflops(flops_per_cycle: int) -> tuple[float, str]:
-    """fp32 peak of the cores torch uses: threads x TSC clock x FLOPs per cycle."""
-    try:
-        bogo = float(cpuinfo_fields()["bogomips"])
-    except (KeyError, ValueError):
-        return float("nan"), "clock unknown (no BogoMIPS in /proc/cpuinfo)"
-    ghz, cores = bogo / 2 / 1000, torch.get_num_threads()
-    return cores * ghz * flops_per_cycle, (f"{cores} cores x {ghz:.2f} GHz (BogoMIPS / 2) x "
-                                           f"{flops_per_cycle} FLOP/cycle")
-
-
-def gemm_gflops(n: int = 2048) -> float:
-    """Achieved GFLOP/s of one n x n fp32 matrix product (fastest of 3)."""
-    a, b = torch.rand(n, n), torch.rand(n, n)
-    torch.mm(a, b)
-    best = min(_timed(lambda: torch.mm(a, b)) for _ in range(3))
-    return 2 * n**3 / best / 1e9
-
-
-def _timed(fn) -> float:
-    t = time.perf_counter()
-    fn()
     return time.perf_counter() - t
 
 

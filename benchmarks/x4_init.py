@@ -20,13 +20,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from config_study import CONFIGS
-
 from amms_lib import data
 from amms_lib.benchmark import bicubic_upscaler, evaluate_set
 from amms_lib.checkpoint import read_checkpoint
 from amms_lib.runtime import atomic_write, cpu_name, repo_root
 from amms_lib.studies import (
+    SIZE_CONFIGS,
     bicubic_validation,
     heldout_curve,
     precision,
@@ -42,7 +41,7 @@ RUNS = repo_root() / "runs" / "x4_init"
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--config", default="c48m2", choices=list(CONFIGS))
+    ap.add_argument("--config", default="c48m2", choices=list(SIZE_CONFIGS))
     ap.add_argument("--init", type=Path, default=repo_root() / "checkpoints" / "amms_x2.pt")
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--lr", type=float, default=5e-4)  # the size study's
@@ -51,7 +50,7 @@ def main() -> None:
     args = ap.parse_args()
     runs = {"from_x2_body": args.init, "from_scratch": None}
     outs = {k: RUNS / f"{args.config}_{k}_{args.steps}" for k in runs}
-    cmds = {k: train_command("amms", SCALE, CONFIGS[args.config], args.lr, args.steps, outs[k],
+    cmds = {k: train_command("amms", SCALE, SIZE_CONFIGS[args.config], args.lr, args.steps, outs[k],
                              init_from=runs[k], val_every=max(1, args.steps // 10))
             for k in runs}
     with ThreadPoolExecutor(2) as pool:
@@ -60,7 +59,7 @@ def main() -> None:
     if not all(done.values()):
         sys.exit("x4_init: a run did not finish (see its train.log); run again to resume")
     record = {"what": __doc__.split("\n")[0], "config": args.config,
-              "model_kwargs": CONFIGS[args.config], "scale": SCALE, "steps": args.steps,
+              "model_kwargs": SIZE_CONFIGS[args.config], "scale": SCALE, "steps": args.steps,
               "lr": args.lr, "init": str(args.init.relative_to(repo_root())
                                          if args.init.is_absolute() else args.init),
               "command": "python benchmarks/x4_init.py " + " ".join(sys.argv[1:]),

@@ -15,8 +15,7 @@ from amms_lib.diagnose import diagnose, gate_spread, moved
 from amms_lib.multiscale import MultiScaleFusion, SingleScaleConv, matched_hidden
 from amms_lib.non_local import ContextBlock, NonLocalBlock
 from amms_lib.second_order import ConstantChannelGate, SecondOrderChannelAttention
-
-FAIR = dict(channels=32, n_amms=2, n_am=1, so_reduction=4, nl_reduction=2)
+from amms_lib.studies import FAIR
 
 
 def rand(*shape, seed=1):

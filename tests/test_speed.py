@@ -335,7 +335,7 @@ def test_peak_flops_per_cycle_by_cpu(monkeypatch):
     """The peak's FLOPs per cycle follow the FMA units, not only the flags: Zen 4 (AMD
     family 25) has AVX-512 on two 256-bit FMA units, 32 FLOP/cycle like AVX2; a Xeon or
     Zen 5 with two 512-bit units 64 (a wrong 64 on Zen 4 had halved every fraction)."""
-    from upscale_time import flops_per_cycle  # benchmarks/ is on pytest's pythonpath
+    from amms_lib.machine import flops_per_cycle
 
     amd = "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: {}\nmodel\t\t: 17\n"
     intel = "processor\t: 0\nvendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel\t\t: 143\n"
