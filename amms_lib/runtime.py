@@ -242,6 +242,13 @@ class FolderLock:
         self.release()
 
 
+def progress_off() -> bool:
+    """Whether ``TQDM_DISABLE`` asks for no progress bars. Passed to every bar explicitly:
+    tqdm's notebook bars ignore the variable, and a bar executed by papermill is stored as a
+    frozen "0%" that reads as if nothing ran (``make run`` sets it)."""
+    return os.environ.get("TQDM_DISABLE", "0") not in ("", "0")
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse whose bad-argument message is one line (no usage dump), exit 2."""
 

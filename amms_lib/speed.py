@@ -290,7 +290,9 @@ def progress(net: nn.Module, seconds: float | None, desc: str = "upscaling", bar
 
     rates, flops = calibrate(net), flop_model(net)
     blocks = [m for m in net.modules() if isinstance(m, NonLocalBlock)]
-    bar = bar or tqdm(total=seconds, desc=desc, unit="s", leave=False,
+    from amms_lib.runtime import progress_off
+
+    bar = bar or tqdm(total=seconds, desc=desc, unit="s", leave=False, disable=progress_off(),
                       bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed} elapsed, "
                                  "about {remaining} left")
 

@@ -74,6 +74,7 @@ from amms_lib.runtime import (
     FolderLock,
     atomic_write,
     cli,
+    progress_off,
     resolve_device,
     seed_everything,
 )
@@ -320,7 +321,7 @@ def _train_locked(cfg, files, out: Path, rank: int, world: int, device, stop_aft
     loader = _loader(cfg, files, step, stop, spent, rank, world, device)
     amp = use_autocast(cfg, device, say=main_proc)
     bar = tqdm(total=None if cfg.max_minutes else stop - step, desc=f"{cfg.model} x{cfg.scale}",
-               **({} if main_proc else {"disable": True}))  # TQDM_DISABLE=1 works too
+               disable=progress_off() or not main_proc)
     t0, seen, val_seconds = time.perf_counter(), 0, 0.0  # validation is not training time
     spent0, metrics = spent, {}
     for lr_b, hr_b in loader:

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import re
 import sys
 import warnings
@@ -72,6 +71,7 @@ from amms_lib.runtime import (
     cli,
     cpu_bf16,
     probe_writable,
+    progress_off,
     resolve_device,
     stale_temp_files,
 )
@@ -336,11 +336,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                             and args.max_memory > 0):
         ap.error(f"--max-memory must be a positive number of GB, got {args.max_memory}")
     return args
-
-
-def progress_off() -> bool:
-    """Whether TQDM_DISABLE asks for no bars (else a bar shows when there is a TTY)."""
-    return os.environ.get("TQDM_DISABLE", "0") not in ("", "0")
 
 
 def tile_arg(text: str) -> int | str:

@@ -97,6 +97,7 @@ def main() -> int:
     # which draws nothing), saved outside the tracked figures/ unless asked
     os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
     os.environ["AMMS_FIGURES"] = str(Path(args.figures).resolve())
+    os.environ.setdefault("TQDM_DISABLE", "1")  # an executed bar is stored frozen at 0%
     notebooks = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
     if args.only:
         notebooks = [nb for nb in notebooks if nb.name[:2] in args.only]

@@ -806,3 +806,22 @@ def test_sizes_that_would_exhaust_the_machine_are_refused_first(tmp_path, change
     with pytest.raises(AmmsError, match=says):
         train(cfg)
     assert not (tmp_path / "run").exists()  # nothing left behind to refuse the next run
+
+
+def test_tqdm_disable_reaches_the_training_bar(use_data, tmp_path, monkeypatch):
+    """tqdm's notebook bars ignore TQDM_DISABLE, and papermill stores a live bar frozen at
+    0%: train passes the variable to its bar itself."""
+    import amms_lib.train as tr
+
+    seen = []
+    real = tr.tqdm
+
+    def recording(*args, **kwargs):
+        seen.append(kwargs.get("disable"))
+        return real(*args, **kwargs)
+    monkeypatch.setattr(tr, "tqdm", recording)
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    train(_cfg(tmp_path, iters_per_epoch=1, val_every=0))
+    monkeypatch.setenv("TQDM_DISABLE", "0")
+    train(_cfg(tmp_path, iters_per_epoch=1, val_every=0, out_dir=str(tmp_path / "b")))
+    assert seen == [True, False]
