@@ -96,6 +96,9 @@ def _run_methods(rec: dict, methods, device, folder, nets, say=None, tile=None,
                  max_seconds: float | None = None) -> dict:
     """Fill ``rec``'s sr, scores (when it has an HR), seconds, missing and refused (with
     ``max_seconds``: a user's image, run within budgets)."""
+    if folder is not None and not Path(folder).is_dir():
+        raise AmmsError(f"checkpoint folder {folder} not found; pass the folder that holds "
+                        "metadata.json (default: checkpoints/)")
     for m in parse_methods(methods):
         _run_method(rec, m, device, folder, nets, say, tile, max_seconds)
     return rec

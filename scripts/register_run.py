@@ -75,6 +75,9 @@ def record(out: Path, args) -> tuple[Path, dict, dict]:
         # checkout), that checkpoint's steps and training minutes (its own record when the
         # starting point was never registered, e.g. a study's kept x2 weights)
         init_path = Path(cfg["init_from"]).resolve()
+        if not init_path.is_file():
+            raise AmmsError(f"the run started from {init_path} (its --init-from), which is not "
+                            "there any more: its record needs that file; restore it first")
         init = read_checkpoint(init_path)
         meta = read_metadata(init_path.parent).get(init_path.name, {}) \
             if (init_path.parent / "metadata.json").is_file() else {}

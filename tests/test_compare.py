@@ -319,3 +319,11 @@ def test_an_upload_over_the_budgets_is_refused_per_method_not_run(folder, sample
     assert rec["sr"] == {} and "nothing shown" in p["status"].value
     assert "bicubic refused: ran out of memory" in p["status"].value
     assert p["figure"].value == figure
+
+
+def test_a_missing_checkpoint_folder_is_named_not_taken_for_missing_networks(tmp_path):
+    from amms_lib.reconstruct import reconstruct_lr
+
+    img = np.zeros((8, 8, 3), np.uint8)
+    with pytest.raises(AmmsError, match="checkpoint folder .* not found"):
+        reconstruct_lr(img, "t", 2, "bicubic,srcnn", folder=tmp_path / "nope")
