@@ -266,13 +266,19 @@ def markdown(record: dict) -> str:
     return "\n".join(lines + ["", diagnostics_table(record)])
 
 
+def _num(x, digits: int) -> str:
+    """A number to ``digits`` decimals, or "-" where the diagnosis has none (no parameter of
+    that kind: a constant gate has no zero-started weights)."""
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
 def diagnostics_table(record: dict) -> str:
     """Per run: seconds per step and ``amms_lib.diagnose`` of the final weights."""
     lines = ["| variant | seed | s/step | moved (relative / zero-started RMS) | gates across "
              "images / channels | attention spread |", "| --- | --- | --- | --- | --- | --- |"]
     for r in sorted(record["runs"], key=lambda r: (r["seed"], VARIANTS.index(r["variant"]))):
         d = r.get("diagnostics", {})
-        moved = "; ".join(f"{k}: {v['relative_change']:.3f} / {v['zero_init_rms']:.4f}"
+        moved = "; ".join(f"{k}: {_num(v['relative_change'], 3)} / {_num(v['zero_init_rms'], 4)}"
                           for k, v in d.get("moved", {}).items()) or "-"
         gates = "; ".join(f"{g['across_images']:.4f} / {g['across_channels']:.3f}"
                           for g in d.get("gates", {}).values()) or "-"

@@ -1,7 +1,8 @@
 """Inference options on this CPU, measured against eager float32 in one process.
 
     python benchmarks/inference_options.py [--checkpoint checkpoints/amms_x2.pt]
-        [--set Set14] [--rounds 2] [--tile N] [--json benchmarks/results/inference_options_MACHINE.json]
+        [--set Set14] [--rounds 2] [--tile N]
+        [--json benchmarks/results/inference_options_MACHINE.json]
 
 Each option upscales the whole set (published LR, scale from the checkpoint) and is
 scored on Y: ``fp32`` (eager, the default), ``cl`` (channels-last), ``bf16`` (autocast:

@@ -499,3 +499,10 @@ def test_kept_weights_are_the_shipped_file_their_record_names(tmp_path, monkeypa
     (other / "srcnn_x2.pt").write_bytes(b"other bytes")
     monkeypatch.setattr(ck, "checkpoints_dir", lambda: other)
     assert kept_file(kept, "srcnn_x2.pt") is None
+
+
+def test_ideas_markdown_renders_the_committed_results():
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ideas_cpu.py"), "--markdown"],
+                         capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert run.returncode == 0, run.stderr[-1500:]
+    assert "| variant | params |" in run.stdout and "| variant | seed | s/step |" in run.stdout
