@@ -186,6 +186,15 @@ def check_writable(path: str | os.PathLike) -> None:
                         f"{where}); choose another path") from None
 
 
+def free_name(path: str) -> str:
+    """``path``, or ``path-2``, ``path-3``, ... : the first name not taken."""
+    name, n = path, 1
+    while Path(name).exists():
+        n += 1
+        name = f"{path}-{n}"
+    return name
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = ArgumentParser(prog="python -m amms_lib.benchmark", description=__doc__,
                         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -215,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         if results:
             print(format_table(results))
             if args.json:  # beside the file, never over a complete earlier one
-                partial = f"{args.json}.partial"
+                partial = free_name(f"{args.json}.partial")  # nor over an earlier partial
                 write_json(partial, {"results": results, "stopped": why})
                 print(f"wrote the {len(results)} finished row(s) to {partial} "
                       f"({args.json} is left as it was)")
@@ -244,8 +253,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             existed = Path(args.json).is_file()
             write_json(args.json, {"results": results})
-            Path(f"{args.json}.partial").unlink(missing_ok=True)  # superseded
             print(f"wrote {args.json}" + (" (replacing its earlier results)" if existed else ""))
+            left = sorted(Path(args.json).parent.glob(Path(args.json).name + ".partial*"))
+            if left:  # kept: they may hold rows this run did not compute
+                print(f"note: {', '.join(map(str, left))} from interrupted runs kept beside it")
         return 0
 
     return cli(go, interrupted="benchmark interrupted: the rows above are the finished ones")

@@ -208,6 +208,10 @@ def _register(src, ckpt, folder, command, data, commit, notes, score, force, ext
 
     name = f"{ckpt['model']}_x{ckpt['scale']}.pt"
     meta = read_metadata(folder)  # a damaged record fails here, before any write
+    if name in meta and not (folder / name).exists() and not force:
+        raise AmmsError(f"metadata.json records {name} but the file is not in {folder}, so "
+                        "nothing can say whether the new weights are better: restore it, or "
+                        "pass --force to replace the record")
     if (folder / name).exists() and name not in meta and not force:
         raise AmmsError(f"{folder / name} is there but metadata.json has no record of it, so "
                         "nothing can say whether the new weights are better: move it away, or "

@@ -118,10 +118,11 @@ def _run_method(rec, m, device, folder, nets, say, tile, max_seconds) -> None:
                                      else 1, scale, available_memory("cpu"))
             sr_img = imresize(lr_img, scale)
         else:
-            if (m, scale) not in nets:  # None: no checkpoint, remembered as such
+            key = (m, scale, str(Path(folder).resolve()) if folder else None)
+            if key not in nets:  # None: no checkpoint, remembered as such (per folder)
                 found = find_checkpoint(m, scale, folder)
-                nets[m, scale] = found and load_registered(m, scale, device, folder)[0]
-            net = nets[m, scale]
+                nets[key] = found and load_registered(m, scale, device, folder)[0]
+            net = nets[key]
             if net is None:
                 rec["missing"].append(m)
                 return

@@ -36,7 +36,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, fields
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 import torch
@@ -120,6 +120,24 @@ def load_init_weights(net: torch.nn.Module, cfg: TrainConfig) -> str:
     fresh = sorted({k.rsplit(".", 2)[0] for k in own if k not in take})
     return (f"{len(take)} of {len(own)} tensors (x{ckpt['scale']}, step "
             f"{ckpt.get('step', 'not recorded')}); new: {', '.join(fresh) or 'none'}")
+
+
+def _run_origin(cfg: TrainConfig, out: Path) -> TrainConfig:
+    """Where the run starts from, as its records will say. A resumed run keeps the origin it
+    started from (another ``--init-from`` would not change its weights, so it is refused);
+    ``--overwrite`` cannot start from a file it is about to delete."""
+    last = out / "last.pt"
+    if cfg.resume and last.is_file():
+        was = ((read_checkpoint(last).get("config") or {}).get("init_from")) or ""
+        if cfg.init_from and Path(cfg.init_from).resolve() != Path(was or ".").resolve():
+            raise AmmsError(f"--resume continues the run in {out}, which started from "
+                            f"{was or 'scratch'}: --init-from {cfg.init_from} would not change "
+                            "its weights; drop --init-from, or start over with --overwrite")
+        return replace(cfg, init_from=was)
+    if cfg.overwrite and cfg.init_from and Path(cfg.init_from).resolve().parent == out.resolve():
+        raise AmmsError(f"--init-from {cfg.init_from} is a file of the run --overwrite would "
+                        f"delete; copy it out of {out} first, or choose another --out-dir")
+    return cfg
 
 
 def _dist_info() -> tuple[int, int]:
@@ -238,6 +256,7 @@ def train(cfg: TrainConfig, stop_after: int | None = None) -> dict:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
         torch.cuda.set_device(device)
     out = Path(cfg.out_dir)
+    cfg = _run_origin(cfg, out)
     if cfg.init_from and not (cfg.resume and (out / "last.pt").is_file()):
         # a bad --init-from fails here, before --overwrite clears the earlier run
         load_init_weights(build_model(cfg.model, cfg.scale, **cfg.model_kwargs), cfg)

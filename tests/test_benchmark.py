@@ -211,10 +211,13 @@ def test_everything_checkable_fails_before_work_and_finished_rows_are_kept(
     assert benchmark.main(["--datasets", "Set5", "Set14", "--scales", "2", "--json",
                            str(out)]) == 130
     assert out.read_text() == complete
+    first = Path(f"{out}.partial").read_text()  # the first interruption's rows ...
+    assert json.loads(Path(f"{out}.partial-2").read_text())["results"]  # ... the second's
     monkeypatch.setattr(benchmark, "evaluate_set", real)
     assert benchmark.main(["--datasets", "Set5", "--scales", "2", "--json", str(out)]) == 0
-    assert "replacing its earlier results" in capsys.readouterr().out
-    assert not Path(f"{out}.partial").exists()
+    printed = capsys.readouterr().out
+    assert "replacing its earlier results" in printed and ".partial" in printed
+    assert Path(f"{out}.partial").read_text() == first  # kept: never replaced or deleted
 
 
 def test_repeated_sets_or_scales_are_scored_once(capsys):

@@ -264,3 +264,17 @@ def test_a_link_to_a_changed_registered_file_is_refused(ckpt, tmp_path):
     with pytest.raises(AmmsError, match="do not match metadata.json"):
         register(path, command="c", data="d", folder=folder, commit="a",
                  score=lambda p: 30.0)
+
+
+def test_a_record_whose_file_is_gone_is_not_replaced_unasked(ckpt, tmp_path):
+    from amms_lib.checkpoint import read_metadata, register
+
+    path, _ = ckpt
+    folder = tmp_path / "checkpoints"
+    register(path, command="first", data="d", folder=folder, commit="a")
+    (folder / "amms_x2.pt").unlink()  # the record stays, its weights are gone
+    with pytest.raises(AmmsError, match="records amms_x2.pt but the file is not in"):
+        register(path, command="second", data="d", folder=folder, commit="b")
+    assert read_metadata(folder)["amms_x2.pt"]["command"] == "first"
+    register(path, command="second", data="d", folder=folder, commit="b", force=True)
+    assert read_metadata(folder)["amms_x2.pt"]["command"] == "second"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import matplotlib
 
@@ -122,7 +123,7 @@ def test_registered_checkpoint_is_reconstructed(folder, sample):
     rec = compare.reconstruct(*sample, 2, "bicubic,srcnn,vdsr", folder=folder,
                               nets=nets)
     assert list(rec["sr"]) == ["bicubic", "srcnn"] and rec["missing"] == ["vdsr"]
-    net = nets["srcnn", 2]
+    net = nets["srcnn", 2, str(Path(folder).resolve())]  # cached per folder
     assert (rec["sr"]["srcnn"] == upscale(net, rec["lr"])).all()
     assert rec["scores"]["srcnn"] == evaluate(rec["sr"]["srcnn"], rec["hr"], 2)
 
@@ -327,3 +328,19 @@ def test_a_missing_checkpoint_folder_is_named_not_taken_for_missing_networks(tmp
     img = np.zeros((8, 8, 3), np.uint8)
     with pytest.raises(AmmsError, match="checkpoint folder .* not found"):
         reconstruct_lr(img, "t", 2, "bicubic,srcnn", folder=tmp_path / "nope")
+
+
+def test_the_network_cache_is_per_checkpoint_folder(folder, tmp_path):
+    """Two folders with a srcnn_x2 each: one cache must not answer for the other."""
+    from amms_lib.checkpoint import register
+    from amms_lib.reconstruct import reconstruct_lr
+
+    torch.manual_seed(7)
+    other_src = save_checkpoint(tmp_path / "o.pt", build_model("srcnn", 2), name="srcnn", scale=2)
+    other = tmp_path / "other"
+    register(other_src, command="t", data="t", folder=other, commit="x")
+    img = np.random.default_rng(0).integers(0, 256, (12, 12, 3), dtype=np.uint8)
+    nets = {}
+    a = reconstruct_lr(img, "i", 2, "srcnn", folder=folder, nets=nets)["sr"]["srcnn"]
+    b = reconstruct_lr(img, "i", 2, "srcnn", folder=other, nets=nets)["sr"]["srcnn"]
+    assert not (a == b).all()

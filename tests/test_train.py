@@ -375,6 +375,26 @@ def test_overwrite_with_a_bad_init_from_keeps_the_earlier_run(use_data, tmp_path
         assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
+def test_a_run_keeps_its_origin_and_overwrite_keeps_its_start(use_data, tmp_path):
+    """--resume keeps the run's --init-from (another one is refused: it would not change the
+    weights, only the record); --overwrite cannot start from a file it would delete."""
+    first = _cfg(tmp_path, iters_per_epoch=2, val_every=2, out_dir=str(tmp_path / "first"))
+    train(first)
+    start = str(tmp_path / "first" / "last.pt")
+    cfg = _cfg(tmp_path, iters_per_epoch=4, val_every=2, init_from=start)
+    train(cfg, stop_after=2)
+    train(replace(cfg, resume=True, init_from=""))  # resumed without repeating it
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["init_from"] == start  # the record still says where it started
+    with pytest.raises(AmmsError, match="would not change its weights"):
+        train(replace(cfg, resume=True, init_from=str(tmp_path / "first" / "best.pt")))
+    run = tmp_path / "run"
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    with pytest.raises(AmmsError, match="a file of the run --overwrite would delete"):
+        train(replace(cfg, overwrite=True, init_from=str(run / "best.pt")))
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+
+
 def dead_pid() -> int:
     """The pid of a process that has exited (what a killed run leaves in its temp names)."""
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
