@@ -273,6 +273,16 @@ def read_results(path, missing_ok: bool = True) -> dict:
     return record
 
 
+def code_commit(root: Path, short: bool = True) -> str:
+    """The commit checked out at ``root``, ``+dirty`` with uncommitted changes to tracked
+    files, ``unknown`` outside git: which code a study ran."""
+    sha = subprocess.run(["git", "rev-parse", *(["--short"] if short else []), "HEAD"],
+                         cwd=root, capture_output=True, text=True).stdout.strip() or "unknown"
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                           capture_output=True, text=True).stdout.strip()
+    return sha + "+dirty" * bool(dirty)
+
+
 def stamp(record: dict, *, threads: int | None = None, precision: str = "float32") -> dict:
     """``record`` with this invocation appended to its ``invocations``: the command, the
     commit (``+dirty`` with uncommitted changes), CPU, torch, Python, threads and precision,
@@ -284,12 +294,7 @@ def stamp(record: dict, *, threads: int | None = None, precision: str = "float32
 
     from amms_lib.runtime import cpu_name
 
-    root = repo_root()
-    sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root,
-                         capture_output=True, text=True).stdout.strip() or "unknown"
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                           capture_output=True, text=True).stdout.strip()
-    here = {"command": " ".join(["python", *sys.argv]), "commit": sha + "+dirty" * bool(dirty),
+    here = {"command": " ".join(["python", *sys.argv]), "commit": code_commit(repo_root()),
             "cpu": cpu_name(), "torch": torch.__version__, "python": platform.python_version(),
             "threads": threads or torch.get_num_threads(), "precision": precision,
             "when": time.strftime("%Y-%m-%d %H:%M")}

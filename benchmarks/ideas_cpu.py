@@ -27,7 +27,6 @@ import functools
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -37,6 +36,7 @@ from amms_lib import data, stats
 from amms_lib.runtime import atomic_write, cpu_name, repo_root
 from amms_lib.studies import (
     FAIR,
+    code_commit,
     drop_state,
     read_results,
     run_training,
@@ -137,13 +137,9 @@ def machine() -> dict:
     """What this process runs on and which code it runs (the worktree's commit)."""
     import torch
 
-    root = Path(__file__).resolve().parent.parent
-    sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                         text=True).stdout.strip() or "unknown"
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                           cwd=root, capture_output=True, text=True).stdout.strip()
     return {"cpu": cpu_name(), "torch": torch.__version__, "python": platform.python_version(),
-            "commit": sha + ("+dirty" if dirty else ""), "threads": 1, "precision": "float32"}
+            "commit": code_commit(Path(__file__).resolve().parent.parent, short=False),
+            "threads": 1, "precision": "float32"}
 
 
 def diagnostics(variant: str, seed: int, net) -> dict:
