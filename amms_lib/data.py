@@ -203,9 +203,10 @@ def lr_path(name: str, image: str, scale: int, root: Path | None = None) -> Path
 def load_pair(name: str, image: str, scale: int, root: Path | None = None) -> Pair:
     """LR input and mod-cropped HR truth for one image at one scale.
 
-    The published LR file is used when it exists; otherwise the LR is made from the
-    HR with MATLAB-style bicubic and clamp-to-edge borders, exactly as the published
-    files were made (tests check that bit for bit).
+    The published LR file is used when it exists, and refused unless it is MATLAB
+    bicubic of its HR (so a swapped or edited file is never scored); otherwise the LR
+    is made from the HR with MATLAB-style bicubic and clamp-to-edge borders, exactly as
+    the published files were made (tests check that bit for bit).
     """
     check_scale(scale)
     hr = modcrop(load_hr(name, image, root), scale)
@@ -223,7 +224,22 @@ def load_pair(name: str, image: str, scale: int, root: Path | None = None) -> Pa
             f"{path}: LR is {kind(lr.shape)}, expected {kind(want)} for the x{scale} HR "
             f"{kind(hr.shape)}; the data folder is inconsistent (re-fetch it)"
         )
+    made = imresize(hr, 1 / scale, border="clamp")
+    if (diff := _interior_diff(lr, made)) > 1:  # swapped, edited or another degradation
+        raise AmmsError(
+            f"{path}: the LR is not MATLAB bicubic of its HR (differs by up to {diff} grey "
+            f"levels inside the border); the data folder is inconsistent (re-fetch it), or "
+            f"delete {path.parent} to have the LR made from the HR"
+        )
     return Pair(image, lr, hr, "published")
+
+
+def _interior_diff(a: np.ndarray, b: np.ndarray, border: int = 3) -> int:
+    """Largest grey-level difference away from the outer ``border`` pixels, where
+    MATLAB's symmetric padding and the clamp used here differ (data README)."""
+    if min(a.shape[:2]) > 2 * border + 2:
+        a, b = a[border:-border, border:-border], b[border:-border, border:-border]
+    return int(np.abs(a.astype(np.int16) - b.astype(np.int16)).max())
 
 
 def incomplete(name: str, scales=SCALES, root: Path | None = None) -> list[str]:

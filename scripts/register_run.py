@@ -81,10 +81,10 @@ def record(out: Path, args) -> tuple[Path, dict, dict]:
         init = read_checkpoint(init_path)
         meta = read_metadata(init_path.parent).get(init_path.name, {}) \
             if (init_path.parent / "metadata.json").is_file() else {}
-        minutes = meta.get("train_minutes") or (round(init["seconds"] / 60, 1)
-                                                if "seconds" in init else None)
+        init_minutes = (meta["train_minutes"] if meta.get("train_minutes") is not None
+                        else round(init["seconds"] / 60, 1) if "seconds" in init else None)
         extra.update(init_from=relative(init_path), init_step=init.get("step"),
-                     init_minutes=minutes)
+                     init_minutes=init_minutes)
     return src, cfg, extra
 
 

@@ -246,3 +246,20 @@ def test_bad_arguments_are_one_line(capsys):
         benchmark.main(["--scales", "two"])
     err = capsys.readouterr().err
     assert exc.value.code == 2 and len(err.strip().splitlines()) == 1 and "usage" not in err
+
+
+def test_swapped_lr_files_end_the_benchmark_with_one_line(data_dir, tmp_path, monkeypatch,
+                                                           capsys):
+    """Before: Set14 x2 with two same-size LR files swapped printed a mean with exit 0."""
+    import shutil
+
+    shutil.copytree(data_dir / "benchmark/Set14", tmp_path / "benchmark/Set14")
+    monkeypatch.setenv("AMMS_DATA", str(tmp_path))
+    lr = tmp_path / "benchmark/Set14/LR_bicubic/X2"
+    lenna, pepper = (lr / "lennax2.png").read_bytes(), (lr / "pepperx2.png").read_bytes()
+    (lr / "lennax2.png").write_bytes(pepper)
+    (lr / "pepperx2.png").write_bytes(lenna)
+    assert benchmark.main(["--datasets", "Set14", "--scales", "2"]) == 2
+    out, err = capsys.readouterr()
+    assert "lennax2.png: the LR is not MATLAB bicubic" in err and "\n" not in err.strip()
+    assert "Set14" not in out  # no table, no mean

@@ -243,3 +243,31 @@ def test_upper_case_suffixes_load_and_an_empty_data_folder_is_flagged(data_dir, 
     (hr / "baby.png").rename(hr / "baby.PNG")
     assert "baby" in data.list_images("Set5")
     assert data.load_hr("Set5", "baby").shape == (512, 512, 3)
+
+
+def test_swapped_lr_files_of_the_right_size_are_refused(data_dir, tmp_path, monkeypatch):
+    """Two 512x512 images with their x2 LR files swapped: right shapes, wrong content.
+    Scoring them would print a wrong Set14 mean with exit 0; the pair is refused."""
+    shutil.copytree(data_dir / "benchmark/Set14", tmp_path / "benchmark/Set14")
+    monkeypatch.setenv("AMMS_DATA", str(tmp_path))
+    lr = tmp_path / "benchmark/Set14/LR_bicubic/X2"
+    (lr / "lennax2.png").rename(lr / "tmp.png")
+    (lr / "pepperx2.png").rename(lr / "lennax2.png")
+    (lr / "tmp.png").rename(lr / "pepperx2.png")
+    with pytest.raises(AmmsError, match="not MATLAB bicubic of its HR"):
+        data.load_pair("Set14", "lenna", 2)
+    assert data.load_pair("Set14", "bridge", 2).lr_source == "published"  # others unaffected
+
+
+def test_matlab_imresize_output_is_accepted_as_published_lr(data_dir, tmp_path, monkeypatch):
+    """MATLAB pads symmetrically where the published files clamp: the outer LR pixels
+    differ (up to 10 grey levels) and the file is still the set's bicubic LR."""
+    ref = data_dir / "matlab_reference/Set5/X2/butterflyx2.png"
+    if not ref.is_file():
+        pytest.skip(f"{ref} not in this data folder")
+    shutil.copytree(data_dir / "benchmark/Set5", tmp_path / "benchmark/Set5")
+    monkeypatch.setenv("AMMS_DATA", str(tmp_path))
+    target = tmp_path / "benchmark/Set5/LR_bicubic/X2/butterflyx2.png"
+    assert not np.array_equal(read_image(ref), read_image(target))  # they do differ
+    shutil.copy(ref, target)
+    assert data.load_pair("Set5", "butterfly", 2).lr_source == "published"

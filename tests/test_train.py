@@ -7,6 +7,7 @@ import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -745,6 +746,18 @@ def test_weight_average_follows_its_formula_and_resumes_exactly(use_data, tmp_pa
     meta3 = json.loads((folder / "metadata.json").read_text())["amms_x3.pt"]
     assert meta3["init_step"] == 6 and meta3["init_minutes"] == round(got["seconds"] / 60, 1)
     assert meta3["init_from"] == str((tmp_path / "whole" / "ema.pt").resolve())
+    # a starting point whose record says 0.0 minutes keeps 0.0 (it had fallen through to
+    # the file's own seconds, or to null without them)
+    start = tmp_path / "start"
+    start.mkdir()
+    torch.save({**read_checkpoint(tmp_path / "whole" / "ema.pt"), "seconds": 600.0},
+               start / "s.pt")
+    (start / "metadata.json").write_text(json.dumps({"s.pt": {"train_minutes": 0.0}}))
+    cfg3 = json.loads((Path(x3.out_dir) / "config.json").read_text())
+    (Path(x3.out_dir) / "config.json").write_text(
+        json.dumps({**cfg3, "init_from": str(start / "s.pt")}))
+    args = SimpleNamespace(ema=False, last=True, selection=None, device="cpu")
+    assert register_run["record"](Path(x3.out_dir), args)[2]["init_minutes"] == 0.0
 
 
 def test_register_run_says_in_one_line_what_is_wrong_with_a_run_folder(use_data, tmp_path,
