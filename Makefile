@@ -38,7 +38,7 @@ figures: $(STAMP)
 
 # the bicubic baseline on every benchmark set and scale
 bicubic: $(STAMP)
-	$(PY) -m amms_lib.benchmark --model bicubic --json runs/benchmark/bicubic.json
+	$(PY) -m amms_lib.benchmark --model bicubic --overwrite --json runs/benchmark/bicubic.json
 
 # JupyterLab on the suite, from the same environment (kernel "python3" = this venv)
 lab: $(STAMP)

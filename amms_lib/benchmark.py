@@ -58,10 +58,16 @@ def method_upscaler(model: str, scale: int, checkpoint: str | None = None,
     return lambda lr, tile=None: upscale(net, lr, tile=tile)
 
 
-def evaluate_set(upscale: Upscaler, dataset: str, scale: int, per_image: bool = False
-                 ) -> dict:
+def evaluate_set(upscale: Upscaler, dataset: str, scale: int, per_image: bool = False,
+                 allow_partial: bool = False) -> dict:
     """Mean PSNR/SSIM over one set at one scale, plus where the LR images came from;
-    with ``per_image``, also ``"per_image": {name: [psnr, ssim]}`` (for paired tests)."""
+    with ``per_image``, also ``"per_image": {name: [psnr, ssim]}`` (for paired tests).
+    A set that is not the standard one (``data.incomplete``: missing, extra, renamed or
+    edited images) is refused unless ``allow_partial``: its mean would pass for the set's."""
+    if not allow_partial and (problems := data.incomplete(dataset, [scale])):
+        raise AmmsError(f"{dataset} x{scale} is not the standard set: {'; '.join(problems)}; "
+                        "its mean would not be comparable: re-fetch the set (python -m "
+                        "amms_lib.data fetch --dest DIR)")
     psnrs, ssims, sources, names = [], [], set(), []
     for pair in data.iter_pairs(dataset, scale):
         sr = upscale(pair.lr)
@@ -130,7 +136,8 @@ def run(model: str, datasets: list[str], scales: list[int],
             t0 = time.perf_counter()
             use_tile = tile and (not tile_sets or data.canonical(d) in tile_sets)
             fn = (lambda lr: upscale(lr, tile=tile)) if use_tile else upscale
-            res = {"model": model, **evaluate_set(fn, data.canonical(d), s)}
+            res = {"model": model, **evaluate_set(fn, data.canonical(d), s,
+                                                  allow_partial=True)}  # checked above
             if use_tile:
                 res["tile"] = tile
             res["seconds"] = round(time.perf_counter() - t0, 2)
@@ -164,10 +171,14 @@ def format_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_json(path: str | os.PathLike, payload: dict) -> None:
-    """Write JSON atomically (temp file, then rename)."""
+def write_json(path: str | os.PathLike, payload: dict, replace: bool = True) -> None:
+    """Write JSON atomically (temp file, then rename); ``replace=False``: never over an
+    existing file (``FileExistsError``)."""
     try:
-        atomic_write(path, lambda f: json.dump(payload, f, indent=2), mode="w")
+        atomic_write(path, lambda f: json.dump(payload, f, indent=2), mode="w",
+                     replace=replace)
+    except FileExistsError:
+        raise
     except OSError as e:
         raise AmmsError(f"--json {path}: cannot write it ({e.strerror or e})") from None
 
@@ -203,7 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     ap.add_argument("--datasets", nargs="+", help="default: Set5 Set14 BSD100 Urban100")
     ap.add_argument("--scales", nargs="+", type=int, default=list(data.SCALES))
-    ap.add_argument("--json", help="also write the results to this JSON file")
+    ap.add_argument("--json", help="also write the results to this JSON file (a new one)")
+    ap.add_argument("--overwrite", action="store_true",
+                    help="let --json replace an existing file")
     ap.add_argument("--allow-partial", action="store_true",
                     help="score a set with missing images or LR files (rows marked *)")
     ap.add_argument("--tile", type=int,
@@ -232,6 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     def go() -> int:
         if args.json:
             check_writable(args.json)
+            if Path(args.json).exists() and not args.overwrite:
+                raise AmmsError(f"--json {args.json} exists (earlier results?): choose another "
+                                "path, or pass --overwrite to replace it")
         datasets = args.datasets
         if datasets is None:
             if data.data_root() is None:
@@ -251,9 +267,17 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(format_table(results))
         if args.json:
-            existed = Path(args.json).is_file()
-            write_json(args.json, {"results": results})
-            print(f"wrote {args.json}" + (" (replacing its earlier results)" if existed else ""))
+            existed, path = Path(args.json).is_file(), args.json
+            while True:
+                try:
+                    write_json(path, {"results": results}, replace=args.overwrite)
+                    break
+                except FileExistsError:  # made while this ran (another run?): kept
+                    path = free_name(args.json)
+            print(f"wrote {path}" + (" (replacing its earlier results)" if existed and
+                                     args.overwrite else "") +
+                  (f" ({args.json} appeared while this ran and is left as it was)"
+                   if path != args.json else ""))
             left = sorted(Path(args.json).parent.glob(Path(args.json).name + ".partial*"))
             if left:  # kept: they may hold rows this run did not compute
                 print(f"note: {', '.join(map(str, left))} from interrupted runs kept beside it")

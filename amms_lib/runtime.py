@@ -154,10 +154,12 @@ def stale_temp_files(folder, names=None) -> list[Path]:
     return found
 
 
-def atomic_write(path, write, mode: str = "wb") -> Path:
+def atomic_write(path, write, mode: str = "wb", replace: bool = True) -> Path:
     """Write a file all-or-nothing: ``write(f)`` fills a temp file in the same folder,
     which is flushed, synced and renamed over ``path``; on any error it is removed and
-    an existing ``path`` is left as it was. Permissions follow the umask, as ``open``."""
+    an existing ``path`` is left as it was. Permissions follow the umask, as ``open``.
+    With ``replace=False`` an existing ``path`` (even one made meanwhile by another
+    process) is never replaced: ``FileExistsError``."""
     import tempfile
 
     path = Path(path)
@@ -172,7 +174,11 @@ def atomic_write(path, write, mode: str = "wb") -> Path:
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600
-        os.replace(tmp, path)
+        if replace:
+            os.replace(tmp, path)
+        else:  # a hard link fails if the name exists: no window between check and write
+            os.link(tmp, path)
+            Path(tmp).unlink()
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -203,18 +203,26 @@ def test_everything_checkable_fails_before_work_and_finished_rows_are_kept(
     saved = json.loads(Path(f"{out}.partial").read_text())  # beside, not over, the file
     assert [r["dataset"] for r in saved["results"]] == ["Set5"] and "stopped" in saved
     assert not out.exists()
-    # a complete earlier file survives an interrupted rerun; a finished one replaces it, saying so
+    # an existing file is refused before any work unless --overwrite; a complete earlier
+    # file survives an interrupted --overwrite rerun; a finished one replaces it, saying so
     monkeypatch.setattr(benchmark, "evaluate_set", real)
     assert benchmark.main(["--datasets", "Set5", "--scales", "2", "--json", str(out)]) == 0
     complete = out.read_text()
+    calls.clear()
+    monkeypatch.setattr(benchmark, "evaluate_set",
+                        lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    assert benchmark.main(["--datasets", "Set5", "--scales", "2", "--json", str(out)]) == 2
+    assert "exists (earlier results?)" in capsys.readouterr().err and calls == []
+    assert out.read_text() == complete
     monkeypatch.setattr(benchmark, "evaluate_set", interrupted)
     assert benchmark.main(["--datasets", "Set5", "Set14", "--scales", "2", "--json",
-                           str(out)]) == 130
+                           str(out), "--overwrite"]) == 130
     assert out.read_text() == complete
     first = Path(f"{out}.partial").read_text()  # the first interruption's rows ...
     assert json.loads(Path(f"{out}.partial-2").read_text())["results"]  # ... the second's
     monkeypatch.setattr(benchmark, "evaluate_set", real)
-    assert benchmark.main(["--datasets", "Set5", "--scales", "2", "--json", str(out)]) == 0
+    assert benchmark.main(["--datasets", "Set5", "--scales", "2", "--json", str(out),
+                           "--overwrite"]) == 0
     printed = capsys.readouterr().out
     assert "replacing its earlier results" in printed and ".partial" in printed
     assert Path(f"{out}.partial").read_text() == first  # kept: never replaced or deleted
@@ -263,3 +271,39 @@ def test_swapped_lr_files_end_the_benchmark_with_one_line(data_dir, tmp_path, mo
     out, err = capsys.readouterr()
     assert "lennax2.png: the LR is not MATLAB bicubic" in err and "\n" not in err.strip()
     assert "Set14" not in out  # no table, no mean
+
+
+def test_every_scorer_refuses_a_partial_set(data_dir, tmp_path, monkeypatch):
+    """The studies score through evaluate_set: an Urban100 of 3 images had been written as
+    the Urban100 cell (24.14 dB for srcnn x4, true 23.60) with exit 0."""
+    import shutil
+
+    from amms_lib.errors import AmmsError
+
+    shutil.copytree(data_dir / "benchmark/Set5", tmp_path / "benchmark/Set5")
+    for name in ("baby", "bird"):
+        (tmp_path / f"benchmark/Set5/HR/{name}.png").unlink()
+        for s in (2, 3, 4):
+            (tmp_path / f"benchmark/Set5/LR_bicubic/X{s}/{name}x{s}.png").unlink()
+    monkeypatch.setenv("AMMS_DATA", str(tmp_path))
+    with pytest.raises(AmmsError, match="Set5 x4 is not the standard set: 3 of 5 HR images"):
+        benchmark.evaluate_set(benchmark.bicubic_upscaler(4), "Set5", 4)
+    part = benchmark.evaluate_set(benchmark.bicubic_upscaler(4), "Set5", 4, allow_partial=True)
+    assert part["n_images"] == 3
+
+
+def test_a_results_file_made_by_another_run_meanwhile_is_kept(tmp_path, monkeypatch, capsys):
+    """Two runs with one --json at once: the second had replaced the first's rows after it
+    had printed 'wrote'. The later one now writes beside it."""
+    out = tmp_path / "r.json"
+    real = benchmark.evaluate_set
+
+    def other_run_finishes_first(*a, **k):
+        out.write_text('{"results": ["the other run"]}')
+        return real(*a, **k)
+
+    monkeypatch.setattr(benchmark, "evaluate_set", other_run_finishes_first)
+    assert benchmark.main(["--datasets", "skimage", "--scales", "2", "--json", str(out)]) == 0
+    assert json.loads(out.read_text()) == {"results": ["the other run"]}
+    assert json.loads(Path(f"{out}-2").read_text())["results"][0]["dataset"] == "skimage"
+    assert f"wrote {out}-2 ({out} appeared while this ran" in capsys.readouterr().out

@@ -271,3 +271,50 @@ def test_matlab_imresize_output_is_accepted_as_published_lr(data_dir, tmp_path, 
     assert not np.array_equal(read_image(ref), read_image(target))  # they do differ
     shutil.copy(ref, target)
     assert data.load_pair("Set5", "butterfly", 2).lr_source == "published"
+
+
+def _copy_with_sums(data_dir, tmp_path, *sets):
+    """A data folder holding ``sets`` and the lines of SHA256SUMS that name them."""
+    for name in sets:
+        shutil.copytree(data_dir / "benchmark" / name, tmp_path / "benchmark" / name)
+    lines = [line for line in (data_dir / "SHA256SUMS").read_text().splitlines()
+             if any(f"benchmark/{name}/" in line for name in sets)]
+    (tmp_path / "SHA256SUMS").write_text("\n".join(lines) + "\n")
+
+
+def test_an_edited_image_differs_from_the_folders_checksums(data_dir, tmp_path, monkeypatch):
+    """A 3-px black frame on every Set5 HR (LR untouched) had been scored as Set5 (26.16
+    dB instead of 33.67) with exit 0; Urban100 has no x2 LR to compare with at all."""
+    if not (data_dir / "SHA256SUMS").is_file():
+        pytest.skip("the data folder has no SHA256SUMS")
+    _copy_with_sums(data_dir, tmp_path, "Set5")
+    monkeypatch.setenv("AMMS_DATA", str(tmp_path))
+    assert data.incomplete("Set5") == []
+    hr = tmp_path / "benchmark/Set5/HR/bird.png"
+    img = read_image(hr)
+    img[:3] = 0
+    write_image(hr, img)
+    problems = data.incomplete("Set5", [2])
+    assert problems == [f"1 image(s): benchmark/Set5/HR/bird.png differ from "
+                        f"{tmp_path / 'SHA256SUMS'} (edited or replaced)"]
+    from amms_lib import benchmark
+
+    assert benchmark.main(["--datasets", "Set5", "--scales", "2"]) == 2
+    assert download.main(["list"]) == 1
+
+
+@pytest.mark.parametrize("edit,why", [
+    (lambda lr: lr.__setitem__((slice(0, 3),), 0), "on its border"),  # a black top border
+    (lambda lr: np.add(lr, 1, out=lr, where=lr < 255), "inside the border"),  # +1 everywhere
+])
+def test_an_lr_edited_on_its_border_or_shifted_by_one_is_refused(data_dir, tmp_path,
+                                                                  monkeypatch, edit, why):
+    """Both had passed the content check: Set5 x2 32.30 and 33.52 dB instead of 33.67."""
+    shutil.copytree(data_dir / "benchmark/Set5", tmp_path / "benchmark/Set5")
+    monkeypatch.setenv("AMMS_DATA", str(tmp_path))
+    path = tmp_path / "benchmark/Set5/LR_bicubic/X2/butterflyx2.png"
+    lr = read_image(path)
+    edit(lr)
+    write_image(path, lr)
+    with pytest.raises(AmmsError, match=f"not MATLAB bicubic of its HR .*{why}"):
+        data.load_pair("Set5", "butterfly", 2)
