@@ -251,10 +251,12 @@ def score_sets(path: Path, scale: int, sets, *, model: str = "amms", per_image: 
     return scores, net, ckpt
 
 
-def read_results(path, missing_ok: bool = True) -> dict:
+def read_results(path, missing_ok: bool = True, budget: dict | None = None) -> dict:
     """A study's results file as a dict ({} when absent and ``missing_ok``). A damaged
     or non-object file ends the script with one line, before any work: a study that
-    went on would write its new rows over the damaged file's."""
+    went on would write its new rows over the damaged file's. So does a file whose
+    ``budget`` fields (e.g. ``{"steps": 3000}``) hold other values: a trial run would
+    replace the study's record and headline (its runs belong in another file)."""
     path = Path(path)
     if path.exists() and not path.is_file():
         sys.exit(f"error: {path} is not a file (a folder?); pass --json a results file")
@@ -270,6 +272,12 @@ def read_results(path, missing_ok: bool = True) -> dict:
     if not isinstance(record, dict):
         sys.exit(f"error: {path} holds a JSON {type(record).__name__}, not a study's "
                  "results object; restore it (git checkout) or pass --json another file")
+    other = {k: record[k] for k, v in (budget or {}).items()
+             if record.get(k) is not None and record[k] != v}
+    if other:
+        mine = ", ".join(f"{k} {budget[k]}" for k in other)
+        sys.exit(f"error: {path} holds a study of {', '.join(f'{k} {v}' for k, v in other.items())}"
+                 f" (this run: {mine}); pass --json another file for another budget")
     return record
 
 

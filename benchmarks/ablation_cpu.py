@@ -226,7 +226,8 @@ def main() -> None:
     args = ap.parse_args()
     results = Path(args.json)
     check_jobs(args.jobs)
-    old = stamp(read_results(results), threads=args.threads, precision="per run (its field)")
+    old = stamp(read_results(results, budget={"steps": args.steps, "lr": args.lr}),
+                threads=args.threads, precision="per run (its field)")
     args.invocations = old["invocations"]
     args.threads_record = old.get("threads")
     # runs already in the results file count as done, so the study resumes on a new machine

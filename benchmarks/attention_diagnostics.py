@@ -31,7 +31,7 @@ import torch
 from amms_lib import data
 from amms_lib.checkpoint import load_model
 from amms_lib.non_local import NonLocalBlock
-from amms_lib.runtime import atomic_write
+from amms_lib.runtime import ArgumentParser, atomic_write
 from amms_lib.second_order import SecondOrderChannelAttention
 from amms_lib.studies import stamp
 
@@ -100,12 +100,14 @@ def diagnose(path: str, n_images: int) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__,
+    ap = ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("checkpoints", nargs="+")
     ap.add_argument("--images", type=int, default=6)
     ap.add_argument("--json", default="benchmarks/results/attention_diagnostics.json")
     args = ap.parse_args(argv)
+    if args.images < 2:
+        ap.error(f"--images {args.images}: a spread across images needs at least 2")
     torch.manual_seed(0)
     reports = [diagnose(p, args.images) for p in args.checkpoints]
     for r in reports:

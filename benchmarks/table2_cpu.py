@@ -238,10 +238,7 @@ def main() -> None:
     args = ap.parse_args()
     path = Path(args.json)
     check_jobs(args.jobs)
-    record = stamp(read_results(path), threads=1)
-    if record.get("minutes") not in (None, args.minutes):
-        raise SystemExit(f"{path} holds a {record['minutes']}-minute study; pass --json "
-                         "another file for another budget")
+    record = stamp(read_results(path, budget={"minutes": args.minutes}), threads=1)
     deadline = time.time() + 60 * args.stop_minutes if args.stop_minutes else float("inf")
     costs = record.get("seconds_per_step") or measure_step_costs(args.models)
     ratios = record.get("up_ratios") or up_ratios(MODELS)

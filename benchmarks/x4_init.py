@@ -29,6 +29,7 @@ from amms_lib.studies import (
     bicubic_validation,
     heldout_curve,
     precision,
+    read_results,
     run_training,
     score_sets,
     stamp,
@@ -48,6 +49,8 @@ def main() -> None:
     ap.add_argument("--json", type=Path,
                     default=repo_root() / "benchmarks" / "results" / "x4_init_vs_scratch.json")
     args = ap.parse_args()
+    old = read_results(args.json, budget={"steps": args.steps, "config": args.config,
+                                          "lr": args.lr})  # before any work
     runs = {"from_x2_body": args.init, "from_scratch": None}
     outs = {k: RUNS / f"{args.config}_{k}_{args.steps}" for k in runs}
     cmds = {k: train_command("amms", SCALE, SIZE_CONFIGS[args.config], args.lr, args.steps, outs[k],
@@ -76,7 +79,6 @@ def main() -> None:
                      "steps_heldout5_psnr": heldout_curve(out),
                      "heldout": score_sets(out / "last.pt", SCALE, [data.HELDOUT])[0][data.HELDOUT],
                      "score_seconds": round(time.perf_counter() - t, 1)}
-    old = json.loads(args.json.read_text()) if args.json.is_file() else {}
     record["earlier"] = old.get("earlier", old if "from_scratch" in old else None)
     record = stamp({**record, "invocations": old.get("invocations", [])}, threads=1,
                    precision=record["from_x2_body"]["precision"])

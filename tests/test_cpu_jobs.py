@@ -3,6 +3,7 @@ resumes to its last step, a finished run is not trained again, a failure is one 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -342,8 +343,13 @@ def test_the_diagnostics_file_keeps_reports_of_checkpoints_not_named_again(use_d
     out = str(tmp_path / "diag.json")
 
     def run(*ckpts):
-        attention_diagnostics.main([*ckpts, "--images", "1", "--json", out])
+        attention_diagnostics.main([*ckpts, "--images", "2", "--json", out])
         return json.loads(Path(out).read_text())["reports"]
+
+    # one image: no spread across images (it had written NaN into the results file)
+    with pytest.raises(SystemExit) as exc:
+        attention_diagnostics.main([paths[0], "--images", "1", "--json", out])
+    assert exc.value.code == 2 and not Path(out).exists()
 
     assert [r["step"] for r in run(paths[0])] == [1]
     assert sorted(r["step"] for r in run(paths[1])) == [1, 2]
@@ -431,6 +437,28 @@ def test_a_damaged_results_file_is_one_line_before_any_work(tmp_path, script, co
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 1 and "--jobs must be 1 or more" in run.stderr
     assert not (tmp_path / "new.json").exists()
+
+
+@pytest.mark.parametrize("script, argv, held", [
+    ("ablation_cpu.py", ["--steps", "5", "--seeds", "0", "--variants", "none", "--jobs", "1"],
+     {"steps": 3000}),
+    ("x4_init.py", ["--steps", "2"], {"steps": 1000, "config": "c48m2", "lr": 5e-4}),
+    ("ideas_cpu.py", ["--steps", "5"], {"steps": 3000}),
+    ("table2_cpu.py", ["--minutes", "1"], {"minutes": 30}),
+])
+def test_a_trial_budget_never_replaces_a_studys_record(tmp_path, script, argv, held):
+    """`ablation_cpu.py --steps 5` had rewritten the committed file's steps (notebook 06
+    then said '5 iterations per run'); `x4_init.py --steps 2` had replaced the 1000-step
+    result. A file of another budget is refused before any work."""
+    results = tmp_path / "r.json"
+    results.write_text(json.dumps({**held, "runs": []}))
+    before = results.read_text()
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *argv, "--json",
+                          str(results)], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "AMMS_DATA": str(tmp_path / "none")})
+    assert run.returncode == 1, run.stderr[-1500:]
+    assert "pass --json another file for another budget" in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1 and results.read_text() == before
 
 
 def test_another_studys_file_or_a_folder_is_one_line(tmp_path):
