@@ -28,7 +28,14 @@ from amms_lib.errors import AmmsError
 from amms_lib.metrics import evaluate
 from amms_lib.models import METHODS, MODELS
 from amms_lib.resize import imresize
-from amms_lib.runtime import ArgumentParser, atomic_write, cli, probe_writable, resolve_device
+from amms_lib.runtime import (
+    ArgumentParser,
+    atomic_write,
+    cli,
+    file_sha256,
+    probe_writable,
+    resolve_device,
+)
 
 Upscaler = Callable[[np.ndarray], np.ndarray]  # uint8 LR image -> uint8 SR image
 
@@ -165,9 +172,13 @@ def format_table(results: list[dict]) -> str:
             r = cell.get((d, s))
             row += f"{r['psnr']:>10.2f}/{r['ssim']:.4f}" if r else f"{'-':>17}"
             row += "*" if r and "partial" in r else ""
+            row += "t" if r and "tile" in r else ""
         lines.append(row)
     if any("partial" in r for r in results):
         lines.append("* partial set: not comparable with published numbers")
+    if tiles := sorted({r["tile"] for r in results if "tile" in r}):
+        lines.append(f"t scored in tiles of {', '.join(map(str, tiles))} LR px (attention "
+                     "within a tile, not the whole image)")
     return "\n".join(lines)
 
 
@@ -267,10 +278,12 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(format_table(results))
         if args.json:
+            weights = {"checkpoint": str(Path(args.checkpoint).resolve()),
+                       "sha256": file_sha256(args.checkpoint)} if args.checkpoint else {}
             existed, path = Path(args.json).is_file(), args.json
             while True:
                 try:
-                    write_json(path, {"results": results}, replace=args.overwrite)
+                    write_json(path, {"results": results, **weights}, replace=args.overwrite)
                     break
                 except FileExistsError:  # made while this ran (another run?): kept
                     path = free_name(args.json)

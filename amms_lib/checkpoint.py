@@ -17,7 +17,7 @@ from torch import nn
 
 from amms_lib.errors import AmmsError
 from amms_lib.models import build_model
-from amms_lib.runtime import FolderLock, atomic_save, atomic_write
+from amms_lib.runtime import FolderLock, atomic_save, atomic_write, file_sha256
 
 FORMAT = "amms-sr-checkpoint/1"
 
@@ -142,16 +142,6 @@ def checkpoints_dir() -> Path:
     return repo_root() / "checkpoints"
 
 
-def file_sha256(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def read_metadata(folder: Path | None = None) -> dict:
     """``{file name: {model, scale, command, commit, data, iterations, metrics, sha256}}``;
     one clear error when the file is not that (bad bytes, a list, a null entry)."""
@@ -203,7 +193,6 @@ def register(src, *, command: str, data: str, folder: Path | None = None,
 def _register(src, ckpt, folder, command, data, commit, notes, score, force, extra) -> Path:
     import json
     import os
-    import subprocess
     import sys
 
     name = f"{ckpt['model']}_x{ckpt['scale']}.pt"
@@ -231,13 +220,13 @@ def _register(src, ckpt, folder, command, data, commit, notes, score, force, ext
     keep = {k: ckpt[k] for k in ("format", "model", "scale", "model_kwargs", "state_dict",
                                  "torch", "saved_at", "step", "metrics", "config")
             if k in ckpt}  # no optimizer state: shipped checkpoints stay small
-    if not commit:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True, cwd=folder.parent).stdout.strip()
-    if not commit:
-        print(f"warning: {folder} is outside a git checkout and no commit was given: the "
+    from amms_lib.runtime import code_commit, repo_root
+
+    if not commit:  # this library's checkout (not the folder's: it may be another repo)
+        commit = code_commit(repo_root())
+    if commit == "unknown":
+        print(f"warning: {repo_root()} is not a git checkout and no commit was given: the "
               "record says commit 'unknown' (pass --commit SHA)", file=sys.stderr)
-        commit = "unknown"
     staged = folder / f".{name}.staged-{os.getpid()}"
     try:
         atomic_save(keep, staged)

@@ -25,7 +25,7 @@ import numpy as np
 from amms_lib.errors import AmmsError
 from amms_lib.images import read_image
 from amms_lib.resize import imresize
-from amms_lib.runtime import repo_root
+from amms_lib.runtime import file_sha256, repo_root
 from amms_lib.scales import SCALES, check_scale  # data.SCALES etc. stay importable
 
 ENV_VAR = "AMMS_DATA"
@@ -304,8 +304,6 @@ def _changed(files: list[Path], root: Path | None = None) -> list[str]:
     """Files whose sha256 differs from the data folder's ``SHA256SUMS`` (one line per
     file, ``<hash>  <path relative to the folder>``), when it has one: an edited,
     re-encoded or replaced image keeps its name and size class but not its hash."""
-    import hashlib
-
     root = data_root() if root is None else Path(root)
     sums_file = root / "SHA256SUMS" if root is not None else None
     if sums_file is None or not sums_file.is_file():
@@ -325,7 +323,7 @@ def _changed(files: list[Path], root: Path | None = None) -> list[str]:
         stat = f.stat()
         key = (str(f.resolve()), stat.st_size, stat.st_mtime_ns)
         if key not in _HASHES:
-            _HASHES[key] = hashlib.sha256(f.read_bytes()).hexdigest()
+            _HASHES[key] = file_sha256(f)
         if _HASHES[key] != sums[rel]:
             changed.add(rel)
     return [f"{_few(changed)} differ from {sums_file} (edited or replaced)"] if changed else []

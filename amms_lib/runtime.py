@@ -278,3 +278,26 @@ def cli(run: Callable[[], int], interrupted: str = "interrupted") -> int:
     except KeyboardInterrupt:
         print(interrupted, file=sys.stderr)
         return 130
+
+
+def code_commit(root: Path, short: bool = True) -> str:
+    """The commit checked out at ``root``, ``+dirty`` with uncommitted changes to tracked
+    files, ``unknown`` outside git: which code a study ran or a checkpoint was trained by."""
+    import subprocess
+
+    sha = subprocess.run(["git", "rev-parse", *(["--short"] if short else []), "HEAD"],
+                         cwd=root, capture_output=True, text=True).stdout.strip() or "unknown"
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                           capture_output=True, text=True).stdout.strip()
+    return sha + "+dirty" * bool(dirty)
+
+
+def file_sha256(path) -> str:
+    """The sha256 of a file's bytes, read in 1 MB blocks."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

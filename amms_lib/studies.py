@@ -22,7 +22,7 @@ from pathlib import Path
 
 from amms_lib import data
 from amms_lib.amms import AMMSConfig
-from amms_lib.runtime import atomic_write, repo_root
+from amms_lib.runtime import atomic_write, code_commit, repo_root  # noqa: F401 (studies.code_commit)
 
 VAL_IMAGES = 5  # held-out images a study's run validates on (the first of data.HELDOUT)
 # the compact AMMS of the ablation studies (ablation_cpu, ideas_cpu): 32 channels, 2 AMMS
@@ -279,16 +279,6 @@ def read_results(path, missing_ok: bool = True, budget: dict | None = None) -> d
         sys.exit(f"error: {path} holds a study of {', '.join(f'{k} {v}' for k, v in other.items())}"
                  f" (this run: {mine}); pass --json another file for another budget")
     return record
-
-
-def code_commit(root: Path, short: bool = True) -> str:
-    """The commit checked out at ``root``, ``+dirty`` with uncommitted changes to tracked
-    files, ``unknown`` outside git: which code a study ran."""
-    sha = subprocess.run(["git", "rev-parse", *(["--short"] if short else []), "HEAD"],
-                         cwd=root, capture_output=True, text=True).stdout.strip() or "unknown"
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                           capture_output=True, text=True).stdout.strip()
-    return sha + "+dirty" * bool(dirty)
 
 
 def stamp(record: dict, *, threads: int | None = None, precision: str = "float32") -> dict:

@@ -84,6 +84,7 @@ from amms_lib.train_config import (
     lr_factor,
     precision_name,
     use_autocast,
+    val_set_name,
 )
 from amms_lib.validation import validate
 
@@ -201,6 +202,11 @@ def _resume(cfg: TrainConfig, net, opt, ema, last: Path) -> tuple[int, float, fl
             raise AmmsError(f"{last}: the run was trained with {key}={was!r}, not {now!r}; "
                             "a resumed run continues exactly only with the same settings: "
                             "pass the same value, or start over with --overwrite")
+    was, now = (ckpt.get("metrics") or {}).get("val_set"), val_set_name(cfg)
+    if was and was != now:  # e.g. resumed without AMMS_DATA: the built-in images stand in
+        raise AmmsError(f"{last}: the run validated on {was!r}, this one would on {now!r} "
+                        f"(data folder: {data.data_root() or 'none'}); resume with the data "
+                        "folder it started with, or start over with --overwrite")
     load_weights(net, ckpt["state_dict"], last)
     opt.load_state_dict(ckpt["optimizer"])
     if ema is not None and "ema" in ckpt:  # else the average restarts from these weights
@@ -223,9 +229,12 @@ def _save(out: Path, net, opt, ema, cfg: TrainConfig, step: int, best: float, sp
                  optimizer=opt.state_dict(), seconds=spent, rng=torch.get_rng_state(),
                  precision=precision)  # what this process computed in, not what was asked
     try:
-        save_checkpoint(last, net, **state, **({"ema": ema.state_dict()} if ema else {}))
+        # best.pt first: a stop between the two writes leaves last.pt behind it, and the
+        # resumed run redoes the step and rewrites best.pt; the other order had left a
+        # best.pt older than the best that last.pt records, never to be replaced
         if "psnr" in metrics and metrics["psnr"] >= best:
             save_checkpoint(out / "best.pt", net, **state)
+        save_checkpoint(last, net, **state, **({"ema": ema.state_dict()} if ema else {}))
         if ema is not None:  # weights and record only: what a benchmark or register reads
             keep = {k: v for k, v in state.items() if k not in ("optimizer", "rng")}
             keep["metrics"] = {"val_set": metrics.get("val_set"), **{

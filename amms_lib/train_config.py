@@ -150,6 +150,11 @@ class TrainConfig:
                             f"{', '.join(data.list_sets())}")
         if self.val_set == data.HELDOUT:
             data.list_images(data.HELDOUT)  # one clear error if the split is missing
+            if problems := data.incomplete(data.HELDOUT):  # a part would pass for the whole
+                raise AmmsError(f"the held-out split is not whole ({'; '.join(problems)}): "
+                                "its scores would not compare with other runs'; fetch "
+                                "train/T91 and train/BSD200 (python -m amms_lib.data fetch), "
+                                "or pass --val-set with a set of your own held out of training")
 
 
 def lr_factor(cfg: TrainConfig, step: int, progress: float | None = None) -> float:

@@ -55,6 +55,12 @@ def record(out: Path, args) -> tuple[Path, dict, dict]:
                         "needed to register it (amms_lib.checkpoint.register takes weights alone)")
     curve = [[round(r["seconds"] / 60, 2), round(r[key], 4)]
              for r in read_metrics(out) if key in r and "seconds" in r]
+    scores = [r[key] for r in read_metrics(out) if key in r]
+    if not (args.ema or args.last) and scores and \
+            (ckpt.get("metrics") or {}).get("psnr") != max(scores):
+        raise AmmsError(f"{src} scores {(ckpt.get('metrics') or {}).get('psnr')} dB but the "
+                        f"run's best validation in metrics.jsonl is {max(scores):.4f} dB: it "
+                        "was stopped between writes; finish it with --resume, then register")
     if "seconds" not in ckpt or not curve:
         raise AmmsError(f"{out} has no training times (trained before they were logged); "
                         "register it with amms_lib.checkpoint.register")

@@ -92,8 +92,17 @@ def test_tiled_rows_are_marked_and_tiling_needs_a_network(use_data, tmp_path, ca
     assert benchmark.main(["--model", "amms", "--checkpoint", str(path), "--datasets", "Set5",
                            "Set14", "--scales", "4", "--tile", "24", "--tile-sets", "Set14",
                            "--json", str(out)]) == 0
-    rows = {r["dataset"]: r for r in json.loads(out.read_text())["results"]}
+    saved = json.loads(out.read_text())
+    rows = {r["dataset"]: r for r in saved["results"]}
     assert "tile" not in rows["Set5"] and rows["Set14"]["tile"] == 24
+    # which weights were scored, and which row was tiled, is said (it had read like the
+    # shipped network's row, and the tiled row was printed unmarked)
+    from amms_lib.checkpoint import file_sha256
+
+    assert (saved["checkpoint"], saved["sha256"]) == (str(path.resolve()), file_sha256(path))
+    table = capsys.readouterr().out
+    assert [line.endswith("t") for line in table.splitlines() if line[:4] in ("Set5", "Set1")
+            ] == [False, True] and "t scored in tiles of 24 LR px" in table
     for argv in (["--tile", "16"], ["--model", "amms", "--checkpoint", str(path), "--tile", "0"],
                  ["--model", "amms", "--checkpoint", str(path), "--tile-sets", "Set5"]):
         assert benchmark.main(["--datasets", "Set5", "--scales", "4", *argv]) == 2

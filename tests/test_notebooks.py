@@ -131,7 +131,15 @@ def test_ablation_notebook_runs_other_seeds_and_budgets(use_data, tmp_path, monk
     text = _stdout(tmp_path / "06_ablation.ipynb")
     assert "seeds" in text and "[3, 4]" in text
     assert (tmp_path / "figures" / "06_ablation.png").is_file()
-    assert saved is None or len(saved.get("runs", [])) == 8  # 4 variants x 2 seeds
+    assert len(saved["runs"]) == 8  # 4 variants x 2 seeds
+    # another budget into the same folder: refused before any training (it had retrained
+    # all 8 runs over the old ones and replaced results.json without a word)
+    results = next(run.rglob("results.json"))
+    before = results.read_text()
+    with pytest.raises(papermill.PapermillExecutionError) as err:
+        _run("06_ablation.ipynb", tmp_path, seeds="3,4", iterations=3, run_name=str(run))
+    assert err.value.ename == "AmmsError" and "holds 8 runs of another budget" in err.value.evalue
+    assert results.read_text() == before
 
 
 @pytest.mark.parametrize("path", sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")), ids=lambda p: p.name)

@@ -806,13 +806,26 @@ def test_register_run_keeps_an_unrecorded_file_and_names_the_set_it_scored(tmp_p
                                   run_name="imported")
     cfg = _cfg(tmp_path, iters_per_epoch=2, val_every=2, train_sets=("skimage",))
     train(cfg)
+    # the commit is this library's checkout's, even in a folder of another git repository
+    # (that repository's HEAD had been recorded as the training commit)
+    from amms_lib import runtime
+
+    repo = tmp_path / "repo"
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run(["git", "-C", str(repo), "-c", "user.name=x", "-c", "user.email=x@x",
+                    "commit", "-q", "--allow-empty", "-m", "other"], check=True)
+    args = [cfg.out_dir, "--command", "x", "--folder", str(repo / "weights")]
+    assert register_run["main"](args) == 0
+    meta = json.loads((repo / "weights" / "metadata.json").read_text())["amms_x2.pt"]
+    assert meta["commit"] == runtime.code_commit(runtime.repo_root()) != "unknown"
+    monkeypatch.setattr(runtime, "repo_root", lambda: tmp_path)  # a copy outside git
     folder = tmp_path / "ck"
     args = [cfg.out_dir, "--command", "x", "--folder", str(folder)]
     assert register_run["main"](args) == 0
     meta = json.loads((folder / "metadata.json").read_text())["amms_x2.pt"]
     assert meta["val_set"] == data.BUILTIN and meta["commit"] == "unknown"
     err = capsys.readouterr().err
-    assert "outside a git checkout" in err
+    assert "is not a git checkout" in err
     other = tmp_path / "other"
     other.mkdir()
     (other / "amms_x2.pt").write_bytes((folder / "amms_x2.pt").read_bytes())  # no record
@@ -858,3 +871,68 @@ def test_tqdm_disable_reaches_the_training_bar(use_data, tmp_path, monkeypatch):
     monkeypatch.setenv("TQDM_DISABLE", "0")
     train(_cfg(tmp_path, iters_per_epoch=1, val_every=0, out_dir=str(tmp_path / "b")))
     assert seen == [True, False]
+
+
+def test_a_stop_between_the_checkpoint_writes_leaves_a_consistent_best(use_data, tmp_path,
+                                                                         monkeypatch):
+    """Killed after a new best's first write: last.pt had recorded the new best while
+    best.pt still held the old one, and a resumed run never replaced it (registration
+    then said 'best of N validations' for the older weights). best.pt is written first,
+    and registration refuses a best.pt that is not the curve's best."""
+    import runpy
+
+    import amms_lib.train as train_module
+
+    cfg = _cfg(tmp_path, val_every=1, iters_per_epoch=4, lr=1e-3)
+    real, writes = train_module.save_checkpoint, []
+
+    def killed_at_step_3(path, *a, **k):
+        writes.append((Path(path).name, k["step"]))
+        if Path(path).name == "last.pt" and k["step"] == 3:
+            raise KeyboardInterrupt  # between the writes of a validation
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(train_module, "save_checkpoint", killed_at_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg)
+    firsts = [name for name, step in writes if step == 1]
+    assert firsts[0] == "best.pt" and "last.pt" in firsts  # best first
+    monkeypatch.setattr(train_module, "save_checkpoint", real)
+    train(replace(cfg, resume=True))
+    scores = [r["psnr"] for r in read_metrics(cfg.out_dir) if "psnr" in r]
+    assert [r["step"] for r in read_metrics(cfg.out_dir) if "psnr" in r] == [1, 2, 3, 4]
+    assert read_checkpoint(Path(cfg.out_dir) / "best.pt")["metrics"]["psnr"] == max(scores)
+    register_run = runpy.run_path(str(Path(__file__).parents[1] / "scripts" / "register_run.py"),
+                                  run_name="imported")
+    args = SimpleNamespace(ema=False, last=False, selection=None, device="cpu")
+    register_run["record"](Path(cfg.out_dir), args)  # consistent: accepted
+    stale = read_checkpoint(Path(cfg.out_dir) / "best.pt")  # a best.pt behind its curve
+    torch.save({**stale, "metrics": {**stale["metrics"], "psnr": max(scores) - 1}},
+               Path(cfg.out_dir) / "best.pt")
+    with pytest.raises(AmmsError, match="stopped between writes; finish it with --resume"):
+        register_run["record"](Path(cfg.out_dir), args)
+
+
+def test_a_resume_without_the_data_folder_is_refused(use_data, tmp_path, monkeypatch):
+    """Resumed without AMMS_DATA, validation had switched from the held-out images to the
+    built-in ones, and best.pt was chosen across both sets."""
+    cfg = _cfg(tmp_path, iters_per_epoch=4, val_every=2, train_sets=("skimage",))
+    train(replace(cfg, iters_per_epoch=2))
+    assert {r["val_set"] for r in read_metrics(cfg.out_dir) if "psnr" in r} == {data.HELDOUT}
+    before = (Path(cfg.out_dir) / "config.json").read_text()
+    monkeypatch.delenv("AMMS_DATA")
+    monkeypatch.setattr(data, "repo_root", lambda: tmp_path)  # no data/ there either
+    with pytest.raises(AmmsError, match="validated on 'heldout', this one would on 'skimage'"):
+        train(replace(cfg, resume=True))
+    assert (Path(cfg.out_dir) / "config.json").read_text() == before
+
+
+def test_a_partial_held_out_split_is_refused(data_dir, tmp_path, monkeypatch):
+    """With train/T91 only, validation had scored 5 of the 15 held-out images and the run's
+    record said the whole split (21.78 dB against 22.70 on all 15)."""
+    import shutil
+
+    shutil.copytree(data_dir / "train" / "T91", tmp_path / "train" / "T91")
+    monkeypatch.setenv("AMMS_DATA", str(tmp_path))
+    with pytest.raises(AmmsError, match=r"held-out split is not whole \(10 image\(s\)"):
+        _cfg(tmp_path, train_sets=("T91",)).check()
