@@ -250,6 +250,11 @@ def fetch(dest, url=None, sets=None, progress=True) -> Path:
     target = dest / "benchmark"
     if target.exists():
         problems, _ = _problems(target, names)
+        missing = [p.removesuffix(" is missing") for p in problems if p.endswith(" is missing")]
+        if problems and len(missing) == len(problems):  # what is there is fine: keep it
+            raise AmmsError(f"{target} holds valid sets but not {', '.join(missing)}: fetch "
+                            f"into another --dest and move those set folders into {target} "
+                            "(removing it would delete the sets it has)")
         if problems:
             raise AmmsError(f"{target} already exists but is not valid: "
                             f"{_summary(problems)}; remove it and run fetch again")

@@ -30,4 +30,4 @@ $PY -m amms_lib.train --model amms --scale "$SCALE" --model-kwargs "$KWARGS" \
     --batch-size 16 --patch-size $((32 * SCALE)) --val-every 1000 --workers 0 \
     --cpu-amp --channels-last --resume ${INIT:+--init-from "$INIT"} --out-dir "$OUT" ${EXTRA:-}
 $PY -m amms_lib.benchmark --model amms --checkpoint "$OUT/best.pt" --scales "$SCALE" \
-    --datasets Set5 Set14 --json "$OUT/benchmark.json"
+    --datasets Set5 Set14 --overwrite --json "$OUT/benchmark.json"

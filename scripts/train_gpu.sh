@@ -27,4 +27,4 @@ $PY -m amms_lib.train --model amms --scale "$SCALE" --recipe "$RECIPE" --lr "$LR
     --val-every 1000 --max-minutes "$MINUTES" --workers "${WORKERS:-8}" \
     --out-dir "$OUT" $RESUME_FLAG ${EXTRA:-}
 $PY -m amms_lib.benchmark --model amms --checkpoint "$OUT/best.pt" --scales "$SCALE" \
-    --datasets Set5 Set14 --json "$OUT/benchmark.json"
+    --datasets Set5 Set14 --overwrite --json "$OUT/benchmark.json"

@@ -141,6 +141,10 @@ def test_fetch_end_to_end_and_idempotent(server, set5, set5_tar, tmp_path, capsy
     assert fetch(dest, url=server.url("benchmark.tar"), sets=["Set5"]) == out
     assert len(server.seen) == n == 1
     assert "already" in capsys.readouterr().err
+    # another set asked for: the message never advises removing the valid sets there
+    with pytest.raises(AmmsError, match="holds valid sets but not Set14: fetch into another"):
+        fetch(dest, url=server.url("benchmark.tar"), sets=["Set5", "Set14"])
+    _assert_same_hr(dest, set5)
 
 
 def test_url_from_env_and_gzip_with_sets_at_top_level(server, set5, tmp_path,
