@@ -47,6 +47,11 @@ def test_benchmark_notebook_takes_a_single_scale(use_data, tmp_path, monkeypatch
     assert "scales: [4]" in text and "datasets: ['Set5']" in text
     rows = json.loads((tmp_path / "run" / "table.json").read_text())["results"]
     assert [(r["dataset"], r["scale"], r["n_images"]) for r in rows] == [("Set5", 4, 5)]
+    # another name of a set (it had ended in a KeyError), and a rerun into the same folder
+    _run("07_benchmark.ipynb", tmp_path, scales=4, datasets="B100", methods="bicubic",
+         run_name=str(tmp_path / "run"))
+    rows = json.loads((tmp_path / "run" / "table.json").read_text())["results"]
+    assert [(r["dataset"], r["scale"], r["n_images"]) for r in rows] == [("BSD100", 4, 100)]
 
 
 def test_train_notebook_checks_its_parameters_before_loading_data(tmp_path,
