@@ -194,6 +194,18 @@ def write_json(path: str | os.PathLike, payload: dict, replace: bool = True) -> 
         raise AmmsError(f"--json {path}: cannot write it ({e.strerror or e})") from None
 
 
+def is_results_file(path) -> bool:
+    """Whether ``path`` is a plain file holding a benchmark's results (``{"results": [...]}``),
+    the only kind ``--overwrite`` may replace."""
+    try:
+        if os.path.islink(path) or not Path(path).is_file():
+            return False
+        record = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(record, dict) and isinstance(record.get("results"), list)
+
+
 def check_writable(path: str | os.PathLike) -> None:
     """Fail now, not after the whole benchmark, if ``path`` cannot be written: make
     its folder and a probe file there (``runtime.probe_writable``)."""
@@ -209,9 +221,10 @@ def check_writable(path: str | os.PathLike) -> None:
 
 
 def free_name(path: str) -> str:
-    """``path``, or ``path-2``, ``path-3``, ... : the first name not taken."""
+    """``path``, or ``path-2``, ``path-3``, ... : the first name not taken (a dangling
+    link takes its name too)."""
     name, n = path, 1
-    while Path(name).exists():
+    while os.path.lexists(name):
         n += 1
         name = f"{path}-{n}"
     return name
@@ -256,9 +269,14 @@ def main(argv: list[str] | None = None) -> int:
     def go() -> int:
         if args.json:
             check_writable(args.json)
-            if Path(args.json).exists() and not args.overwrite:
+            if os.path.lexists(args.json) and not args.overwrite:
                 raise AmmsError(f"--json {args.json} exists (earlier results?): choose another "
                                 "path, or pass --overwrite to replace it")
+            if os.path.lexists(args.json) and not is_results_file(args.json):
+                raise AmmsError(f"--json {args.json} is not a benchmark results file (a "
+                                "checkpoint, a registry, a link?): --overwrite replaces only "
+                                "earlier results; choose another path")
+        weights = args.checkpoint and file_sha256(args.checkpoint)  # what is loaded now
         datasets = args.datasets
         if datasets is None:
             if data.data_root() is None:
@@ -277,9 +295,12 @@ def main(argv: list[str] | None = None) -> int:
             keep_what_is_done(str(exc) or "interrupted")
             raise
         print(format_table(results))
+        if weights and file_sha256(args.checkpoint) != weights:
+            raise AmmsError(f"{args.checkpoint} changed while it was scored (a run still "
+                            "writing it?): the rows above may be either file's; score a copy")
         if args.json:
             weights = {"checkpoint": str(Path(args.checkpoint).resolve()),
-                       "sha256": file_sha256(args.checkpoint)} if args.checkpoint else {}
+                       "sha256": weights} if args.checkpoint else {}
             existed, path = Path(args.json).is_file(), args.json
             while True:
                 try:

@@ -17,6 +17,7 @@ Command line: ``python -m amms_lib.data list`` (exit 1 when a set is incomplete)
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Iterator, NamedTuple
 
@@ -298,35 +299,63 @@ def incomplete(name: str, scales=SCALES, root: Path | None = None) -> list[str]:
 
 
 _HASHES: dict = {}  # (path, size, mtime) -> sha256, so a set is hashed once per process
+_SUM_LINE = re.compile(r"^(?:SHA256 \((?P<tag_path>.+)\) = (?P<tag_hash>[0-9a-fA-F]{64})|"
+                       r"(?P<hash>[0-9a-fA-F]{64})[ \t]+\*?(?P<path>.+))$")
+
+
+def read_sums(path: Path) -> dict[str, str]:
+    """``SHA256SUMS`` as {path relative to its folder: lower-case hash}; every format
+    ``sha256sum`` and BSD ``shasum --tag`` write (text or ``*`` binary marker, ``./``
+    paths, CRLF, a byte-order mark). An absolute path is kept as it is."""
+    sums = {}
+    for line in path.read_text(encoding="utf-8-sig", errors="replace").splitlines():
+        if m := _SUM_LINE.match(line.strip()):
+            rel = (m["path"] or m["tag_path"]).strip()
+            rel = rel[2:] if rel.startswith("./") else rel
+            sums[rel] = (m["hash"] or m["tag_hash"]).lower()
+    return sums
+
+
+def _sums_file(root: Path) -> Path | None:
+    """The data folder's SHA256SUMS (or, for AMMS_DATA=<folder>/benchmark, the folder's)."""
+    for folder in (root, root.parent) if root.name == "benchmark" else (root,):
+        if (folder / "SHA256SUMS").is_file():
+            return folder / "SHA256SUMS"
+    return None
 
 
 def _changed(files: list[Path], root: Path | None = None) -> list[str]:
-    """Files whose sha256 differs from the data folder's ``SHA256SUMS`` (one line per
-    file, ``<hash>  <path relative to the folder>``), when it has one: an edited,
-    re-encoded or replaced image keeps its name and size class but not its hash."""
+    """What differs from the data folder's ``SHA256SUMS``, when it has one: files whose
+    sha256 is not the listed one (edited, re-encoded or replaced), and files it does
+    not list (renamed, added) once it lists any of them. Paths are taken as the data
+    folder names them, links not followed, so a linked set is checked like a copy."""
     root = data_root() if root is None else Path(root)
-    sums_file = root / "SHA256SUMS" if root is not None else None
-    if sums_file is None or not sums_file.is_file():
+    sums_file = _sums_file(root) if root is not None else None
+    if sums_file is None or not files:
         return []
-    sums = {}
-    for line in sums_file.read_text(errors="replace").splitlines():
-        digest, _, rel = line.strip().partition("  ")
-        sums[rel.lstrip("*")] = digest
-    changed = set()
+    sums, base = read_sums(sums_file), sums_file.parent
+    changed, unlisted = set(), set()
     for f in files:
-        try:
-            rel = f.resolve().relative_to(root.resolve()).as_posix()
-        except ValueError:  # outside the folder (a link elsewhere): nothing to compare
-            continue
-        if rel not in sums:
+        rel = os.path.relpath(os.path.abspath(f), os.path.abspath(base)).replace(os.sep, "/")
+        want = sums.get(rel) or sums.get(os.path.abspath(f))
+        if want is None:
+            unlisted.add(rel)
             continue
         stat = f.stat()
-        key = (str(f.resolve()), stat.st_size, stat.st_mtime_ns)
+        key = (os.path.abspath(f), stat.st_size, stat.st_mtime_ns)
         if key not in _HASHES:
             _HASHES[key] = file_sha256(f)
-        if _HASHES[key] != sums[rel]:
+        if _HASHES[key] != want:
             changed.add(rel)
-    return [f"{_few(changed)} differ from {sums_file} (edited or replaced)"] if changed else []
+    problems = [f"{_few(changed)} differ from {sums_file} (edited or replaced)"] if changed \
+        else []
+    if unlisted and len(unlisted) < len(files):  # a set it covers, with files it never saw
+        problems.append(f"{_few(unlisted)} not in {sums_file} (renamed or added)")
+    elif unlisted and any(canonical(f.parent.parent.name if f.parent.name == "HR" else "")
+                          in EXPECTED_IMAGES for f in files):  # a standard set it never lists
+        problems.append(f"{sums_file} lists none of its files: its paths do not match this "
+                        "layout; regenerate it (sha256sum) or remove it")
+    return problems
 
 
 def _few(names: set) -> str:

@@ -31,6 +31,7 @@ scores ``amms_lib.validation``, and quick mode's settings and a run's cost ``amm
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -74,7 +75,9 @@ from amms_lib.runtime import (
     FolderLock,
     atomic_write,
     cli,
+    code_commit,
     progress_off,
+    repo_root,
     resolve_device,
     seed_everything,
 )
@@ -86,7 +89,7 @@ from amms_lib.train_config import (
     use_autocast,
     val_set_name,
 )
-from amms_lib.validation import validate
+from amms_lib.validation import pixels_id, validate, validation_pairs
 
 
 def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, lr_b: torch.Tensor,
@@ -202,17 +205,27 @@ def _resume(cfg: TrainConfig, net, opt, ema, last: Path) -> tuple[int, float, fl
             raise AmmsError(f"{last}: the run was trained with {key}={was!r}, not {now!r}; "
                             "a resumed run continues exactly only with the same settings: "
                             "pass the same value, or start over with --overwrite")
-    was, now = (ckpt.get("metrics") or {}).get("val_set"), val_set_name(cfg)
+    done = ckpt.get("metrics") or {}
+    was, now = done.get("val_set"), val_set_name(cfg)
     if was and was != now:  # e.g. resumed without AMMS_DATA: the built-in images stand in
         raise AmmsError(f"{last}: the run validated on {was!r}, this one would on {now!r} "
                         f"(data folder: {data.data_root() or 'none'}); resume with the data "
                         "folder it started with, or start over with --overwrite")
+    if done.get("val_pixels") and done["val_pixels"] != pixels_id(validation_pairs(cfg)[1]):
+        raise AmmsError(f"{last}: the run validated on other {was} images than this data "
+                        f"folder's ({data.data_root()}): edited or another copy; resume with "
+                        "the data folder it started with, or start over with --overwrite")
     load_weights(net, ckpt["state_dict"], last)
     opt.load_state_dict(ckpt["optimizer"])
     if ema is not None and "ema" in ckpt:  # else the average restarts from these weights
         ema.load_state_dict(ckpt["ema"])
     torch.set_rng_state(ckpt["rng"])
     return ckpt["step"], ckpt.get("best_psnr", -math.inf), float(ckpt.get("seconds", 0.0))
+
+
+@functools.lru_cache(maxsize=1)
+def _commit() -> str:
+    return code_commit(repo_root())
 
 
 def _save(out: Path, net, opt, ema, cfg: TrainConfig, step: int, best: float, spent: float,
@@ -227,7 +240,8 @@ def _save(out: Path, net, opt, ema, cfg: TrainConfig, step: int, best: float, sp
     state = dict(name=cfg.model, scale=cfg.scale, model_kwargs=cfg.model_kwargs,
                  step=step, best_psnr=best, metrics=metrics, config=asdict(cfg),
                  optimizer=opt.state_dict(), seconds=spent, rng=torch.get_rng_state(),
-                 precision=precision)  # what this process computed in, not what was asked
+                 precision=precision,  # what this process computed in, not what was asked
+                 commit=_commit())  # the code that trained it (a registration reads it)
     try:
         # best.pt first: a stop between the two writes leaves last.pt behind it, and the
         # resumed run redoes the step and rewrites best.pt; the other order had left a
@@ -237,7 +251,8 @@ def _save(out: Path, net, opt, ema, cfg: TrainConfig, step: int, best: float, sp
         save_checkpoint(last, net, **state, **({"ema": ema.state_dict()} if ema else {}))
         if ema is not None:  # weights and record only: what a benchmark or register reads
             keep = {k: v for k, v in state.items() if k not in ("optimizer", "rng")}
-            keep["metrics"] = {"val_set": metrics.get("val_set"), **{
+            keep["metrics"] = {"val_set": metrics.get("val_set"),
+                               "val_pixels": metrics.get("val_pixels"), **{
                 k[:-4]: v for k, v in metrics.items() if k.endswith("_ema")}}
             save_checkpoint(out / "ema.pt", ema.module, **keep)
     except OSError as exc:
@@ -390,7 +405,7 @@ def _train_locked(cfg, files, out: Path, rank: int, world: int, device, stop_aft
             tv = time.perf_counter()
             if main_proc:
                 metrics = validate(net, cfg) | ({f"{k}_ema": v for k, v in validate(
-                    ema.module, cfg).items() if k != "val_set"} if ema else {})
+                    ema.module, cfg).items() if k not in ("val_set", "val_pixels")} if ema else {})
                 best = max(best, metrics["psnr"])
                 append_log(log, {"step": step, "seconds": round(spent, 2), **metrics})
                 bar.set_postfix(loss=f"{loss:.4f}", psnr=f"{metrics['psnr']:.2f}")

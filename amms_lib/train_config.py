@@ -155,6 +155,10 @@ class TrainConfig:
                                 "its scores would not compare with other runs'; fetch "
                                 "train/T91 and train/BSD200 (python -m amms_lib.data fetch), "
                                 "or pass --val-set with a set of your own held out of training")
+        elif problems := data.incomplete(data.canonical(self.val_set), [self.scale]):
+            raise AmmsError(f"val_set {self.val_set}: not the standard set "
+                            f"({'; '.join(problems)}); its scores would pass for the set's: "
+                            "re-fetch it, or validate on the held-out split")
 
 
 def lr_factor(cfg: TrainConfig, step: int, progress: float | None = None) -> float:

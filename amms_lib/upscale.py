@@ -259,6 +259,22 @@ def _run_locked(args, fn, out_dir: Path) -> int:
     return 1 if n_failed else 0
 
 
+def not_an_output(src: Path, dst: Path, scale: int) -> str | None:
+    """Why ``dst`` cannot be an earlier xscale output of ``src`` (another size, not an
+    image), or None: ``--overwrite`` replaces earlier outputs, never a user's own file
+    that happens to have the output's name."""
+    from PIL import Image
+
+    try:
+        with Image.open(src) as a, Image.open(dst) as b:
+            want, got = (a.width * scale, a.height * scale), b.size
+    except Exception:  # noqa: BLE001 - any file PIL cannot read is not our output
+        return "not an image this tool reads"
+    if got in (want, want[::-1]):  # (an EXIF-rotated input is written upright)
+        return None
+    return f"{got[0]}x{got[1]}, not the {want[0]}x{want[1]} of x{scale}"
+
+
 def process(src: Path, dst: Path, fn, scale: int, inputs: set, written: dict,
             overwrite: bool = False) -> bool:
     """One input: written (True, recorded in ``written``) or one ``failed:`` line; warnings
@@ -277,6 +293,9 @@ def process(src: Path, dst: Path, fn, scale: int, inputs: set, written: dict,
             if dst.exists() and not overwrite:
                 raise AmmsError(f"{dst} already exists (an earlier result?); pass "
                                 "--overwrite to replace it, or choose another -o")
+            if dst.exists() and (why := not_an_output(src, dst, scale)):
+                raise AmmsError(f"{dst} is {why}: not an earlier output of this upscale, so "
+                                "--overwrite leaves it; move it or choose another -o")
             upscale_file(src, dst, fn, scale)
             written[dst.resolve()] = src
             return True

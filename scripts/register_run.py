@@ -112,7 +112,9 @@ def main(argv=None) -> int:
     ap.add_argument("--force", action="store_true",
                     help="replace a registered checkpoint that scores higher")
     ap.add_argument("--folder", type=Path, help="where to register (default checkpoints/)")
-    ap.add_argument("--commit", default="", help="the commit that trained it (default: HEAD)")
+    ap.add_argument("--commit", default="",
+                    help="the commit that trained it (default: the one the checkpoint records, "
+                         "else this checkout's HEAD)")
     args = ap.parse_args(argv)
 
     def run() -> int:
@@ -127,7 +129,8 @@ def main(argv=None) -> int:
         trained_on = args.data or ("+".join(cfg.get("train_sets") or ("T91", "BSD200"))
                                    + f" without {data.HELDOUT}")
         path = register(src, command=args.command, data=trained_on, notes=args.notes,
-                        folder=args.folder, commit=args.commit, score=score,
+                        folder=args.folder, score=score,
+                        commit=args.commit or read_checkpoint(src).get("commit", ""),
                         force=args.force, **extra)
         ckpt = read_checkpoint(src)
         print(f"registered {path} (step {ckpt['step']}, {cfg.get('val_set')} "

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from amms_lib import benchmark, data
@@ -316,3 +317,42 @@ def test_a_results_file_made_by_another_run_meanwhile_is_kept(tmp_path, monkeypa
     assert json.loads(out.read_text()) == {"results": ["the other run"]}
     assert json.loads(Path(f"{out}-2").read_text())["results"][0]["dataset"] == "skimage"
     assert f"wrote {out}-2 ({out} appeared while this ran" in capsys.readouterr().out
+
+
+def test_overwrite_replaces_only_earlier_results(tmp_path, monkeypatch, capsys):
+    """`--json X.pt --overwrite` had replaced the checkpoint being scored, `--json
+    checkpoints/metadata.json --overwrite` the registry; a dangling link as --json had
+    looped for ever. A checkpoint replaced while it is scored is not recorded."""
+    from amms_lib.checkpoint import save_checkpoint
+    from amms_lib.models import build_model
+
+    kw = dict(channels=8, n_amms=1, n_am=1, so_reduction=4)
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(tmp_path / "n.pt", build_model("amms", 2, **kw), name="amms",
+                           scale=2, model_kwargs=kw)
+    registry = tmp_path / "metadata.json"
+    registry.write_text('{"amms_x2.pt": {"sha256": "0"}}')
+    dangling = tmp_path / "gone.json"
+    dangling.symlink_to(tmp_path / "nowhere" / "r.json")
+    kept = {p: p.read_bytes() for p in (ckpt, registry)}
+    base = ["--model", "amms", "--checkpoint", str(ckpt), "--datasets", "skimage",
+            "--scales", "2"]
+    for target in (ckpt, registry, dangling):
+        assert benchmark.main([*base, "--json", str(target), "--overwrite"]) == 2
+        assert "not a benchmark results file" in capsys.readouterr().err
+    assert benchmark.main([*base, "--json", str(dangling)]) == 2
+    assert "exists" in capsys.readouterr().err
+    assert all(p.read_bytes() == b for p, b in kept.items()) and dangling.is_symlink()
+    out = tmp_path / "r.json"
+    real = benchmark.evaluate_set
+
+    def replaced_meanwhile(*a, **k):  # a training run writes a new best.pt
+        result = real(*a, **k)
+        torch.manual_seed(1)
+        save_checkpoint(ckpt, build_model("amms", 2, **kw), name="amms", scale=2,
+                        model_kwargs=kw)
+        return result
+
+    monkeypatch.setattr(benchmark, "evaluate_set", replaced_meanwhile)
+    assert benchmark.main([*base, "--json", str(out)]) == 2
+    assert "changed while it was scored" in capsys.readouterr().err and not out.exists()

@@ -441,7 +441,7 @@ def test_a_damaged_results_file_is_one_line_before_any_work(tmp_path, script, co
 
 @pytest.mark.parametrize("script, argv, held", [
     ("ablation_cpu.py", ["--steps", "5", "--seeds", "0", "--variants", "none", "--jobs", "1"],
-     {"steps": 3000}),
+     {"steps": 3000, "lr": 5e-4}),
     ("x4_init.py", ["--steps", "2"], {"steps": 1000, "config": "c48m2", "lr": 5e-4}),
     ("ideas_cpu.py", ["--steps", "5"], {"steps": 3000}),
     ("table2_cpu.py", ["--minutes", "1"], {"minutes": 30}),
@@ -459,6 +459,16 @@ def test_a_trial_budget_never_replaces_a_studys_record(tmp_path, script, argv, h
     assert run.returncode == 1, run.stderr[-1500:]
     assert "pass --json another file for another budget" in run.stderr
     assert len(run.stderr.strip().splitlines()) == 1 and results.read_text() == before
+    # a file without its budget (or with null): whose runs they are is unknown
+    key = next(iter(held))
+    for blank in ({**held, key: None}, {k: v for k, v in held.items() if k != key}):
+        results.write_text(json.dumps({**blank, "runs": []}))
+        before = results.read_text()
+        run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *argv,
+                              "--json", str(results)], capture_output=True, text=True,
+                             timeout=120, env={**os.environ, "AMMS_DATA": str(tmp_path / "none")})
+        assert run.returncode == 1 and f"without their {key}" in run.stderr, run.stderr[-500:]
+        assert results.read_text() == before
 
 
 def test_another_studys_file_or_a_folder_is_one_line(tmp_path):

@@ -318,3 +318,66 @@ def test_an_lr_edited_on_its_border_or_shifted_by_one_is_refused(data_dir, tmp_p
     write_image(path, lr)
     with pytest.raises(AmmsError, match=f"not MATLAB bicubic of its HR .*{why}"):
         data.load_pair("Set5", "butterfly", 2)
+
+
+def _sha_lines(data_dir, name):
+    return [line for line in (data_dir / "SHA256SUMS").read_text().splitlines()
+            if f"benchmark/{name}/" in line]
+
+
+@pytest.mark.parametrize("fmt", [
+    lambda h, p: f"{h} *{p}",  # sha256sum -b
+    lambda h, p: f"{h}  ./{p}",
+    lambda h, p: f"{h.upper()}\t{p}\r",
+    lambda h, p: f"SHA256 ({p}) = {h}",  # shasum --tag
+    None,  # the edited image's line left out
+], ids=["binary", "dot-slash", "upper-tab-crlf", "bsd-tag", "line-missing"])
+def test_every_checksum_format_catches_an_edited_image(data_dir, tmp_path, monkeypatch, fmt):
+    """Sums in another format, or without the image's line, had been skipped without a
+    word and an edited Set5 scored as Set5."""
+    if not (data_dir / "SHA256SUMS").is_file():
+        pytest.skip("the data folder has no SHA256SUMS")
+    shutil.copytree(data_dir / "benchmark/Set5", tmp_path / "benchmark/Set5")
+    lines = [line.split("  ", 1) for line in _sha_lines(data_dir, "Set5")]
+    if fmt is None:
+        text = "\n".join(f"{h}  {p}" for h, p in lines if "HR/bird.png" not in p)
+    else:
+        text = "\ufeff" + "\n".join(fmt(h, p) for h, p in lines)
+    (tmp_path / "SHA256SUMS").write_text(text + "\n", encoding="utf-8")
+    monkeypatch.setenv("AMMS_DATA", str(tmp_path))
+    if fmt is not None:
+        assert data.incomplete("Set5") == []  # read right: the untouched set passes
+    hr = tmp_path / "benchmark/Set5/HR/bird.png"
+    img = read_image(hr)
+    img[:3] = 0
+    write_image(hr, img)
+    assert any("HR/bird.png" in p for p in data.incomplete("Set5", [2]))
+
+
+def test_linked_or_renamed_sets_are_checked_like_copies(data_dir, tmp_path, monkeypatch):
+    """A set linked from outside the data folder, the data folder's benchmark/ as
+    AMMS_DATA, an image renamed .PNG: each had skipped the check."""
+    if not (data_dir / "SHA256SUMS").is_file():
+        pytest.skip("the data folder has no SHA256SUMS")
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(data_dir / "benchmark/Set5", elsewhere)
+    root = tmp_path / "data"
+    (root / "benchmark").mkdir(parents=True)
+    (root / "benchmark/Set5").symlink_to(elsewhere)
+    (root / "SHA256SUMS").write_text("\n".join(_sha_lines(data_dir, "Set5")) + "\n")
+    monkeypatch.setenv("AMMS_DATA", str(root))
+    assert data.incomplete("Set5") == []
+    img = read_image(elsewhere / "HR/bird.png")
+    img[:3] = 0
+    write_image(elsewhere / "HR/bird.png", img)
+    assert any("differ from" in p for p in data.incomplete("Set5"))
+    monkeypatch.setenv("AMMS_DATA", str(root / "benchmark"))  # the sums one folder up
+    assert any("differ from" in p for p in data.incomplete("Set5"))
+    shutil.copy(data_dir / "benchmark/Set5/HR/bird.png", elsewhere / "HR/bird.png")
+    (elsewhere / "HR/baby.png").rename(elsewhere / "HR/baby.PNG")
+    assert any("baby.PNG not in" in p for p in data.incomplete("Set5"))
+    (root / "SHA256SUMS").write_text(
+        "\n".join(line.replace("benchmark/", "") for line in _sha_lines(data_dir, "Set5")))
+    (elsewhere / "HR/baby.PNG").rename(elsewhere / "HR/baby.png")
+    monkeypatch.setenv("AMMS_DATA", str(root))  # sums relative to another folder
+    assert any("lists none of its files" in p for p in data.incomplete("Set5"))

@@ -17,6 +17,7 @@ from amms_lib import data
 from amms_lib.amms import AMMSConfig
 from amms_lib.checkpoint import read_checkpoint
 from amms_lib.errors import AmmsError
+from amms_lib.images import read_image, write_image
 from amms_lib.patches import PatchDataset, StepBatchSampler, load_pairs
 from amms_lib.resize import imresize
 from amms_lib.runlog import read_metrics
@@ -818,6 +819,16 @@ def test_register_run_keeps_an_unrecorded_file_and_names_the_set_it_scored(tmp_p
     assert register_run["main"](args) == 0
     meta = json.loads((repo / "weights" / "metadata.json").read_text())["amms_x2.pt"]
     assert meta["commit"] == runtime.code_commit(runtime.repo_root()) != "unknown"
+    # the commit the run recorded when it trained, not the one checked out at registration
+    best = Path(cfg.out_dir) / "best.pt"
+    ckpt = read_checkpoint(best)
+    assert ckpt["commit"] == meta["commit"]
+    torch.save({**ckpt, "commit": "abc1234"}, best)
+    args = [cfg.out_dir, "--command", "x", "--folder", str(repo / "w2")]
+    assert register_run["main"](args) == 0
+    assert json.loads((repo / "w2" / "metadata.json").read_text())["amms_x2.pt"]["commit"] \
+        == "abc1234"
+    torch.save({k: v for k, v in ckpt.items() if k != "commit"}, best)  # an older run's
     monkeypatch.setattr(runtime, "repo_root", lambda: tmp_path)  # a copy outside git
     folder = tmp_path / "ck"
     args = [cfg.out_dir, "--command", "x", "--folder", str(folder)]
@@ -936,3 +947,43 @@ def test_a_partial_held_out_split_is_refused(data_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("AMMS_DATA", str(tmp_path))
     with pytest.raises(AmmsError, match=r"held-out split is not whole \(10 image\(s\)"):
         _cfg(tmp_path, train_sets=("T91",)).check()
+
+
+def test_a_resume_on_other_validation_pixels_is_refused(data_dir, tmp_path, monkeypatch):
+    """Resumed with AMMS_DATA at a copy whose held-out images were edited (no SHA256SUMS to
+    catch it): the curve had jumped from 24.12 to 31.46 dB under the same set name."""
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(data_dir / "train", copy / "train")
+    monkeypatch.setenv("AMMS_DATA", str(copy))
+    cfg = _cfg(tmp_path, iters_per_epoch=2, val_every=2)
+    train(cfg)
+    first = [r for r in read_metrics(cfg.out_dir) if "psnr" in r][0]
+    image = data.list_images(data.HELDOUT)[0]
+    path = data._heldout_file(image)
+    img = read_image(path)
+    img[:] = img[:, ::-1].copy()  # mirrored: same size, other pixels
+    write_image(path, img)
+    with pytest.raises(AmmsError, match="validated on other heldout images"):
+        train(replace(cfg, resume=True, iters_per_epoch=4))
+    assert first["val_pixels"] and read_checkpoint(Path(cfg.out_dir) / "last.pt")["step"] == 2
+
+
+def test_validation_on_an_edited_standard_set_is_refused(data_dir, tmp_path, monkeypatch):
+    """--val-set Set5 on a Set5 the benchmark refuses had trained and recorded its scores."""
+    import shutil
+
+    if not (data_dir / "SHA256SUMS").is_file():
+        pytest.skip("the data folder has no SHA256SUMS")
+    shutil.copytree(data_dir / "benchmark/Set5", tmp_path / "benchmark/Set5")
+    shutil.copytree(data_dir / "train", tmp_path / "train")
+    (tmp_path / "SHA256SUMS").write_text((data_dir / "SHA256SUMS").read_text())
+    monkeypatch.setenv("AMMS_DATA", str(tmp_path))
+    _cfg(tmp_path, val_set="Set5").check()  # untouched: fine
+    hr = tmp_path / "benchmark/Set5/HR/bird.png"
+    img = read_image(hr)
+    img[:3] = 0
+    write_image(hr, img)
+    with pytest.raises(AmmsError, match="val_set Set5: not the standard set"):
+        _cfg(tmp_path, val_set="Set5").check()

@@ -269,7 +269,7 @@ def test_output_that_cannot_be_written(tmp_path, capsys):
     other = save(tmp_path / "b.png", rand_img(8, 8))
     rc, err = cli(capsys, img, other, "--scale", 2, "--model", "bicubic", "--overwrite",
                   "-o", out)
-    assert rc == 1 and f"failed: {img}: cannot write" in err
+    assert rc == 1 and f"failed: {img}: {out / 'a_x2.png'} is not an image this tool" in err
     assert sorted(p.name for p in out.iterdir()) == ["a_x2.png", "b_x2.png"]  # no temps
     rc, err = cli(capsys, img, "--scale", 2, "--model", "bicubic", "--format", "jpg",
                   "-o", tmp_path / "jpg")
@@ -315,6 +315,14 @@ def test_a_folder_that_is_also_the_output_is_not_upscaled_twice(tmp_path, capsys
         assert rc == 0, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "a_x2.png"]
     assert a.is_file()
+    # the user's own photo under the output's name is not an earlier output: --overwrite
+    # leaves it (it had been replaced, after a note calling it one of the tool's outputs)
+    own = save(tmp_path / "a_x2.png", rand_img(12, 12, seed=3))
+    before = own.read_bytes()
+    rc, err = cli(capsys, tmp_path, "--scale", 2, "--model", "bicubic", "--overwrite",
+                  "-o", tmp_path)
+    assert rc == 1 and "is 12x12, not the 16x16 of x2: not an earlier output" in err
+    assert own.read_bytes() == before
 
 
 def test_a_folder_names_the_files_it_skips(tmp_path, capsys):
