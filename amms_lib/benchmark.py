@@ -203,7 +203,10 @@ def is_results_file(path) -> bool:
         record = json.loads(Path(path).read_text())
     except (OSError, UnicodeDecodeError, ValueError):
         return False
-    return isinstance(record, dict) and isinstance(record.get("results"), list)
+    return (isinstance(record, dict) and isinstance(record.get("results"), list)
+            and set(record) <= {"results", "stopped", "checkpoint", "sha256"}  # ours alone
+            and all(isinstance(r, dict) and {"dataset", "scale", "psnr"} <= set(r)
+                    for r in record["results"]))
 
 
 def check_writable(path: str | os.PathLike) -> None:

@@ -272,7 +272,9 @@ def read_results(path, missing_ok: bool = True, budget: dict | None = None) -> d
     if not isinstance(record, dict):
         sys.exit(f"error: {path} holds a JSON {type(record).__name__}, not a study's "
                  "results object; restore it (git checkout) or pass --json another file")
-    if record and (unknown := [k for k in budget or {} if record.get(k) is None]):
+    if not record:  # a new study (an empty file too): nothing to compare
+        return record
+    if unknown := [k for k in budget or {} if record.get(k) is None]:
         sys.exit(f"error: {path} holds results without their {', '.join(unknown)}: whose "
                  "budget they are is unknown; pass --json another file")
     other = {k: record[k] for k, v in (budget or {}).items() if record[k] != v}

@@ -205,6 +205,8 @@ def _resume(cfg: TrainConfig, net, opt, ema, last: Path) -> tuple[int, float, fl
             raise AmmsError(f"{last}: the run was trained with {key}={was!r}, not {now!r}; "
                             "a resumed run continues exactly only with the same settings: "
                             "pass the same value, or start over with --overwrite")
+    if ckpt.get("commit"):
+        _EARLIER_COMMITS[str(last.parent)] = ckpt["commit"]
     done = ckpt.get("metrics") or {}
     was, now = done.get("val_set"), val_set_name(cfg)
     if was and was != now:  # e.g. resumed without AMMS_DATA: the built-in images stand in
@@ -228,6 +230,16 @@ def _commit() -> str:
     return code_commit(repo_root())
 
 
+_EARLIER_COMMITS: dict[str, str] = {}  # out_dir -> the commit(s) a resumed run trained with
+
+
+def _commits(out: Path) -> str:
+    """The code that trained this run: ``a`` or, across resumes, ``a, then b``."""
+    now, before = _commit(), _EARLIER_COMMITS.get(str(out))
+    return now if not before or before.rsplit(", then ", 1)[-1] == now \
+        else f"{before}, then {now}"
+
+
 def _save(out: Path, net, opt, ema, cfg: TrainConfig, step: int, best: float, spent: float,
           metrics: dict, precision: str = "float32") -> None:
     """``last.pt``, ``best.pt`` when this validation is the best so far, and the averaged
@@ -241,7 +253,7 @@ def _save(out: Path, net, opt, ema, cfg: TrainConfig, step: int, best: float, sp
                  step=step, best_psnr=best, metrics=metrics, config=asdict(cfg),
                  optimizer=opt.state_dict(), seconds=spent, rng=torch.get_rng_state(),
                  precision=precision,  # what this process computed in, not what was asked
-                 commit=_commit())  # the code that trained it (a registration reads it)
+                 commit=_commits(out))  # the code that trained it (registration reads it)
     try:
         # best.pt first: a stop between the two writes leaves last.pt behind it, and the
         # resumed run redoes the step and rewrites best.pt; the other order had left a
@@ -309,6 +321,7 @@ def _prepare(cfg: TrainConfig, out: Path, main_proc: bool, world: int, device):
     ema = (AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
            if cfg.ema else None)
     step, best, spent = 0, -math.inf, 0.0  # spent: seconds of the time budget used
+    _EARLIER_COMMITS.pop(str(out), None)  # a new run's, or set again by _resume
     if cfg.resume and (out / "last.pt").is_file():
         step, best, spent = _resume(cfg, net, opt, ema, out / "last.pt")
     elif cfg.init_from:

@@ -268,9 +268,10 @@ def not_an_output(src: Path, dst: Path, scale: int) -> str | None:
     try:
         with Image.open(src) as a, Image.open(dst) as b:
             want, got = (a.width * scale, a.height * scale), b.size
+            turned = a.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # EXIF: written upright
     except Exception:  # noqa: BLE001 - any file PIL cannot read is not our output
         return "not an image this tool reads"
-    if got in (want, want[::-1]):  # (an EXIF-rotated input is written upright)
+    if got == (want[::-1] if turned else want):
         return None
     return f"{got[0]}x{got[1]}, not the {want[0]}x{want[1]} of x{scale}"
 

@@ -249,11 +249,8 @@ def main() -> None:
                                           / "config_study_cpu.json"))
     args = ap.parse_args()
     path = Path(args.json)
-    record = stamp(read_results(path), threads=1)
-    for key in ("hours", "ema", "lr"):
-        if record.get(key) not in (None, getattr(args, key)):
-            raise SystemExit(f"{path} holds a study with {key}={record[key]}; pass --json "
-                             "another file for another study")
+    record = stamp(read_results(path, budget={k: getattr(args, k) for k in ("hours", "ema", "lr")}),
+                   threads=1)
     from amms_lib.runtime import cpu_bf16
     from amms_lib.train_config import precision_name
 

@@ -144,11 +144,8 @@ def main() -> None:
     ap.add_argument("--json", default=str(RESULTS / "finish_study_cpu.json"))
     args = ap.parse_args()
     path = Path(args.json)
-    record = stamp(read_results(path) or {"runs": {}}, threads=1)
-    for key in ("minutes", "lr"):
-        if record.get(key) not in (None, getattr(args, key)):
-            raise SystemExit(f"{path} holds a study with {key}={record[key]}; pass --json "
-                             "another file for another study")
+    record = stamp(read_results(path, budget={k: getattr(args, k) for k in ("minutes", "lr")})
+                   or {"runs": {}}, threads=1)
     deadline = time.time() + 60 * args.stop_minutes if args.stop_minutes else float("inf")
     costs = record.get("seconds_per_step") or seconds_per_step(
         {n: (lambda out, k, n=n: command(n, k, out, args.lr, points=1)) for n in VARIANTS})

@@ -279,7 +279,8 @@ def test_swapped_lr_files_end_the_benchmark_with_one_line(data_dir, tmp_path, mo
     (lr / "pepperx2.png").write_bytes(lenna)
     assert benchmark.main(["--datasets", "Set14", "--scales", "2"]) == 2
     out, err = capsys.readouterr()
-    assert "lennax2.png: the LR is not MATLAB bicubic" in err and "\n" not in err.strip()
+    assert "Set14 x2 is not the standard set" in err and "X2/lenna" in err  # pixels known
+    assert "\n" not in err.strip()
     assert "Set14" not in out  # no table, no mean
 
 
@@ -356,3 +357,16 @@ def test_overwrite_replaces_only_earlier_results(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(benchmark, "evaluate_set", replaced_meanwhile)
     assert benchmark.main([*base, "--json", str(out)]) == 2
     assert "changed while it was scored" in capsys.readouterr().err and not out.exists()
+
+
+def test_overwrite_leaves_a_curated_record_that_holds_results(tmp_path, capsys):
+    """A study's record with a `results` list and keys of its own (shipped_checkpoints.json)
+    had been replaced by `--overwrite`."""
+    curated = tmp_path / "shipped.json"
+    curated.write_text(json.dumps({"what": "curated", "commands": ["x"], "results": [
+        {"model": "amms", "dataset": "Set5", "scale": 2, "psnr": 37.0}]}))
+    before = curated.read_text()
+    assert benchmark.main(["--datasets", "skimage", "--scales", "2", "--json", str(curated),
+                           "--overwrite"]) == 2
+    assert "not a benchmark results file" in capsys.readouterr().err
+    assert curated.read_text() == before

@@ -445,6 +445,8 @@ def test_a_damaged_results_file_is_one_line_before_any_work(tmp_path, script, co
     ("x4_init.py", ["--steps", "2"], {"steps": 1000, "config": "c48m2", "lr": 5e-4}),
     ("ideas_cpu.py", ["--steps", "5"], {"steps": 3000}),
     ("table2_cpu.py", ["--minutes", "1"], {"minutes": 30}),
+    ("config_study.py", ["--hours", "0.01"], {"hours": 1.5, "ema": 0.999, "lr": 5e-4}),
+    ("finish_study.py", ["--minutes", "1"], {"minutes": 25.0, "lr": 1e-4}),
 ])
 def test_a_trial_budget_never_replaces_a_studys_record(tmp_path, script, argv, held):
     """`ablation_cpu.py --steps 5` had rewritten the committed file's steps (notebook 06

@@ -950,22 +950,23 @@ def test_a_partial_held_out_split_is_refused(data_dir, tmp_path, monkeypatch):
 
 
 def test_a_resume_on_other_validation_pixels_is_refused(data_dir, tmp_path, monkeypatch):
-    """Resumed with AMMS_DATA at a copy whose held-out images were edited (no SHA256SUMS to
-    catch it): the curve had jumped from 24.12 to 31.46 dB under the same set name."""
+    """Resumed with AMMS_DATA at a copy whose validation images were edited (a set of the
+    user's own: no known pixels, no SHA256SUMS): the curve had jumped from 24.12 to 31.46
+    dB under the same set name."""
     import shutil
 
     copy = tmp_path / "copy"
     shutil.copytree(data_dir / "train", copy / "train")
+    shutil.copytree(data_dir / "benchmark/Set5/HR", copy / "benchmark/Mine/HR")
     monkeypatch.setenv("AMMS_DATA", str(copy))
-    cfg = _cfg(tmp_path, iters_per_epoch=2, val_every=2)
+    cfg = _cfg(tmp_path, iters_per_epoch=2, val_every=2, val_set="Mine")
     train(cfg)
     first = [r for r in read_metrics(cfg.out_dir) if "psnr" in r][0]
-    image = data.list_images(data.HELDOUT)[0]
-    path = data._heldout_file(image)
+    path = copy / "benchmark/Mine/HR/baby.png"
     img = read_image(path)
     img[:] = img[:, ::-1].copy()  # mirrored: same size, other pixels
     write_image(path, img)
-    with pytest.raises(AmmsError, match="validated on other heldout images"):
+    with pytest.raises(AmmsError, match="validated on other Mine images"):
         train(replace(cfg, resume=True, iters_per_epoch=4))
     assert first["val_pixels"] and read_checkpoint(Path(cfg.out_dir) / "last.pt")["step"] == 2
 
@@ -987,3 +988,21 @@ def test_validation_on_an_edited_standard_set_is_refused(data_dir, tmp_path, mon
     write_image(hr, img)
     with pytest.raises(AmmsError, match="val_set Set5: not the standard set"):
         _cfg(tmp_path, val_set="Set5").check()
+
+
+def test_a_run_resumed_under_other_code_records_both_commits(use_data, tmp_path,
+                                                              monkeypatch):
+    """Trained with uncommitted changes, resumed on clean code: the record had named only
+    the second commit."""
+    import amms_lib.train as train_module
+
+    cfg = _cfg(tmp_path, iters_per_epoch=2, val_every=2)
+    monkeypatch.setattr(train_module, "_commit", lambda: "abc1234+dirty")
+    train(cfg)
+    assert read_checkpoint(Path(cfg.out_dir) / "last.pt")["commit"] == "abc1234+dirty"
+    monkeypatch.setattr(train_module, "_commit", lambda: "def5678")
+    train(replace(cfg, resume=True, iters_per_epoch=4))
+    assert read_checkpoint(Path(cfg.out_dir) / "last.pt")["commit"] == \
+        "abc1234+dirty, then def5678"
+    train(replace(cfg, overwrite=True))  # a new run in the folder: its own commit alone
+    assert read_checkpoint(Path(cfg.out_dir) / "last.pt")["commit"] == "def5678"

@@ -714,3 +714,15 @@ def test_the_explorer_and_reconstruct_lr_refuse_a_scale_or_set_they_do_not_know(
         explorer(scale=5, methods="bicubic")
     with pytest.raises(AmmsError, match="set 'Nope' not found"):
         explorer(set_name="Nope", methods="bicubic")
+
+
+def test_overwrite_keeps_a_file_of_the_transposed_size(tmp_path, capsys):
+    """A user's own a_x2.png of 100x200 for a 100x50 input (no EXIF rotation) had been
+    taken for an earlier output and replaced."""
+    save(tmp_path / "a.png", rand_img(50, 100))  # 100 wide, 50 high
+    (tmp_path / "out").mkdir()
+    own = save(tmp_path / "out" / "a_x2.png", rand_img(200, 100, seed=4))
+    before = own.read_bytes()
+    rc, err = cli(capsys, tmp_path / "a.png", "--scale", 2, "--model", "bicubic",
+                  "--overwrite", "-o", tmp_path / "out")
+    assert rc == 1 and "not an earlier output" in err and own.read_bytes() == before
