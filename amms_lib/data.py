@@ -187,11 +187,22 @@ def load_hr(name: str, image: str, root: Path | None = None) -> np.ndarray:
         path = _heldout_file(image, root)
         if path is None:
             raise AmmsError(f"{HELDOUT}: no training image named {image!r}")
-        return read_image(path)
+        return _standard(read_image(path), HELDOUT, "HR", image, path)
     path = _find(set_dir(name, root) / "HR", image)
     if path is None:
         raise AmmsError(f"{name}: no HR image named {image!r}")
-    return read_image(path)
+    return _standard(read_image(path), canonical(name), "HR", image, path)
+
+
+def _standard(img: np.ndarray, name: str, kind: str, image: str, path: Path) -> np.ndarray:
+    """``img``, once checked against the standard release's pixels when it is one of its
+    images (``standard_pixels.json``): every loader, not only the set checks, refuses an
+    edited, converted or other version of a standard image."""
+    want = _standard_pixels().get(name, {}).get(kind, {}).get(image)
+    if want is not None and array_id(img) != want:
+        raise AmmsError(f"{path}: not the standard {name} image {image!r} (its pixels differ: "
+                        "edited, converted or another version); re-fetch the set")
+    return img
 
 
 def lr_path(name: str, image: str, scale: int, root: Path | None = None) -> Path | None:
@@ -295,9 +306,7 @@ def incomplete(name: str, scales=SCALES, root: Path | None = None) -> list[str]:
     files = [p for sub in ["HR", *(f"LR_bicubic/X{s}" for s in scales)]
              if (folder / sub).is_dir() for p in sorted((folder / sub).iterdir())
              if p.suffix.lower() in IMAGE_SUFFIXES]
-    named = {f"HR/{p.stem}": p for p in files if p.parent.name == "HR"}
-    named |= {f"{p.parent.name}/{p.stem[: -len(p.parent.name)]}": p for p in files
-              if p.parent.name != "HR" and p.stem.lower().endswith(p.parent.name.lower())}
+    named = {f"HR/{p.stem}": p for p in files if p.parent.name == "HR"}  # LR: load_pair
     return problems + _changed(files, root) + _not_standard_pixels(canonical(name), named)
 
 
@@ -307,31 +316,42 @@ _PIXELS: dict = {}  # (path, size, mtime) -> pixels_id, so an image is decoded o
 def pixels_id(path: Path) -> str:
     """A short sha256 of an image's decoded pixels (shape, dtype, bytes): the same for any
     lossless re-encoding, different for any edited, converted or other version."""
-    import hashlib
 
     stat = path.stat()
     key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
     if key not in _PIXELS:
-        img = read_image(path)
-        h = hashlib.sha256(f"{img.shape}{img.dtype}".encode())
-        h.update(np.ascontiguousarray(img).tobytes())
-        _PIXELS[key] = h.hexdigest()[:16]
+        _PIXELS[key] = array_id(read_image(path))
     return _PIXELS[key]
+
+
+def array_id(img: np.ndarray) -> str:
+    """``pixels_id`` of an image already decoded."""
+    import hashlib
+
+    h = hashlib.sha256(f"{img.shape}{img.dtype}".encode())
+    h.update(np.ascontiguousarray(img).tobytes())
+    return h.hexdigest()[:16]
 
 
 _STANDARD: dict = {}
 
 
-def _not_standard_pixels(name: str, files: dict[str, Path]) -> list[str]:
-    """Images of a standard set (or the held-out split) whose pixels are not the standard
-    release's (``standard_pixels.json``; ``files``: ``{"HR/baby": path, "X2/baby": path}``).
-    Names it does not know (BSD100 under Berkeley ids) are left to the name checks."""
+def _standard_pixels() -> dict:
+    """``{set: {"HR": {image: pixels_id}}}`` of the standard release (the held-out split as
+    ``heldout``); its LR files are checked as bicubic of these HR images (``load_pair``)."""
     if not _STANDARD:
         import json
 
         _STANDARD.update(json.loads((Path(__file__).parent / "standard_pixels.json")
                                     .read_text())["pixels"])
-    ref = _STANDARD.get(name, {})
+    return _STANDARD
+
+
+def _not_standard_pixels(name: str, files: dict[str, Path]) -> list[str]:
+    """Images of a standard set (or the held-out split) whose pixels are not the standard
+    release's (``standard_pixels.json``; ``files``: ``{"HR/baby": path, ...}``).
+    Names it does not know (BSD100 under Berkeley ids) are left to the name checks."""
+    ref = _standard_pixels().get(name, {})
     bad = set()
     for k, path in files.items():
         if (want := ref.get(k.split("/")[0], {}).get(k.split("/")[1])) is not None:
@@ -422,12 +442,14 @@ def example_image(name: str = "Set5", image: str = "butterfly") -> tuple[np.ndar
 
     From the data folder when it has the set, else ``skimage.data.astronaut``.
     """
+    why = "no data folder"
     try:
         if name in list_sets():
             return load_hr(name, image), f"{name}/{image}"
-    except AmmsError:
-        pass
-    return load_hr(BUILTIN, "astronaut"), f"{BUILTIN}/astronaut (no data folder)"
+        why = f"no {name} in the data folder"
+    except AmmsError as exc:  # e.g. an edited image: said, never scored as the set's
+        why = str(exc)
+    return load_hr(BUILTIN, "astronaut"), f"{BUILTIN}/astronaut ({why})"
 
 
 if __name__ == "__main__":  # the command line (list, fetch) lives in amms_lib.download

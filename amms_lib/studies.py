@@ -251,6 +251,14 @@ def score_sets(path: Path, scale: int, sets, *, model: str = "amms", per_image: 
     return scores, net, ckpt
 
 
+def check_new_results(path, overwrite: bool) -> None:
+    """A measurement script's ``--json`` names a new file, or ``--overwrite`` replaces an
+    earlier one (often another machine's record): checked before any work."""
+    if path and os.path.lexists(path) and not overwrite:
+        sys.exit(f"error: --json {path} exists (earlier results, perhaps another machine's): "
+                 "choose another path, or pass --overwrite to replace it")
+
+
 def read_results(path, missing_ok: bool = True, budget: dict | None = None) -> dict:
     """A study's results file as a dict ({} when absent and ``missing_ok``). A damaged
     or non-object file ends the script with one line, before any work: a study that

@@ -22,7 +22,7 @@ import torch
 from amms_lib.machine import flops_per_cycle, gemm_gflops, peak_gflops, timed
 from amms_lib.non_local import fused_attention
 from amms_lib.runtime import atomic_write, cpu_name
-from amms_lib.studies import stamp
+from amms_lib.studies import check_new_results, stamp
 
 
 def best(fn, repeats: int = 5) -> float:
@@ -35,7 +35,10 @@ def main() -> None:
     ap.add_argument("--sides", type=int, nargs="+", default=[64, 128])
     ap.add_argument("--dims", type=int, nargs="+", default=[8, 16, 32, 64, 128])
     ap.add_argument("--json", help="write the rows here")
+    ap.add_argument("--overwrite", action="store_true",
+                    help="let --json replace an existing file")
     args = ap.parse_args()
+    check_new_results(args.json, args.overwrite)
     peak, how = peak_gflops(flops_per_cycle())
     gemm = gemm_gflops()
     print(f"fp32 peak {peak:.0f} GFLOP/s ({how}); 2048^2 matrix product {gemm:.0f} GFLOP/s "

@@ -29,7 +29,7 @@ from amms_lib.checkpoint import load_model
 from amms_lib.inference import OVERLAP, forward_tiled, to_image, to_tensor
 from amms_lib.metrics import psnr
 from amms_lib.runtime import atomic_write, cpu_name
-from amms_lib.studies import stamp
+from amms_lib.studies import check_new_results, stamp
 
 OPTIONS = ("fp32", "cl", "bf16", "cl+bf16")
 
@@ -59,7 +59,10 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--tile", type=int, default=None, help="LR tile side (default: whole)")
     ap.add_argument("--json")
+    ap.add_argument("--overwrite", action="store_true",
+                    help="let --json replace an existing file")
     args = ap.parse_args()
+    check_new_results(args.json, args.overwrite)
     net, meta = load_model(args.checkpoint)
     scale = meta["scale"]
     pairs = list(data.iter_pairs(args.set, scale))

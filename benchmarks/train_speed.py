@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from amms_lib.memory import fresh_process
 from amms_lib.models import build_model
 from amms_lib.runtime import atomic_write, resolve_device
-from amms_lib.studies import stamp
+from amms_lib.studies import check_new_results, stamp
 
 
 def peak_rss_mb() -> float:
@@ -112,8 +112,11 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true", help="compile every row")
     ap.add_argument("--rows", nargs="+", help="mode:variant rows, not the product")
     ap.add_argument("--json", help="also write the header and rows to this JSON file")
+    ap.add_argument("--overwrite", action="store_true",
+                    help="let --json replace an existing file")
     ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one mode, print JSON
     args = ap.parse_args()
+    check_new_results(args.json, args.overwrite)
     device = resolve_device(args.device)
     if args.one:
         print(json.dumps(measure(args, args.one, device)))

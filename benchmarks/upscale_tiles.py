@@ -33,7 +33,7 @@ from amms_lib.memory import peak_memory
 from amms_lib.metrics import psnr
 from amms_lib.runtime import atomic_write, cpu_name
 from amms_lib.stats import paired_interval
-from amms_lib.studies import stamp
+from amms_lib.studies import check_new_results, stamp
 
 MB = 1e6
 
@@ -57,7 +57,10 @@ def main() -> None:
     ap.add_argument("--no-whole", action="store_true", help="tiles only (no whole-image row)")
     ap.add_argument("--images", type=int, default=3, help="first N images of each set")
     ap.add_argument("--json", help="write the rows here")
+    ap.add_argument("--overwrite", action="store_true",
+                    help="let --json replace an existing file")
     args = ap.parse_args()
+    check_new_results(args.json, args.overwrite)
     rows = []
     for scale in args.scales:
         net, _ = load_model(checkpoints_dir() / f"amms_x{scale}.pt", scale=scale)

@@ -36,7 +36,7 @@ from amms_lib.checkpoint import load_model
 from amms_lib.inference import OVERLAP, plan, upscale
 from amms_lib.machine import flops_per_cycle, gemm_gflops, peak_gflops
 from amms_lib.runtime import atomic_write, cpu_name
-from amms_lib.studies import stamp
+from amms_lib.studies import check_new_results, stamp
 
 
 def measure(net, side: int, tile: int | None) -> float:
@@ -53,10 +53,13 @@ def main() -> None:
     ap.add_argument("--tiled", nargs="*", default=["512:128", "1000:128"],
                     help="SIDE:TILE or SIDE:auto rows")
     ap.add_argument("--json", help="write the rows here")
+    ap.add_argument("--overwrite", action="store_true",
+                    help="let --json replace an existing file")
     ap.add_argument("--flops-per-cycle", type=int, default=flops_per_cycle(),
                     help="fp32 FLOPs per cycle per core (default from the CPU's flags and "
                          "family: 64 with two 512-bit FMA units, 32 with AVX2 or on Zen 4)")
     args = ap.parse_args()
+    check_new_results(args.json, args.overwrite)
     net, _ = load_model(args.checkpoint)
     t = time.perf_counter()
     rates = speed.calibrate(net, refresh=True)

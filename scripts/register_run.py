@@ -29,7 +29,7 @@ from amms_lib.checkpoint import load_model, read_checkpoint, read_metadata, regi
 from amms_lib.errors import AmmsError
 from amms_lib.runlog import read_metrics
 from amms_lib.runtime import cli, relative
-from amms_lib.train_config import TrainConfig
+from amms_lib.train_config import TrainConfig, val_set_name
 from amms_lib.validation import validate
 
 
@@ -122,6 +122,11 @@ def main(argv=None) -> int:
         fields = TrainConfig.__dataclass_fields__
         val = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v
                              for k, v in cfg.items() if k in fields})
+
+        if cfg.get("val_set") and val_set_name(val) != cfg["val_set"]:  # e.g. no AMMS_DATA
+            raise AmmsError(f"the run validated on {cfg['val_set']!r}, but here it would be "
+                            f"scored on {val_set_name(val)!r}: the comparison with a registered "
+                            "checkpoint needs the data folder it trained with (set AMMS_DATA)")
 
         def score(path: Path) -> float:  # both on this run's validation pixels
             return validate(load_model(path)[0], val)["psnr"]

@@ -546,3 +546,15 @@ def test_ideas_markdown_renders_the_committed_results():
                          capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert run.returncode == 0, run.stderr[-1500:]
     assert "| variant | params |" in run.stdout and "| variant | seed | s/step |" in run.stdout
+
+
+@pytest.mark.parametrize("script", ["inference_options.py", "upscale_tiles.py",
+                                    "upscale_time.py", "attention_rate.py", "train_speed.py"])
+def test_a_measurement_never_replaces_an_earlier_record_unasked(tmp_path, script):
+    """`--json` onto another machine's record (or a checkpoint) had replaced it."""
+    victim = tmp_path / "victim.pt"
+    victim.write_bytes(b"weights")
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--json",
+                          str(victim)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1 and "exists (earlier results" in run.stderr, run.stderr[-800:]
+    assert victim.read_bytes() == b"weights"

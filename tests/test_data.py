@@ -247,16 +247,19 @@ def test_upper_case_suffixes_load_and_an_empty_data_folder_is_flagged(data_dir, 
 
 def test_swapped_lr_files_of_the_right_size_are_refused(data_dir, tmp_path, monkeypatch):
     """Two 512x512 images with their x2 LR files swapped: right shapes, wrong content.
-    Scoring them would print a wrong Set14 mean with exit 0; the pair is refused."""
-    shutil.copytree(data_dir / "benchmark/Set14", tmp_path / "benchmark/Set14")
+    Scoring them would print a wrong mean with exit 0; the content check (LR = bicubic of
+    its HR) refuses them in a standard set and in a set of the user's own."""
+    for name in ("Set14", "Mine"):
+        shutil.copytree(data_dir / "benchmark/Set14", tmp_path / "benchmark" / name)
+        lr = tmp_path / "benchmark" / name / "LR_bicubic/X2"
+        (lr / "lennax2.png").rename(lr / "tmp.png")
+        (lr / "pepperx2.png").rename(lr / "lennax2.png")
+        (lr / "tmp.png").rename(lr / "pepperx2.png")
     monkeypatch.setenv("AMMS_DATA", str(tmp_path))
-    lr = tmp_path / "benchmark/Set14/LR_bicubic/X2"
-    (lr / "lennax2.png").rename(lr / "tmp.png")
-    (lr / "pepperx2.png").rename(lr / "lennax2.png")
-    (lr / "tmp.png").rename(lr / "pepperx2.png")
-    with pytest.raises(AmmsError, match="not MATLAB bicubic of its HR"):
-        data.load_pair("Set14", "lenna", 2)
-    assert data.load_pair("Set14", "bridge", 2).lr_source == "published"  # others unaffected
+    for name in ("Set14", "Mine"):
+        with pytest.raises(AmmsError, match="not MATLAB bicubic of its HR"):
+            data.load_pair(name, "lenna", 2)
+    assert data.load_pair("Mine", "bridge", 2).lr_source == "published"  # others unaffected
 
 
 def test_matlab_imresize_output_is_accepted_as_published_lr(data_dir, tmp_path, monkeypatch):
@@ -415,3 +418,18 @@ def test_conflicting_checksum_lines_are_not_resolved_silently(tmp_path):
                                          f"{good}  y.png\n")
     sums = data.read_sums(tmp_path / "SHA256SUMS")
     assert sums == {"x.png": "conflicting lines", "y.png": good}
+
+
+def test_every_loader_refuses_an_edited_standard_image(data_dir, tmp_path, monkeypatch):
+    """Notebooks 05 and 08 load single images (load_pair, example_image): a JPEG re-save of
+    Set5's butterfly had been printed as 'Set5/butterfly bicubic PSNR 24.33 dB'."""
+    shutil.copytree(data_dir / "benchmark/Set5", tmp_path / "benchmark/Set5")
+    monkeypatch.setenv("AMMS_DATA", str(tmp_path))
+    assert data.example_image()[1] == "Set5/butterfly"
+    hr = tmp_path / "benchmark/Set5/HR/butterfly.png"
+    Image.open(hr).save(tmp_path / "b.jpg", quality=90)
+    Image.open(tmp_path / "b.jpg").save(hr)  # a lossy round trip under the same name
+    with pytest.raises(AmmsError, match="not the standard Set5 image 'butterfly'"):
+        data.load_pair("Set5", "butterfly", 2)
+    img, label = data.example_image()
+    assert label.startswith("skimage/astronaut (") and "not the standard Set5 image" in label

@@ -1006,3 +1006,21 @@ def test_a_run_resumed_under_other_code_records_both_commits(use_data, tmp_path,
         "abc1234+dirty, then def5678"
     train(replace(cfg, overwrite=True))  # a new run in the folder: its own commit alone
     assert read_checkpoint(Path(cfg.out_dir) / "last.pt")["commit"] == "def5678"
+
+
+def test_register_run_without_the_runs_data_folder_is_refused(use_data, tmp_path, capsys,
+                                                             monkeypatch):
+    """Without AMMS_DATA the old and new checkpoints had been compared on the built-in
+    images, and a better registered file replaced by a worse one."""
+    import runpy
+
+    register_run = runpy.run_path(str(Path(__file__).parents[1] / "scripts" / "register_run.py"),
+                                  run_name="imported")
+    cfg = _cfg(tmp_path, iters_per_epoch=2, val_every=2)
+    train(cfg)
+    monkeypatch.delenv("AMMS_DATA")
+    monkeypatch.setattr(data, "repo_root", lambda: tmp_path)  # no data/ there either
+    folder = tmp_path / "ck"
+    assert register_run["main"]([cfg.out_dir, "--command", "x", "--folder", str(folder)]) == 2
+    assert "needs the data folder it trained with" in capsys.readouterr().err
+    assert not folder.exists() or not (folder / "metadata.json").exists()
