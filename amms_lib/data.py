@@ -347,6 +347,11 @@ def _standard_pixels() -> dict:
     return _STANDARD
 
 
+def standard_ids(name: str) -> list[str]:
+    """The pixels ids of a standard set's (or the held-out split's) HR images."""
+    return list(_standard_pixels().get(name, {}).get("HR", {}).values())
+
+
 def _not_standard_pixels(name: str, files: dict[str, Path]) -> list[str]:
     """Images of a standard set (or the held-out split) whose pixels are not the standard
     release's (``standard_pixels.json``; ``files``: ``{"HR/baby": path, ...}``).

@@ -82,7 +82,14 @@ def load_pairs(files: list[Path], scale: int, cache_dir: Path | None = None
             print(f"warning: {cache}: damaged LR cache ({type(exc).__name__}); rebuilding it",
                   file=sys.stderr)
     if files:
-        hrs = [as_rgb(data.modcrop(read_image(f), scale)) for f in files]
+        held = set(data.standard_ids(data.HELDOUT))
+        hrs = []
+        for f in files:
+            img = read_image(f)
+            if data.array_id(img) in held:  # a copy of a held-out image under another name
+                raise AmmsError(f"{f} is a copy of a held-out validation image: training on "
+                                "it would score the network on what it learned; remove it")
+            hrs.append(as_rgb(data.modcrop(img, scale)))
     else:
         hrs = [as_rgb(data.modcrop(data.load_hr(data.BUILTIN, n), scale))
                for n in data.BUILTIN_IMAGES]

@@ -166,3 +166,20 @@ def test_ablation_full_mode_states_its_cost_and_refuses_it(use_data, tmp_path, m
     text = _stdout(tmp_path / "06_ablation.ipynb")
     assert "estimated training time on cpu: 12 x 50,000 steps" in text
     assert not list(run.rglob("*.pt"))  # nothing trained
+
+
+def test_train_notebook_never_replaces_a_run_of_other_settings(use_data, tmp_path,
+                                                               monkeypatch):
+    """A rerun into the same run_name with other parameters had replaced the earlier run's
+    weights and curve; a folder beside a given out_dir (its step check) had been deleted."""
+    monkeypatch.setenv("AMMS_MODE", "quick")
+    monkeypatch.setenv("AMMS_FIGURES", str(tmp_path / "figures"))
+    beside = tmp_path / "run_step_check"
+    beside.mkdir()
+    (beside / "config.json").write_text("{}")
+    (beside / "last.pt").write_bytes(b"an earlier run")
+    with pytest.raises(papermill.PapermillExecutionError) as err:
+        _run("05_train.ipynb", tmp_path, model="srcnn", iters_per_epoch=5,
+             out_dir=str(tmp_path / "run"))
+    assert "holds an earlier run" in err.value.evalue
+    assert (beside / "last.pt").read_bytes() == b"an earlier run"

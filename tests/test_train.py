@@ -1024,3 +1024,17 @@ def test_register_run_without_the_runs_data_folder_is_refused(use_data, tmp_path
     assert register_run["main"]([cfg.out_dir, "--command", "x", "--folder", str(folder)]) == 2
     assert "needs the data folder it trained with" in capsys.readouterr().err
     assert not folder.exists() or not (folder / "metadata.json").exists()
+
+
+def test_a_copy_of_a_held_out_image_is_never_trained_on(data_dir, tmp_path):
+    """A renamed copy of held-out image 100075 in train/BSD200 had been cut into patches
+    while validation, on that same image, was recorded as held-out."""
+    import shutil
+
+    copy = tmp_path / "999999.jpg"
+    shutil.copy(data_dir / "train/BSD200/100075.jpg", copy)
+    other = next(p for p in sorted((data_dir / "train/BSD200").iterdir())
+                 if p.stem not in data.HELDOUT_IMAGES["BSD200"])
+    load_pairs([other], 2, tmp_path / "cache")  # an ordinary training image: fine
+    with pytest.raises(AmmsError, match="999999.jpg is a copy of a held-out validation image"):
+        load_pairs([other, copy], 2, tmp_path / "cache")
