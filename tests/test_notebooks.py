@@ -183,3 +183,17 @@ def test_train_notebook_never_replaces_a_run_of_other_settings(use_data, tmp_pat
              out_dir=str(tmp_path / "run"))
     assert "holds an earlier run" in err.value.evalue
     assert (beside / "last.pt").read_bytes() == b"an earlier run"
+
+
+def test_train_notebook_keeps_a_named_run_of_other_settings(use_data, tmp_path, monkeypatch):
+    """A rerun into the same run_name with other settings had replaced the earlier run's
+    best.pt, last.pt and curve without a word."""
+    monkeypatch.setenv("AMMS_MODE", "quick")
+    monkeypatch.setenv("AMMS_FIGURES", str(tmp_path / "figures"))
+    run = tmp_path / "named"  # absolute: not runs/
+    _run("05_train.ipynb", tmp_path, model="srcnn", iters_per_epoch=40, run_name=str(run))
+    kept = (run / "last.pt").read_bytes()
+    with pytest.raises(papermill.PapermillExecutionError) as err:
+        _run("05_train.ipynb", tmp_path, model="srcnn", iters_per_epoch=41, run_name=str(run))
+    assert "holds a run with other iters_per_epoch" in err.value.evalue
+    assert (run / "last.pt").read_bytes() == kept
