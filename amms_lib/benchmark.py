@@ -76,7 +76,7 @@ def evaluate_set(upscale: Upscaler, dataset: str, scale: int, per_image: bool = 
                         "its mean would not be comparable: re-fetch the set (python -m "
                         "amms_lib.data fetch --dest DIR)")
     psnrs, ssims, sources, names = [], [], set(), []
-    for pair in data.iter_pairs(dataset, scale):
+    for pair in data.iter_pairs(dataset, scale, standard=not allow_partial):
         sr = upscale(pair.lr)
         if sr.shape != pair.hr.shape:
             raise AmmsError(

@@ -175,8 +175,11 @@ def _find(folder: Path, stem: str) -> Path | None:
     return None
 
 
-def load_hr(name: str, image: str, root: Path | None = None) -> np.ndarray:
-    """The HR image as uint8 (H, W) or (H, W, 3), not yet mod-cropped."""
+def load_hr(name: str, image: str, root: Path | None = None, standard: bool = True
+            ) -> np.ndarray:
+    """The HR image as uint8 (H, W) or (H, W, 3), not yet mod-cropped; a standard set's
+    image is refused unless its pixels are the standard release's (``standard=False``: an
+    explicitly partial benchmark, its rows marked)."""
     if name == BUILTIN:
         import skimage.data
 
@@ -187,11 +190,13 @@ def load_hr(name: str, image: str, root: Path | None = None) -> np.ndarray:
         path = _heldout_file(image, root)
         if path is None:
             raise AmmsError(f"{HELDOUT}: no training image named {image!r}")
-        return _standard(read_image(path), HELDOUT, "HR", image, path)
+        img = read_image(path)
+        return _standard(img, HELDOUT, "HR", image, path) if standard else img
     path = _find(set_dir(name, root) / "HR", image)
     if path is None:
         raise AmmsError(f"{name}: no HR image named {image!r}")
-    return _standard(read_image(path), canonical(name), "HR", image, path)
+    img = read_image(path)
+    return _standard(img, canonical(name), "HR", image, path) if standard else img
 
 
 def _standard(img: np.ndarray, name: str, kind: str, image: str, path: Path) -> np.ndarray:
@@ -212,7 +217,8 @@ def lr_path(name: str, image: str, scale: int, root: Path | None = None) -> Path
     return _find(set_dir(name, root) / "LR_bicubic" / f"X{scale}", f"{image}x{scale}")
 
 
-def load_pair(name: str, image: str, scale: int, root: Path | None = None) -> Pair:
+def load_pair(name: str, image: str, scale: int, root: Path | None = None,
+              standard: bool = True) -> Pair:
     """LR input and mod-cropped HR truth for one image at one scale.
 
     The published LR file is used when it exists, and refused unless it is MATLAB
@@ -221,7 +227,7 @@ def load_pair(name: str, image: str, scale: int, root: Path | None = None) -> Pa
     the published files were made (tests check that bit for bit).
     """
     check_scale(scale)
-    hr = modcrop(load_hr(name, image, root), scale)
+    hr = modcrop(load_hr(name, image, root, standard), scale)
     if min(hr.shape[:2]) < scale:
         raise AmmsError(f"{name}/{image}: {hr.shape[:2]} is too small for x{scale}")
     path = lr_path(name, image, scale, root)
@@ -436,10 +442,11 @@ def _few(names: set) -> str:
     return f"{len(names)} image(s): {shown}"
 
 
-def iter_pairs(name: str, scale: int, root: Path | None = None) -> Iterator[Pair]:
+def iter_pairs(name: str, scale: int, root: Path | None = None, standard: bool = True
+               ) -> Iterator[Pair]:
     """Every (LR, HR) pair of a set at one scale, in name order."""
     for image in list_images(name, root):
-        yield load_pair(name, image, scale, root)
+        yield load_pair(name, image, scale, root, standard)
 
 
 def example_image(name: str = "Set5", image: str = "butterfly") -> tuple[np.ndarray, str]:
