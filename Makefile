@@ -21,13 +21,7 @@ $(STAMP): pyproject.toml
 
 # main job: every notebook in order, quick mode, executed copies (figures inline) in
 # runs/executed/, the HTML course in runs/course/, then the benchmark table (full mode on a
-# GPU: make run MODE=full). The checkout stays # the fast tier: everything but notebooks, the browser and the tests marked slow (subprocess
-# runs of the tools, trainings); about 3 minutes on 2 cores; `make test` runs it all
-test-fast: $(STAMP)
-	$(VENV)/bin/ruff check amms_lib tests scripts benchmarks notebooks
-	AMMS_MODE=quick TQDM_DISABLE=1 $(PY) -m pytest tests -m "not slow" --durations=10
-
-clean: figures go to runs/figures/
+# GPU: make run MODE=full). The checkout stays clean: figures go to runs/figures/
 MODE ?= quick
 run: $(STAMP)
 	TQDM_DISABLE=1 $(PY) scripts/run_notebooks.py --mode $(MODE)

@@ -80,3 +80,15 @@ def test_parameters_cells_are_literal_and_documented():
         for line in src.splitlines():
             # papermill --help-notebook drops a parameter whose comment holds "="
             assert "#" in line and "=" not in line.split("#", 1)[1], (nb_path.name, line)
+
+
+def test_the_makefile_defines_each_target_once():
+    """A bad edit had split a comment into a second `test-fast` recipe and a `clean` target
+    that depended on `figures go to runs/figures/`: make warned and `make clean` failed."""
+    targets = re.findall(r"^([A-Za-z][\w-]*):", (ROOT / "Makefile").read_text(), re.M)
+    assert len(targets) == len(set(targets)), targets
+    run = subprocess.run(["make", "-n", "--no-print-directory", "-C", str(ROOT), "clean"],
+                         capture_output=True,
+                         text=True)
+    assert run.returncode == 0 and "warning" not in run.stderr, run.stderr
+    assert run.stdout.strip() == "rm -rf .venv runs"
