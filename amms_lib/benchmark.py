@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise AmmsError(f"--json {args.json} is not a benchmark results file (a "
                                 "checkpoint, a registry, a link?): --overwrite replaces only "
                                 "earlier results; choose another path")
-        weights = args.checkpoint and file_sha256(args.checkpoint)  # what is loaded now
+        loaded = args.checkpoint and file_sha256(args.checkpoint)  # what is loaded now
         datasets = args.datasets
         if datasets is None:
             if data.data_root() is None:
@@ -298,12 +298,12 @@ def main(argv: list[str] | None = None) -> int:
             keep_what_is_done(str(exc) or "interrupted")
             raise
         print(format_table(results))
-        if weights and file_sha256(args.checkpoint) != weights:
+        if loaded and file_sha256(args.checkpoint) != loaded:
             raise AmmsError(f"{args.checkpoint} changed while it was scored (a run still "
                             "writing it?): the rows above may be either file's; score a copy")
         if args.json:
             weights = {"checkpoint": str(Path(args.checkpoint).resolve()),
-                       "sha256": weights} if args.checkpoint else {}
+                       "sha256": loaded} if args.checkpoint else {}
             existed, path = Path(args.json).is_file(), args.json
             while True:
                 try:

@@ -316,18 +316,26 @@ def incomplete(name: str, scales=SCALES, root: Path | None = None) -> list[str]:
     return problems + _changed(files, root) + _not_standard_pixels(canonical(name), named)
 
 
-_PIXELS: dict = {}  # (path, size, mtime) -> pixels_id, so an image is decoded once per process
+_PER_FILE: dict = {}  # (what, path, size, mtime) -> value: a set is read once per process
+
+
+def _per_file(what, path: Path) -> str:
+    """``what(path)``, computed once per version of the file."""
+    stat = path.stat()
+    key = (what, os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _PER_FILE:
+        _PER_FILE[key] = what(path)
+    return _PER_FILE[key]
 
 
 def pixels_id(path: Path) -> str:
     """A short sha256 of an image's decoded pixels (shape, dtype, bytes): the same for any
     lossless re-encoding, different for any edited, converted or other version."""
+    return _per_file(_decoded_id, path)
 
-    stat = path.stat()
-    key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
-    if key not in _PIXELS:
-        _PIXELS[key] = array_id(read_image(path))
-    return _PIXELS[key]
+
+def _decoded_id(path: Path) -> str:  # one function object: the cache's key
+    return array_id(read_image(path))
 
 
 def array_id(img: np.ndarray) -> str:
@@ -375,7 +383,6 @@ def _not_standard_pixels(name: str, files: dict[str, Path]) -> list[str]:
             "another version)"] if bad else []
 
 
-_HASHES: dict = {}  # (path, size, mtime) -> sha256, so a set is hashed once per process
 _SUM_LINE = re.compile(r"^(?:SHA256 \((?P<tag_path>.+)\) = (?P<tag_hash>[0-9a-fA-F]{64})|"
                        r"(?P<hash>[0-9a-fA-F]{64})[ \t]+\*?(?P<path>.+))$")
 
@@ -419,11 +426,7 @@ def _changed(files: list[Path], root: Path | None = None) -> list[str]:
         if want is None:
             unlisted.add(rel)
             continue
-        stat = f.stat()
-        key = (os.path.abspath(f), stat.st_size, stat.st_mtime_ns)
-        if key not in _HASHES:
-            _HASHES[key] = file_sha256(f)
-        if _HASHES[key] != want:
+        if _per_file(file_sha256, f) != want:
             changed.add(rel)
     problems = [f"{_few(changed)} differ from {sums_file} (edited or replaced)"] if changed \
         else []

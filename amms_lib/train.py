@@ -89,7 +89,7 @@ from amms_lib.train_config import (
     use_autocast,
     val_set_name,
 )
-from amms_lib.validation import pixels_id, validate, validation_pairs
+from amms_lib.validation import pairs_id, validate, validation_pairs
 
 
 def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, lr_b: torch.Tensor,
@@ -213,7 +213,7 @@ def _resume(cfg: TrainConfig, net, opt, ema, last: Path) -> tuple[int, float, fl
         raise AmmsError(f"{last}: the run validated on {was!r}, this one would on {now!r} "
                         f"(data folder: {data.data_root() or 'none'}); resume with the data "
                         "folder it started with, or start over with --overwrite")
-    if done.get("val_pixels") and done["val_pixels"] != pixels_id(validation_pairs(cfg)[1]):
+    if done.get("val_pixels") and done["val_pixels"] != pairs_id(validation_pairs(cfg)[1]):
         raise AmmsError(f"{last}: the run validated on other {was} images than this data "
                         f"folder's ({data.data_root()}): edited or another copy; resume with "
                         "the data folder it started with, or start over with --overwrite")

@@ -29,7 +29,7 @@ def validation_pairs(cfg: TrainConfig) -> tuple[str, list[tuple[np.ndarray, np.n
     return name, pairs
 
 
-def pixels_id(pairs) -> str:
+def pairs_id(pairs) -> str:
     """A short hash of the validation pixels: one curve must score one set of pixels (a
     resumed run with another data folder would score other images under the same name)."""
     import hashlib
@@ -43,12 +43,12 @@ def pixels_id(pairs) -> str:
 
 def validate(net, cfg: TrainConfig) -> dict:
     """Mean PSNR/SSIM (Y, shaved) of the current network on the validation set, the set's
-    name and the id of the pixels scored (``pixels_id``)."""
+    name and the id of the pixels scored (``pairs_id``)."""
     name, pairs = validation_pairs(cfg)
     was_training = net.training
     net.eval()
     scores = [evaluate(upscale(net, lr_img), hr_img, cfg.scale) for lr_img, hr_img in pairs]
     net.train(was_training)
-    return {"val_set": name, "val_pixels": pixels_id(pairs),
+    return {"val_set": name, "val_pixels": pairs_id(pairs),
             "psnr": float(np.mean([s[0] for s in scores])),
             "ssim": float(np.mean([s[1] for s in scores]))}
