@@ -280,15 +280,21 @@ def cli(run: Callable[[], int], interrupted: str = "interrupted") -> int:
         return 130
 
 
+# what ``code_commit`` calls code (git pathspecs): a change elsewhere (results, registries,
+# figures, prose) does not change what a run computes
+CODE = ("*.py", "*.ipynb", "amms_lib/", "Makefile", "environment.yml", "pyproject.toml")
+
+
 def code_commit(root: Path, short: bool = True) -> str:
     """The commit checked out at ``root``, ``+dirty`` with uncommitted changes to tracked
-    files, ``unknown`` outside git: which code a study ran or a checkpoint was trained by."""
+    code (``CODE``; a results file or registry a study is writing is not code), ``unknown``
+    outside git: which code a study ran or a checkpoint was trained by."""
     import subprocess
 
     sha = subprocess.run(["git", "rev-parse", *(["--short"] if short else []), "HEAD"],
                          cwd=root, capture_output=True, text=True).stdout.strip() or "unknown"
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                           capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *CODE],
+                           cwd=root, capture_output=True, text=True).stdout.strip()
     return sha + "+dirty" * bool(dirty)
 
 

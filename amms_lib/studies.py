@@ -293,6 +293,12 @@ def read_results(path, missing_ok: bool = True, budget: dict | None = None) -> d
     return record
 
 
+def seed_0_only(plan: dict) -> set:
+    """Variants a study plan's amendments cut to seed 0 (diagnostics without an interval;
+    each amendment is written into the plan before the runs it changes)."""
+    return {v for a in plan.get("amendments", []) for v in a.get("seed_0_only", [])}
+
+
 def stamp(record: dict, *, threads: int | None = None, precision: str = "float32") -> dict:
     """``record`` with this invocation appended to its ``invocations``: the command, the
     commit (``+dirty`` with uncommitted changes), CPU, torch, Python, threads and precision,

@@ -42,6 +42,7 @@ from amms_lib.studies import (
     run_training,
     score_sets,
     seconds_per_step,
+    seed_0_only,
 )
 from amms_lib.studies import train_command as study_command
 
@@ -230,12 +231,6 @@ def save(args) -> None:
         atomic_write(args.json, lambda f: f.write(json.dumps(record, indent=1)), "w")
 
 
-def seed0_only(plan: dict) -> set:
-    """Variants the plan's amendments cut to seed 0 (each amendment written before the runs
-    it changes)."""
-    return {v for a in plan.get("amendments", []) for v in a.get("seed_0_only", [])}
-
-
 def markdown(record: dict) -> str:
     """The per-variant table (mean over seeds) and every comparison on the primary set."""
     from statistics import mean
@@ -263,7 +258,7 @@ def markdown(record: dict) -> str:
                          f"{e['ci95'][1]:+.3f}] over seeds {e['seeds']}"
                          f"{' resolved' if e['resolved'] else ''}")
         elif e:
-            cut = seed0_only(record["plan"]) & set(record["plan"]["comparisons"][name])
+            cut = seed_0_only(record["plan"]) & set(record["plan"]["comparisons"][name])
             lines.append(f"- {name}: {e['mean']:+.3f} on seed {e['seeds'][0]} alone ("
                          + ("seed 0 only by the plan's amendment: a diagnostic, no interval)"
                             if cut else "no interval yet)"))

@@ -1038,3 +1038,30 @@ def test_a_copy_of_a_held_out_image_is_never_trained_on(data_dir, tmp_path):
     load_pairs([other], 2, tmp_path / "cache")  # an ordinary training image: fine
     with pytest.raises(AmmsError, match="999999.jpg is a copy of a held-out validation image"):
         load_pairs([other, copy], 2, tmp_path / "cache")
+
+
+def test_code_commit_is_dirty_only_for_code(tmp_path):
+    # a results file or registry being written (a study running from the checkout) is not a
+    # change of code: runs recorded meanwhile must not all be marked +dirty
+    from amms_lib.runtime import code_commit
+
+    repo = tmp_path / "repo"
+    (repo / "amms_lib").mkdir(parents=True)
+    (repo / "benchmarks" / "results").mkdir(parents=True)
+    files = {"amms_lib/net.py": "x = 1\n", "benchmarks/results/r.json": "{}\n",
+             "checkpoints.json": "{}\n", "notebooks.ipynb": "{}\n", "README.md": "a\n"}
+    for name, text in files.items():
+        (repo / name).write_text(text)
+    git = ["git", "-C", str(repo), "-c", "user.name=x", "-c", "user.email=x@x"]
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "a"], check=True)
+    clean = code_commit(repo)
+    assert "+dirty" not in clean != "unknown"
+    for name in ("benchmarks/results/r.json", "checkpoints.json", "README.md"):
+        (repo / name).write_text("changed\n")
+    assert code_commit(repo) == clean
+    for name in ("amms_lib/net.py", "notebooks.ipynb"):
+        (repo / name).write_text("changed\n")
+        assert code_commit(repo) == clean + "+dirty"
+        subprocess.run([*git, "checkout", "-q", "--", name], check=True)
