@@ -181,7 +181,9 @@ def _kill_group(proc: subprocess.Popen) -> None:
 
 
 def commit() -> str:
-    """The commit being run: git where there is a .git, else $AMMS_COMMIT."""
+    """The commit being run: git where there is a .git, else $AMMS_COMMIT. (Not
+    ``runtime.code_commit``: this supervisor never imports torch, so a broken install is
+    recorded as a stage's failure instead of ending the run.)"""
     try:
         sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
                              text=True, capture_output=True, timeout=10).stdout.strip()
