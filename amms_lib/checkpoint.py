@@ -255,6 +255,21 @@ def check_registered_hash(path, folder: Path | None = None) -> None:
                         "was changed or is damaged: restore it from git")
 
 
+def origin_record(path) -> dict:
+    """What a run starts from, recorded when it starts (the file may change later): the
+    file (absolute path), its sha256, steps and training minutes (those of its registry
+    record when it is a registered checkpoint, else its own ``seconds``; None when neither
+    says). A registered file must match its recorded sha256."""
+    path = Path(path).resolve()
+    check_registered_hash(path, path.parent)
+    ckpt = read_checkpoint(path)
+    meta = read_metadata(path.parent).get(path.name, {})
+    minutes = (meta["train_minutes"] if meta.get("train_minutes") is not None
+               else round(ckpt["seconds"] / 60, 1) if "seconds" in ckpt else None)
+    return {"path": str(path), "sha256": file_sha256(path), "step": ckpt.get("step"),
+            "minutes": minutes}
+
+
 def find_checkpoint(model: str, scale: int, folder: Path | None = None) -> Path | None:
     """The registered checkpoint for ``model`` at ``scale``, or None when there is none."""
     folder = Path(folder or checkpoints_dir())

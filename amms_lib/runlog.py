@@ -4,11 +4,12 @@ killed run leaves, and whether a folder may take a run without losing an earlier
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
 from amms_lib.errors import AmmsError
-from amms_lib.runtime import atomic_write, stale_temp_files
+from amms_lib.runtime import FolderLock, atomic_write, stale_temp_files
 from amms_lib.train_config import TrainConfig
 
 OUT_FILES = ("last.pt", "best.pt", "ema.pt", "config.json", "metrics.jsonl")  # what a run writes
@@ -88,4 +89,34 @@ def run_dir_problem(cfg: TrainConfig, out: Path) -> str | None:
         return (f"{out} holds an earlier run ({', '.join(earlier)}); continue it with "
                 "--resume, start over with --overwrite (deletes those files), or choose "
                 "another --out-dir")
+    return None
+
+
+def still_training(out: Path) -> str | None:
+    """Why ``out``'s files are not a run's final ones: a training process holds the folder's
+    ``FolderLock`` (named by pid where ``/proc/locks`` says which), or None when none does."""
+    if not out.is_dir():
+        return None
+    try:
+        FolderLock(out, "training").release()  # free: no run writes there now
+        return None
+    except AmmsError:
+        pid = _flock_holder(out)
+    return (f"{out} is still training (held by {f'pid {pid}' if pid else 'another process'}"
+            "): wait for it to finish, or stop it (--resume continues it later) and register "
+            "what it saved")
+
+
+def _flock_holder(folder: Path) -> int | None:
+    """The pid holding a ``flock`` on ``folder`` as Linux lists it in /proc/locks, or None."""
+    st = os.stat(folder)
+    where = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    try:
+        lines = Path("/proc/locks").read_text().splitlines()
+    except OSError:  # not Linux
+        return None
+    for line in lines:
+        parts = line.split()
+        if "FLOCK" in parts and where in parts:
+            return int(parts[parts.index(where) - 1])
     return None

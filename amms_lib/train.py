@@ -51,6 +51,7 @@ from amms_lib import data
 from amms_lib.checkpoint import (
     check_compatible,
     load_weights,
+    origin_record,
     read_checkpoint,
     save_checkpoint,
 )
@@ -87,6 +88,7 @@ from amms_lib.train_config import (
     lr_factor,
     precision_name,
     use_autocast,
+    val_images_used,
     val_set_name,
 )
 from amms_lib.validation import pairs_id, validate, validation_pairs
@@ -186,9 +188,9 @@ def _open_run_dir(cfg: TrainConfig, out: Path, main_proc: bool, world: int,
     return lock
 
 
-def _resume(cfg: TrainConfig, net, opt, ema, last: Path) -> tuple[int, float, float]:
+def _resume(cfg: TrainConfig, net, opt, ema, last: Path) -> tuple[int, float, float, dict]:
     """Load ``last.pt`` into ``net``, ``opt`` and ``ema`` (None: no average kept):
-    (step, best PSNR, seconds spent)."""
+    (step, best PSNR, seconds spent, the run's ``origin_record`` or None)."""
     ckpt = read_checkpoint(last)
     check_compatible(ckpt, last, cfg.model, cfg.scale)
     if ckpt["model_kwargs"] != cfg.model_kwargs:
@@ -201,6 +203,8 @@ def _resume(cfg: TrainConfig, net, opt, ema, last: Path) -> tuple[int, float, fl
     old = ckpt.get("config") or {}
     for key in RESUME_FIXED:
         was, now = old.get(key), getattr(cfg, key)
+        if key == "val_images" and was:  # as used (a number above the set's size: all)
+            was = val_images_used(cfg, was)
         if key in old and (tuple(was) if isinstance(was, list) else was) != now:
             raise AmmsError(f"{last}: the run was trained with {key}={was!r}, not {now!r}; "
                             "a resumed run continues exactly only with the same settings: "
@@ -222,7 +226,8 @@ def _resume(cfg: TrainConfig, net, opt, ema, last: Path) -> tuple[int, float, fl
     if ema is not None and "ema" in ckpt:  # else the average restarts from these weights
         ema.load_state_dict(ckpt["ema"])
     torch.set_rng_state(ckpt["rng"])
-    return ckpt["step"], ckpt.get("best_psnr", -math.inf), float(ckpt.get("seconds", 0.0))
+    return (ckpt["step"], ckpt.get("best_psnr", -math.inf), float(ckpt.get("seconds", 0.0)),
+            ckpt.get("init"))
 
 
 @functools.lru_cache(maxsize=1)
@@ -241,9 +246,10 @@ def _commits(out: Path) -> str:
 
 
 def _save(out: Path, net, opt, ema, cfg: TrainConfig, step: int, best: float, spent: float,
-          metrics: dict, precision: str = "float32") -> None:
+          metrics: dict, precision: str = "float32", origin: dict | None = None) -> None:
     """``last.pt``, ``best.pt`` when this validation is the best so far, and the averaged
-    weights as ``ema.pt`` when ``ema`` keeps them (atomic, each)."""
+    weights as ``ema.pt`` when ``ema`` keeps them (atomic, each); ``origin``: what the run
+    started from (``origin_record``), recorded as ``init``."""
     last = out / "last.pt"
     if not all(torch.isfinite(p).all() for p in net.parameters()):
         kept = f"{last} is from before it" if last.is_file() else "nothing was saved"
@@ -253,7 +259,8 @@ def _save(out: Path, net, opt, ema, cfg: TrainConfig, step: int, best: float, sp
                  step=step, best_psnr=best, metrics=metrics, config=asdict(cfg),
                  optimizer=opt.state_dict(), seconds=spent, rng=torch.get_rng_state(),
                  precision=precision,  # what this process computed in, not what was asked
-                 commit=_commits(out))  # the code that trained it (registration reads it)
+                 commit=_commits(out),  # the code that trained it (registration reads it)
+                 **({"init": origin} if origin else {}))
     try:
         # best.pt first: a stop between the two writes leaves last.pt behind it, and the
         # resumed run redoes the step and rewrites best.pt; the other order had left a
@@ -287,6 +294,11 @@ def train(cfg: TrainConfig, stop_after: int | None = None) -> dict:
     cfg.check()  # the validation set too, now that the training sets are there
     rank, world = _dist_info()
     main_proc = rank == 0
+    if (used := val_images_used(cfg)) != cfg.val_images:  # records say what was scored
+        if main_proc:
+            print(f"--val-images {cfg.val_images}: {val_set_name(cfg)} holds only {used} "
+                  f"images; validating on all {used} (recorded as {used})", file=sys.stderr)
+        cfg = replace(cfg, val_images=used)
     device = resolve_device(cfg.device)
     if world > 1 and device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
@@ -308,8 +320,10 @@ def train(cfg: TrainConfig, stop_after: int | None = None) -> dict:
 
 def _prepare(cfg: TrainConfig, out: Path, main_proc: bool, world: int, device):
     """The network (and its DDP/compiled wrapper), Adam, the weight average (or None),
-    and where the run stands: (net, model, opt, ema, step, best PSNR, seconds spent),
-    resumed or started anew."""
+    and where the run stands: (net, model, opt, ema, step, best PSNR, seconds spent,
+    origin), resumed or started anew. ``origin`` (``origin_record`` of ``--init-from``,
+    taken as the weights load, or the one a resumed run recorded; None from scratch or for
+    a run begun before runs recorded it) goes into ``config.json`` as ``init``."""
     seed_everything(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -320,11 +334,12 @@ def _prepare(cfg: TrainConfig, out: Path, main_proc: bool, world: int, device):
     # the average's first update copies the weights (init_from or resumed ones included)
     ema = (AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
            if cfg.ema else None)
-    step, best, spent = 0, -math.inf, 0.0  # spent: seconds of the time budget used
+    step, best, spent, origin = 0, -math.inf, 0.0, None  # spent: seconds of the budget used
     _EARLIER_COMMITS.pop(str(out), None)  # a new run's, or set again by _resume
     if cfg.resume and (out / "last.pt").is_file():
-        step, best, spent = _resume(cfg, net, opt, ema, out / "last.pt")
+        step, best, spent, origin = _resume(cfg, net, opt, ema, out / "last.pt")
     elif cfg.init_from:
+        origin = origin_record(cfg.init_from)
         kept = load_init_weights(net, cfg)
         if main_proc:
             print(f"started from {cfg.init_from}: {kept}", file=sys.stderr)
@@ -332,7 +347,7 @@ def _prepare(cfg: TrainConfig, out: Path, main_proc: bool, world: int, device):
         if step == 0:
             (out / "metrics.jsonl").unlink(missing_ok=True)
         truncate_log(out / "metrics.jsonl", step)
-        config = json.dumps(asdict(cfg), indent=2)
+        config = json.dumps({**asdict(cfg), **({"init": origin} if origin else {})}, indent=2)
         atomic_write(out / "config.json", lambda f: f.write(config), "w")
     model = net
     if world > 1:
@@ -340,7 +355,7 @@ def _prepare(cfg: TrainConfig, out: Path, main_proc: bool, world: int, device):
             net, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.compile:
         model = torch.compile(model)
-    return net, model, opt, ema, step, best, spent
+    return net, model, opt, ema, step, best, spent, origin
 
 
 def _loader(cfg: TrainConfig, files, step: int, stop: int, spent: float, rank: int,
@@ -364,7 +379,8 @@ def _train_locked(cfg, files, out: Path, rank: int, world: int, device, stop_aft
     the lr, runs ``train_step``, agrees with the other ranks on time and divergence, logs,
     and validates and saves on schedule; split further, those would share eight locals."""
     main_proc = rank == 0
-    net, model, opt, ema, step, best, spent = _prepare(cfg, out, main_proc, world, device)
+    net, model, opt, ema, step, best, spent, origin = _prepare(cfg, out, main_proc, world,
+                                                               device)
     log = out / "metrics.jsonl"
     channels_last = device.type == "cuda" or cfg.channels_last
     last_step = 2**62 if cfg.max_minutes else cfg.total_steps  # a budget ends by time alone
@@ -423,7 +439,7 @@ def _train_locked(cfg, files, out: Path, rank: int, world: int, device, stop_aft
                 append_log(log, {"step": step, "seconds": round(spent, 2), **metrics})
                 bar.set_postfix(loss=f"{loss:.4f}", psnr=f"{metrics['psnr']:.2f}")
                 _save(out, net, opt, ema, cfg, step, best, spent, metrics,  # with validations
-                      precision_name(amp))
+                      precision_name(amp), origin)
             if world > 1:
                 dist.barrier()
             val_seconds += time.perf_counter() - tv
@@ -466,13 +482,29 @@ def _json_object(text: str) -> dict:
 _json_object.__name__ = "JSON object"  # argparse names the type in its message
 
 
+def _interrupted(out: Path) -> str:
+    """What a Ctrl-C left in ``out``, and how to go on from it."""
+    if (out / "last.pt").is_file():
+        return (f"training interrupted: {out / 'last.pt'} holds the last checkpoint (saved "
+                "with each validation); --resume continues from it")
+    left = [n for n in OUT_FILES if (out / n).exists()]
+    return ("training interrupted before its first checkpoint: there is no last.pt in "
+            f"{out} to resume from; " + (f"start again with --overwrite (it holds only "
+                                        f"{', '.join(left)})" if left else
+                                        "run the same command again"))
+
+
 def main(argv=None) -> int:
     def run() -> int:
-        print(json.dumps(train(_parse(argv))))
+        cfg = _parse(argv)
+        try:
+            print(json.dumps(train(cfg)))
+        except KeyboardInterrupt:
+            print(_interrupted(Path(cfg.out_dir)), file=sys.stderr)
+            return 130
         return 0
 
-    return cli(run, interrupted="training interrupted: last.pt holds the last checkpoint "
-                                "(saved with each validation); --resume continues from it")
+    return cli(run, interrupted="training interrupted")
 
 
 if __name__ == "__main__":

@@ -189,6 +189,13 @@ def val_set_name(cfg: TrainConfig) -> str:
     return cfg.val_set
 
 
+def val_images_used(cfg: TrainConfig, asked: int | None = None) -> int:
+    """How many validation images ``asked`` (default ``cfg.val_images``) scores: 0 (the
+    whole set) stays 0; more than ``val_set_name(cfg)`` holds is all of them, as a number."""
+    asked = cfg.val_images if asked is None else asked
+    return min(asked, len(data.list_images(val_set_name(cfg)))) if asked else 0
+
+
 def use_autocast(cfg: TrainConfig, device: torch.device, say: bool = False) -> bool:
     """bf16 autocast for this run: on CUDA whenever ``cfg.amp``; on the CPU only with
     ``cfg.cpu_amp`` and a CPU that computes bf16 natively (``runtime.cpu_bf16``), since

@@ -12,7 +12,12 @@ set and which of its pixels (``val_images``, ``val_max_side``: what ``train.vali
 scores), how the weights were selected, the validation curve ``[[training minutes, PSNR], ...]``,
 the training minutes the registered checkpoint took (validation excluded), the device, and on
 a CPU the torch threads and CPU-hours (hours of a 2-core machine: minutes / 60 * threads / 2);
-for a run started from another checkpoint, which one and how many minutes that one had trained.
+for a run started from another checkpoint, which one (path and sha256) and how many steps and
+minutes that one had trained, as the run recorded when it started (that file may have changed
+since; a run from before that record is refused: what it started from is unknown).
+
+A run still training (its process holds the folder) is refused, and so is a best.pt that is
+not the best of its folder's curve: stopped between writes, or copied from another run.
 
 A checkpoint already registered under that name is scored on this run's validation set first,
 and weights that score lower are refused unless ``--force``.
@@ -25,11 +30,11 @@ import sys
 from pathlib import Path
 
 from amms_lib import data
-from amms_lib.checkpoint import load_model, read_checkpoint, read_metadata, register
+from amms_lib.checkpoint import load_model, read_checkpoint, register
 from amms_lib.errors import AmmsError
-from amms_lib.runlog import read_metrics
+from amms_lib.runlog import read_metrics, still_training
 from amms_lib.runtime import cli, relative
-from amms_lib.train_config import TrainConfig, val_set_name
+from amms_lib.train_config import RESUME_FIXED, TrainConfig, val_set_name
 from amms_lib.validation import validate
 
 
@@ -37,6 +42,8 @@ def record(out: Path, args) -> tuple[Path, dict, dict]:
     """(the checkpoint to register, its run's config, the metadata fields of the run)."""
     src = out / ("ema.pt" if args.ema else "last.pt" if args.last else "best.pt")
     key = "psnr_ema" if args.ema else "psnr"  # the validations of the registered weights
+    if problem := still_training(out):
+        raise AmmsError(problem)
     ckpt = read_checkpoint(src)
     try:
         cfg = json.loads((out / "config.json").read_text())
@@ -45,6 +52,7 @@ def record(out: Path, args) -> tuple[Path, dict, dict]:
     if not isinstance(cfg, dict):
         raise AmmsError(f"{out}/config.json holds no run configuration (a JSON object); "
                         "is this a training run's folder?")
+    asked = cfg  # as config.json says (check_best compares it with the checkpoint's)
     # the set it was validated on, as scored (without a data folder: the built-in images)
     cfg = {**cfg, "val_set": (ckpt.get("metrics") or {}).get("val_set") or cfg.get("val_set")}
     if ckpt.get("scale") != cfg.get("scale"):
@@ -55,12 +63,8 @@ def record(out: Path, args) -> tuple[Path, dict, dict]:
                         "needed to register it (amms_lib.checkpoint.register takes weights alone)")
     curve = [[round(r["seconds"] / 60, 2), round(r[key], 4)]
              for r in read_metrics(out) if key in r and "seconds" in r]
-    scores = [r[key] for r in read_metrics(out) if key in r]
-    if not (args.ema or args.last) and scores and \
-            (ckpt.get("metrics") or {}).get("psnr") != max(scores):
-        raise AmmsError(f"{src} scores {(ckpt.get('metrics') or {}).get('psnr')} dB but the "
-                        f"run's best validation in metrics.jsonl is {max(scores):.4f} dB: it "
-                        "was stopped between writes; finish it with --resume, then register")
+    if not (args.ema or args.last):
+        check_best(src, ckpt, asked, [r for r in read_metrics(out) if "psnr" in r])
     if "seconds" not in ckpt or not curve:
         raise AmmsError(f"{out} has no training times (trained before they were logged); "
                         "register it with amms_lib.checkpoint.register")
@@ -77,21 +81,54 @@ def record(out: Path, args) -> tuple[Path, dict, dict]:
     if args.device == "cpu":
         threads = cfg.get("threads") or 2
         extra.update(threads=threads, cpu_hours=round(minutes / 60 * threads / 2, 3))
-    if cfg.get("init_from"):  # where it started: the path (repo-relative inside the
-        # checkout), that checkpoint's steps and training minutes (its own record when the
-        # starting point was never registered, e.g. a study's kept x2 weights)
-        init_path = Path(cfg["init_from"]).resolve()
-        if not init_path.is_file():
-            raise AmmsError(f"the run started from {init_path} (its --init-from), which is not "
-                            "there any more: its record needs that file; restore it first")
-        init = read_checkpoint(init_path)
-        meta = read_metadata(init_path.parent).get(init_path.name, {}) \
-            if (init_path.parent / "metadata.json").is_file() else {}
-        init_minutes = (meta["train_minutes"] if meta.get("train_minutes") is not None
-                        else round(init["seconds"] / 60, 1) if "seconds" in init else None)
-        extra.update(init_from=relative(init_path), init_step=init.get("step"),
-                     init_minutes=init_minutes)
+    if init := ckpt.get("init"):  # where it started, as the run recorded when it started
+        # (checkpoint.origin_record): the file may have been resumed or replaced since
+        extra.update(init_from=relative(Path(init["path"])), init_sha256=init["sha256"],
+                     init_step=init["step"], init_minutes=init["minutes"])
+    elif cfg.get("init_from"):  # trained before runs recorded it: the file may differ now
+        raise AmmsError(f"{src} is from before runs recorded what they started from, and its "
+                        f"--init-from {cfg['init_from']} may have been resumed or replaced "
+                        "since: the steps and minutes it started with are unknown; register "
+                        "it with amms_lib.checkpoint.register, giving them yourself")
     return src, cfg, extra
+
+
+def check_best(src: Path, ckpt: dict, cfg: dict, vals: list[dict]) -> None:
+    """``best.pt`` must be the best validation of its folder's curve (``vals``, the records
+    of metrics.jsonl with a psnr): one error saying whether the run stopped between writes
+    (best.pt behind its curve, or written after last.pt) or the file is another run's (other
+    settings, or a validation the curve does not hold)."""
+    if not vals:
+        return
+    psnr, step = (ckpt.get("metrics") or {}).get("psnr"), ckpt.get("step")
+    best = max(r["psnr"] for r in vals)
+    in_curve = any((r["step"], r["psnr"]) == (step, psnr) for r in vals)
+    if in_curve and psnr == best:
+        return
+    last = src.parent / "last.pt"
+    ahead = last.is_file() and isinstance(step, int) and step > read_checkpoint(last)["step"]
+    was = ckpt.get("config") or {}
+
+    def same(key) -> bool:  # json (config.json) has lists where checkpoints have tuples
+        a, b = was.get(key), cfg.get(key)
+        return (list(a) if isinstance(a, tuple) else a) == (list(b) if isinstance(b, tuple) else b)
+
+    differ = [k for k in ("model", "model_kwargs", *RESUME_FIXED)
+              if k in was and k in cfg and not same(k)]
+    other = was.get("out_dir") not in (None, cfg.get("out_dir")) and \
+        Path(was["out_dir"]).resolve() != src.parent.resolve()  # it names another folder
+    said = (f"step {step}, {psnr:.2f} dB" if isinstance(psnr, float) else f"step {step}, "
+            "no score")
+    if differ or not (in_curve or (ahead and not other)):
+        why = (f"it was trained with {differ[0]}={was[differ[0]]!r}, this run with "
+               f"{cfg[differ[0]]!r}" if differ else
+               f"its validation ({said}) is not in metrics.jsonl")
+        raise AmmsError(f"{src} is not from this run's curve: {why}"
+                        + (f" (it names the run in {was['out_dir']})" if other else "")
+                        + "; put this run's own best.pt back, or register the run it came from")
+    raise AmmsError(f"{src} ({said}) is not the run's best validation in metrics.jsonl "
+                    f"({best:.2f} dB): it was stopped between writes; finish it with --resume, "
+                    "then register")
 
 
 def main(argv=None) -> int:

@@ -524,7 +524,7 @@ def test_cli_gives_one_line_for_bad_input_and_130_for_ctrl_c(use_data, tmp_path,
     monkeypatch.setattr("amms_lib.train.train", interrupted)
     assert main(base + ["--out-dir", str(tmp_path / "o")]) == 130
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "interrupted" in err[0] and "--resume" in err[0]
+    assert len(err) == 1 and "interrupted before its first checkpoint" in err[0]
 
 
 def test_resume_and_init_from_weights_only_checkpoints_say_what_is_missing(use_data,
@@ -753,12 +753,12 @@ def test_weight_average_follows_its_formula_and_resumes_exactly(use_data, tmp_pa
     start.mkdir()
     torch.save({**read_checkpoint(tmp_path / "whole" / "ema.pt"), "seconds": 600.0},
                start / "s.pt")
-    (start / "metadata.json").write_text(json.dumps({"s.pt": {"train_minutes": 0.0}}))
-    cfg3 = json.loads((Path(x3.out_dir) / "config.json").read_text())
-    (Path(x3.out_dir) / "config.json").write_text(
-        json.dumps({**cfg3, "init_from": str(start / "s.pt")}))
-    args = SimpleNamespace(ema=False, last=True, selection=None, device="cpu")
-    assert register_run["record"](Path(x3.out_dir), args)[2]["init_minutes"] == 0.0
+    from amms_lib.checkpoint import origin_record
+    from amms_lib.runtime import file_sha256
+
+    (start / "metadata.json").write_text(json.dumps(
+        {"s.pt": {"train_minutes": 0.0, "sha256": file_sha256(start / "s.pt")}}))
+    assert origin_record(start / "s.pt")["minutes"] == 0.0
 
 
 def test_register_run_says_in_one_line_what_is_wrong_with_a_run_folder(use_data, tmp_path,
@@ -918,8 +918,9 @@ def test_a_stop_between_the_checkpoint_writes_leaves_a_consistent_best(use_data,
     args = SimpleNamespace(ema=False, last=False, selection=None, device="cpu")
     register_run["record"](Path(cfg.out_dir), args)  # consistent: accepted
     stale = read_checkpoint(Path(cfg.out_dir) / "best.pt")  # a best.pt behind its curve
-    torch.save({**stale, "metrics": {**stale["metrics"], "psnr": max(scores) - 1}},
-               Path(cfg.out_dir) / "best.pt")
+    from amms_lib.runlog import append_log  # stopped after logging a better validation,
+    append_log(Path(cfg.out_dir) / "metrics.jsonl",  # before writing it as best.pt
+               {"step": 5, "seconds": 1.0, **{**stale["metrics"], "psnr": max(scores) + 1}})
     with pytest.raises(AmmsError, match="stopped between writes; finish it with --resume"):
         register_run["record"](Path(cfg.out_dir), args)
 
@@ -1065,3 +1066,164 @@ def test_code_commit_is_dirty_only_for_code(tmp_path):
         (repo / name).write_text("changed\n")
         assert code_commit(repo) == clean + "+dirty"
         subprocess.run([*git, "checkout", "-q", "--", name], check=True)
+
+
+def _register_run():
+    import runpy
+
+    return runpy.run_path(str(Path(__file__).parents[1] / "scripts" / "register_run.py"),
+                          run_name="imported")
+
+
+def test_register_run_records_the_start_the_run_recorded_when_it_started(use_data, tmp_path,
+                                                                        capsys):
+    """The --init-from file resumed further after a run started from it: registration had
+    read that file as it was then (step 4), not as the run started from it (step 2)."""
+    from amms_lib.runtime import file_sha256
+
+    p = _cfg(tmp_path, iters_per_epoch=2, val_every=2, out_dir=str(tmp_path / "P"))
+    train(p)
+    start = tmp_path / "P" / "last.pt"
+    sha = file_sha256(start)
+    q = _cfg(tmp_path, iters_per_epoch=2, val_every=2, out_dir=str(tmp_path / "Q"),
+             init_from=str(start))
+    train(q)
+    train(replace(p, resume=True, epochs=2))  # the starting point moves on to step 4
+    assert read_checkpoint(start)["step"] == 4 and file_sha256(start) != sha
+    register_run = _register_run()
+    folder = tmp_path / "reg"
+    assert register_run["main"]([q.out_dir, "--command", "Q", "--folder", str(folder),
+                                 "--commit", "abc"]) == 0
+    meta = json.loads((folder / "metadata.json").read_text())["amms_x2.pt"]
+    assert meta["init_step"] == 2 and meta["init_sha256"] == sha
+    init = json.loads((tmp_path / "Q" / "config.json").read_text())["init"]
+    assert (init["path"], init["sha256"], init["step"]) == (str(start.resolve()), sha, 2)
+    assert meta["init_minutes"] == init["minutes"] is not None
+    # a run from before the record: the file now says nothing about its start
+    best = tmp_path / "Q" / "best.pt"
+    torch.save({k: v for k, v in read_checkpoint(best).items() if k != "init"}, best)
+    capsys.readouterr()
+    assert register_run["main"]([q.out_dir, "--command", "Q", "--folder",
+                                 str(tmp_path / "reg2"), "--commit", "abc"]) == 2
+    err = capsys.readouterr().err
+    assert "started with are unknown" in err and err.count("\n") == 1
+    assert not (tmp_path / "reg2").exists()
+
+
+def test_ctrl_c_says_what_there_is_to_resume(use_data, tmp_path, capsys, monkeypatch):
+    """Interrupted before its first checkpoint, an --overwrite run had said that last.pt
+    holds the last checkpoint and --resume continues from it: there was no last.pt."""
+    import amms_lib.train as tr
+
+    out = tmp_path / "run"
+    train(_cfg(tmp_path, iters_per_epoch=2, val_every=2))  # an earlier run in the folder
+    argv = ["--train-sets", "T91", "--epochs", "1", "--iters-per-epoch", "2", "--batch-size",
+            "2", "--patch-size", "16", "--workers", "0", "--model-kwargs", json.dumps(TINY),
+            "--val-every", "1", "--val-images", "1", "--val-max-side", "24", "--device",
+            "cpu", "--out-dir", str(out)]
+    real, calls = tr.validate, []
+
+    def ctrl_c_at(n):
+        def validate(*a, **k):
+            calls.append(1)
+            if len(calls) == n:
+                raise KeyboardInterrupt
+            return real(*a, **k)
+        return validate
+
+    monkeypatch.setattr(tr, "validate", ctrl_c_at(1))  # at the first validation
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    capsys.readouterr()
+    assert tr.main(argv + ["--overwrite"]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert not (out / "last.pt").exists()
+    assert "before its first checkpoint" in err[-1] and "--overwrite" in err[-1], err
+    assert "holds the last checkpoint" not in err[-1]
+    calls.clear()
+    monkeypatch.setattr(tr, "validate", ctrl_c_at(2))  # after the first checkpoint
+    assert tr.main(argv + ["--overwrite"]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert f"{out / 'last.pt'} holds the last checkpoint" in err[-1] and "--resume" in err[-1]
+
+
+def test_more_validation_images_than_the_set_holds_records_those_used(use_data, tmp_path,
+                                                                        capsys):
+    """--val-images 100 on the 15 held-out images validated on all 15 and recorded 100
+    (config.json, checkpoints, then the registry)."""
+    n = len(data.list_images(data.HELDOUT))
+    assert n < 100
+    cfg = _cfg(tmp_path, iters_per_epoch=2, val_every=2, val_images=100, val_max_side=12)
+    train(cfg)
+    assert f"holds only {n} images; validating on all {n}" in capsys.readouterr().err
+    run = Path(cfg.out_dir)
+    assert json.loads((run / "config.json").read_text())["val_images"] == n
+    assert read_checkpoint(run / "best.pt")["config"]["val_images"] == n
+    train(replace(cfg, resume=True, epochs=2))  # the same request resumes it
+    assert read_checkpoint(run / "last.pt")["step"] == 4
+    folder = tmp_path / "reg"
+    assert _register_run()["main"]([cfg.out_dir, "--command", "x", "--folder", str(folder),
+                                    "--commit", "abc"]) == 0
+    assert json.loads((folder / "metadata.json").read_text())["amms_x2.pt"]["val_images"] == n
+
+
+def test_register_run_refuses_a_run_still_training(use_data, tmp_path, capsys):
+    """A run whose process still holds its folder had its best.pt so far registered."""
+    from amms_lib.runtime import FolderLock
+
+    cfg = _cfg(tmp_path, iters_per_epoch=2, val_every=2)
+    train(cfg)
+    register_run, folder = _register_run(), tmp_path / "reg"
+    args = [cfg.out_dir, "--command", "x", "--folder", str(folder), "--commit", "abc"]
+    capsys.readouterr()
+    with FolderLock(Path(cfg.out_dir), "training"):  # the training's lock, in effect
+        assert register_run["main"](args) == 2
+    err = capsys.readouterr().err
+    assert f"is still training (held by pid {os.getpid()})" in err and err.count("\n") == 1
+    assert not folder.exists()
+    assert register_run["main"](args) == 0  # finished: registered
+
+
+def test_register_run_says_a_best_pt_of_another_run_is_not_from_its_curve(use_data, tmp_path,
+                                                                          capsys):
+    """A best.pt copied from another run had been refused as 'stopped between writes;
+    finish it with --resume' (resuming would not help), with an unrounded score."""
+    import re
+    import shutil
+
+    cfg = _cfg(tmp_path, iters_per_epoch=2, val_every=2)
+    train(cfg)
+    run, register_run = Path(cfg.out_dir), _register_run()
+    own = (run / "best.pt").read_bytes()
+    args = [str(run), "--command", "x", "--folder", str(tmp_path / "reg"), "--commit", "abc"]
+    others = {"seed=1": _cfg(tmp_path, iters_per_epoch=2, val_every=2, seed=1,
+                             out_dir=str(tmp_path / "seed1")),
+              "is not in metrics.jsonl": _cfg(tmp_path, iters_per_epoch=2, val_every=2,
+                                              init_from=str(run / "last.pt"),
+                                              out_dir=str(tmp_path / "started"))}
+    for says, other in others.items():
+        train(other)
+        shutil.copy(Path(other.out_dir) / "best.pt", run / "best.pt")
+        capsys.readouterr()
+        assert register_run["main"](args) == 2
+        err = capsys.readouterr().err
+        assert "is not from this run's curve" in err and says in err, err
+        assert "between writes" not in err and err.count("\n") == 1
+        assert not re.search(r"\d\.\d{3,} dB", err), err
+        assert not (tmp_path / "reg").exists()
+    (run / "best.pt").write_bytes(own)
+    # best.pt written at step 4, last.pt not yet (and the log cut back to it by a resume):
+    # stopped between writes, which --resume finishes
+    cut = replace(cfg, out_dir=str(tmp_path / "cut"))
+    train(cut)
+    behind = (Path(cut.out_dir) / "last.pt").read_bytes()
+    train(replace(cut, resume=True, epochs=2))
+    cutdir = Path(cut.out_dir)
+    shutil.copy(cutdir / "last.pt", cutdir / "best.pt")  # a validation of step 4 as best
+    (cutdir / "last.pt").write_bytes(behind)
+    from amms_lib.runlog import truncate_log
+
+    truncate_log(cutdir / "metrics.jsonl", 2)
+    assert register_run["main"]([str(cutdir), *args[1:]]) == 2
+    err = capsys.readouterr().err
+    assert "stopped between writes; finish it with --resume" in err, err
+    assert not re.search(r"\d\.\d{3,} dB", err), err
