@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections import Counter
 from pathlib import Path
 from typing import Iterator, NamedTuple
 
@@ -33,7 +34,7 @@ ENV_VAR = "AMMS_DATA"
 STANDARD_SETS = ("Set5", "Set14", "BSD100", "Urban100")
 EXPECTED_IMAGES = {"Set5": 5, "Set14": 14, "BSD100": 100, "Urban100": 100}
 # the standard sets' image names (BSD100's when its files follow EDSR's img_NNN naming; under
-# its Berkeley ids, as some copies ship it, only the count is checked)
+# its Berkeley ids, as some copies ship it, its images are matched by their pixels)
 NUMBERED = {f"img_{i:03d}" for i in range(1, 101)}
 EXPECTED_NAMES = {
     "Set5": {"baby", "bird", "butterfly", "head", "woman"},
@@ -55,6 +56,9 @@ HELDOUT_IMAGES = {
     "BSD200": ("100075", "12074", "151087", "176035", "198023", "232038", "268002",
                "317080", "376020", "65010"),
 }
+# training images the standard release itself holds twice (the same pixels under two names):
+# T91 (SRCNN's, as the data folder holds it) has t65 equal to t36; both are trained on, as shipped
+STANDARD_TWINS = {"T91": {frozenset({"t36", "t65"})}}
 
 
 class Pair(NamedTuple):
@@ -108,6 +112,15 @@ def canonical(name: str) -> str:
     return ALIASES.get(name, name)
 
 
+def standard_name(name: str) -> str | None:
+    """The standard set a set's name stands for, in any case or alias (``set5``, ``b100``),
+    or None for a custom set: a near-standard name is checked as that set, so that it cannot
+    pass an edited copy off as a standard result."""
+    names = {s.lower(): s for s in STANDARD_SETS}
+    names |= {a.lower(): c for a, c in ALIASES.items() if c in STANDARD_SETS}
+    return names.get(name.lower())
+
+
 def list_sets(root: Path | None = None) -> list[str]:
     """Sets available under the data folder, or ``["skimage"]`` without one."""
     folders = _set_folders(root)
@@ -157,8 +170,23 @@ def list_images(name: str, root: Path | None = None) -> list[str]:
 
 def _hr_files(name: str, root: Path | None = None) -> list[str]:
     """The stem of every HR image file of a set, repeated where two files share one."""
-    hr = set_dir(name, root) / "HR"
-    return [p.stem for p in hr.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
+    return [p.stem for p in image_files(set_dir(name, root) / "HR")]
+
+
+def image_files(folder: Path) -> list[Path]:
+    """A folder's image files (``IMAGE_SUFFIXES``), sorted; a broken link among them is one
+    clear error naming it."""
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    for p in files:
+        if not p.exists():  # a symbolic link whose target is gone
+            raise AmmsError(f"{p} is a broken link (its target {os.readlink(p)} does not "
+                            "exist); restore the image or remove the link")
+    return files
+
+
+def two_files(kind: str, names) -> str:
+    """``two HR files for 1 image(s): baby``: one image held in more than one file."""
+    return f"two {kind} files for {_few(set(names))}"
 
 
 def modcrop(img: np.ndarray, scale: int) -> np.ndarray:
@@ -196,7 +224,7 @@ def load_hr(name: str, image: str, root: Path | None = None, standard: bool = Tr
     if path is None:
         raise AmmsError(f"{name}: no HR image named {image!r}")
     img = read_image(path)
-    return _standard(img, canonical(name), "HR", image, path) if standard else img
+    return _standard(img, standard_name(name) or name, "HR", image, path) if standard else img
 
 
 def _standard(img: np.ndarray, name: str, kind: str, image: str, path: Path) -> np.ndarray:
@@ -271,8 +299,10 @@ def _lr_mismatch(lr: np.ndarray, made: np.ndarray, border: int = 3) -> str | Non
 def incomplete(name: str, scales=SCALES, root: Path | None = None) -> list[str]:
     """What makes a set's mean differ from the published one: fewer or more HR images
     than the standard set has, two HR files for one image (``baby.png`` and
-    ``baby.jpg``), LR files whose HR image is gone, or images without the LR file at a
-    scale that has published LR. Empty when the set is exactly the standard one."""
+    ``baby.jpg``), LR files whose HR image is gone, images without the LR file at a
+    scale that has published LR, and pixels other than the standard release's (a set named
+    like a standard one in any case, ``set5``, is checked as it). Empty when the set is
+    exactly the standard one."""
     if name == BUILTIN:
         return []
     if name == HELDOUT:
@@ -282,44 +312,46 @@ def incomplete(name: str, scales=SCALES, root: Path | None = None) -> list[str]:
         return ([f"{_few(missing)} of the held-out split missing"] if missing else []) + \
             _changed(list(files.values()), root) + _not_standard_pixels(HELDOUT, files)
     folder, images = set_dir(name, root), set(list_images(name, root))
-    want = EXPECTED_IMAGES.get(canonical(name))
-    problems = []
+    std = standard_name(name)
+    want = EXPECTED_IMAGES.get(std)
+    problems, unknown = [], set()
     if want and len(images) < want:
         problems.append(f"{len(images)} of {want} HR images")
     elif want and len(images) > want:
         problems.append(f"{len(images)} HR images, the standard set has {want}")
-    known = EXPECTED_NAMES.get(canonical(name))
-    if known is None and canonical(name) == "BSD100" and any(n.startswith("img_") for n in images):
+    known = EXPECTED_NAMES.get(std)
+    if known is None and std == "BSD100" and any(n.startswith("img_") for n in images):
         known = NUMBERED
     if known and want and len(images) == want and images != known:  # right count, other images
-        problems.append(f"not the standard images: {_few(images - known)} unknown, "
+        unknown = images - known  # said here: not matched by their pixels again below
+        problems.append(f"not the standard images: {_few(unknown)} unknown, "
                         f"{_few(known - images)} missing")
     stems = _hr_files(name, root)
     if twice := {s for s in stems if stems.count(s) > 1}:
-        problems.append(f"two HR files for {_few(twice)} (keep one of each)")
+        problems.append(f"{two_files('HR', twice)} (keep one of each)")
     orphans = set()
     for s in scales:
         lr_dir = folder / "LR_bicubic" / f"X{s}"
         if not lr_dir.is_dir():
             continue  # no published LR at all: it is made from the HR, as documented
-        stems = {p.stem[: -len(f"x{s}")] for p in lr_dir.iterdir()
-                 if p.suffix.lower() in IMAGE_SUFFIXES and p.stem.endswith(f"x{s}")}
+        stems = {p.stem[: -len(f"x{s}")] for p in image_files(lr_dir)
+                 if p.stem.endswith(f"x{s}")}
         orphans |= stems - images
         if images - stems:
             problems.append(f"x{s} LR missing for {_few(images - stems)}")
     if orphans:
         problems.append(f"HR missing for {_few(orphans)} (LR files are there)")
     files = [p for sub in ["HR", *(f"LR_bicubic/X{s}" for s in scales)]
-             if (folder / sub).is_dir() for p in sorted((folder / sub).iterdir())
-             if p.suffix.lower() in IMAGE_SUFFIXES]
-    named = {f"HR/{p.stem}": p for p in files if p.parent.name == "HR"}  # LR: load_pair
-    return problems + _changed(files, root) + _not_standard_pixels(canonical(name), named)
+             if (folder / sub).is_dir() for p in image_files(folder / sub)]
+    named = {f"HR/{p.stem}": p for p in files  # LR: load_pair
+             if p.parent.name == "HR" and p.stem not in unknown}
+    return problems + _changed(files, root) + _not_standard_pixels(std or name, named)
 
 
 _PER_FILE: dict = {}  # (what, path, size, mtime) -> value: a set is read once per process
 
 
-def _per_file(what, path: Path) -> str:
+def _per_file(what, path: Path):
     """``what(path)``, computed once per version of the file."""
     stat = path.stat()
     key = (what, os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
@@ -336,6 +368,23 @@ def pixels_id(path: Path) -> str:
 
 def _decoded_id(path: Path) -> str:  # one function object: the cache's key
     return array_id(read_image(path))
+
+
+def heldout_ids(root: Path | None = None) -> dict[str, str]:
+    """``{pixels_id: held-out image}`` for the held-out split's standard pixels and its
+    data-folder files under each of the 8 flips and 90-degree rotations that training
+    augments with: a training image with one of these ids is a held-out image."""
+    ids = {v: k for k, v in _standard_pixels()[HELDOUT]["HR"].items()}
+    for names in HELDOUT_IMAGES.values():
+        for image in names:
+            if (path := _heldout_file(image, root)) is not None:
+                ids.update(dict.fromkeys(_per_file(_transformed_ids, path), image))
+    return ids
+
+
+def _transformed_ids(path: Path) -> tuple[str, ...]:  # one function object: the cache's key
+    img = read_image(path)
+    return tuple(array_id(np.rot90(t, k)) for t in (img, np.fliplr(img)) for k in range(4))
 
 
 def array_id(img: np.ndarray) -> str:
@@ -368,19 +417,34 @@ def standard_ids(name: str) -> list[str]:
 
 def _not_standard_pixels(name: str, files: dict[str, Path]) -> list[str]:
     """Images of a standard set (or the held-out split) whose pixels are not the standard
-    release's (``standard_pixels.json``; ``files``: ``{"HR/baby": path, ...}``).
-    Names it does not know (BSD100 under Berkeley ids) are left to the name checks."""
-    ref = _standard_pixels().get(name, {})
-    bad = set()
+    release's (``standard_pixels.json``; ``files``: ``{"HR/baby": path, ...}``). An image
+    under a name the release does not have (BSD100 under its Berkeley ids) must be, by its
+    pixels, one of the standard images no other file is: other or repeated images are named."""
+    ref = _standard_pixels().get(name, {}).get("HR", {})
+    if not ref:
+        return []
+    ids = {}
     for k, path in files.items():
-        if (want := ref.get(k.split("/")[0], {}).get(k.split("/")[1])) is not None:
-            try:
-                if pixels_id(path) != want:
-                    bad.add(k)
-            except AmmsError:  # unreadable: not the standard image either
-                bad.add(k)
-    return [f"{_few(bad)} differ from the standard release's pixels (edited, converted or "
-            "another version)"] if bad else []
+        try:
+            ids[k] = pixels_id(path)
+        except AmmsError:  # unreadable: not the standard image either
+            ids[k] = None
+    bad = {k for k in ids if k[3:] in ref and ids[k] != ref[k[3:]]}
+    left = Counter(ref.values())  # the standard images no file holds yet
+    left.subtract(ids[k] for k in ids if k[3:] in ref and k not in bad)
+    other = set()
+    for k in sorted(k for k in ids if k[3:] not in ref):
+        if left[ids[k]] > 0:
+            left[ids[k]] -= 1
+        else:
+            other.add(k)
+    problems = [f"{_few(bad)} differ from the standard release's pixels (edited, converted "
+                "or another version)"] if bad else []
+    if other:
+        problems.append(f"{_few(other)} not among the standard {name} images' pixels (other "
+                        f"or repeated images; {sum(left.values())} standard image(s) "
+                        "absent)")
+    return problems
 
 
 _SUM_LINE = re.compile(r"^(?:SHA256 \((?P<tag_path>.+)\) = (?P<tag_hash>[0-9a-fA-F]{64})|"
@@ -432,8 +496,8 @@ def _changed(files: list[Path], root: Path | None = None) -> list[str]:
         else []
     if unlisted and len(unlisted) < len(files):  # a set it covers, with files it never saw
         problems.append(f"{_few(unlisted)} not in {sums_file} (renamed or added)")
-    elif unlisted and any(canonical(f.parent.parent.name if f.parent.name == "HR" else "")
-                          in EXPECTED_IMAGES for f in files):  # a standard set it never lists
+    elif unlisted and any(standard_name(f.parent.parent.name if f.parent.name == "HR" else "")
+                          for f in files):  # a standard set it never lists
         problems.append(f"{sums_file} lists none of its files: its paths do not match this "
                         "layout; regenerate it (sha256sum) or remove it")
     return problems

@@ -27,7 +27,7 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
 from amms_lib import data
-from amms_lib.data import EXPECTED_IMAGES, IMAGE_SUFFIXES, SCALES
+from amms_lib.data import EXPECTED_IMAGES, SCALES
 from amms_lib.errors import AmmsError
 from amms_lib.images import read_image
 from amms_lib.runtime import FolderLock, cli
@@ -56,9 +56,8 @@ def _set_dir(root: Path, name: str) -> Path | None:
 
 
 def _images(folder: Path) -> list[Path]:
-    """The image files of a folder (``data.IMAGE_SUFFIXES``), sorted."""
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) \
-        if folder.is_dir() else []
+    """The image files of a folder (``data.image_files``), none for a missing folder."""
+    return data.image_files(folder) if folder.is_dir() else []
 
 
 def _size(path: Path) -> tuple[int, int] | None:

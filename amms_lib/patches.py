@@ -31,7 +31,7 @@ from amms_lib.resize import imresize
 from amms_lib.runtime import atomic_save, repo_root
 
 TRAIN_SETS = ("T91", "BSD200")
-CACHE_VERSION = "1"  # bump when the LR recipe changes
+CACHE_VERSION = "2"  # bump when the LR recipe or the images kept change
 
 
 def builtin_only(sets) -> bool:
@@ -55,8 +55,7 @@ def train_files(sets=TRAIN_SETS, root: Path | None = None) -> list[Path]:
             raise AmmsError(f"training set {name!r} not found at {folder}; "
                             f"available: {sorted(p.name for p in (root / 'train').glob('*'))}")
         held = set(data.HELDOUT_IMAGES.get(name, ()))
-        found = sorted(p for p in folder.iterdir()
-                       if p.suffix.lower() in data.IMAGE_SUFFIXES and p.stem not in held)
+        found = [p for p in data.image_files(folder) if p.stem not in held]
         if not found:
             raise AmmsError(f"training set {name!r} at {folder} holds no images "
                             f"({', '.join(sorted(data.IMAGE_SUFFIXES))})")
@@ -66,7 +65,9 @@ def train_files(sets=TRAIN_SETS, root: Path | None = None) -> list[Path]:
 
 def load_pairs(files: list[Path], scale: int, cache_dir: Path | None = None
                ) -> tuple[list[np.ndarray], list[np.ndarray], str]:
-    """(HR list, LR list, cache key); HR mod-cropped, LR made once and cached."""
+    """(HR list, LR list, cache key); HR mod-cropped, LR made once and cached. A held-out
+    image (``data.heldout_ids``: under another name, flipped or rotated) is refused; files
+    with the same pixels are one image, used once, and a note says so."""
     if files:
         stamp = "\n".join(f"{f.resolve()}:{f.stat().st_size}:{f.stat().st_mtime_ns}"
                           for f in files)
@@ -77,26 +78,41 @@ def load_pairs(files: list[Path], scale: int, cache_dir: Path | None = None
     if cache.is_file():
         try:
             blob = torch.load(cache, weights_only=True)
+            if blob.get("note"):
+                print(blob["note"], file=sys.stderr)
             return [t.numpy() for t in blob["hr"]], [t.numpy() for t in blob["lr"]], key
         except Exception as exc:  # noqa: BLE001  any failure means a damaged cache file
             print(f"warning: {cache}: damaged LR cache ({type(exc).__name__}); rebuilding it",
                   file=sys.stderr)
+    note = ""
     if files:
-        held = set(data.standard_ids(data.HELDOUT))
+        held, seen, twice = data.heldout_ids(), {}, []
         hrs = []
         for f in files:
             img = read_image(f)
-            held_name = any(f.stem in names for names in data.HELDOUT_IMAGES.values())
-            if not held_name and data.array_id(img) in held:  # a copy under another name
-                raise AmmsError(f"{f} is a copy of a held-out validation image: training on "
-                                "it would score the network on what it learned; remove it")
+            pid = data.array_id(img)
+            held_file = f.stem in data.HELDOUT_IMAGES.get(f.parent.name, ())  # itself
+            if not held_file and pid in held:  # a copy under another name, or flipped
+                raise AmmsError(f"{f} is a copy of a held-out validation image ({held[pid]}, "
+                                "or a flip or rotation of it): training on it would score "
+                                "the network on what it learned; remove it")
+            first = seen.setdefault(pid, f)
+            if first != f and frozenset({first.stem, f.stem}) not in \
+                    data.STANDARD_TWINS.get(f.parent.name, ()):  # a PNG copy of a JPEG...
+                twice.append(f.name)
+                continue
             hrs.append(as_rgb(data.modcrop(img, scale)))
+        if twice:
+            note = (f"note: {data.two_files('training', twice)} (the same pixels as another "
+                    f"file): the {len(twice)} duplicate(s) dropped, each image trained on once; "
+                    "keep one of each")
+            print(note, file=sys.stderr)
     else:
         hrs = [as_rgb(data.modcrop(data.load_hr(data.BUILTIN, n), scale))
                for n in data.BUILTIN_IMAGES]
     lrs = [imresize(hr, 1 / scale, border="clamp") for hr in hrs]
     atomic_save({"hr": [torch.from_numpy(h) for h in hrs],
-                 "lr": [torch.from_numpy(lo) for lo in lrs]}, cache)
+                 "lr": [torch.from_numpy(lo) for lo in lrs], "note": note}, cache)
     return hrs, lrs, key
 
 

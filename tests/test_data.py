@@ -433,3 +433,80 @@ def test_every_loader_refuses_an_edited_standard_image(data_dir, tmp_path, monke
         data.load_pair("Set5", "butterfly", 2)
     img, label = data.example_image()
     assert label.startswith("skimage/astronaut (") and "not the standard Set5 image" in label
+
+
+def test_bsd100_under_berkeley_ids_is_matched_by_its_pixels(data_dir, tmp_path, monkeypatch,
+                                                              capsys):
+    """BSD100 named by Berkeley-style ids (b001.png...) had skipped every pixel check: with
+    10 images replaced by copies of another, no LR and no sums, it scored 25.65/0.6472 as
+    BSD100 at x4 (standard 25.96/0.6681) and `data list` said nothing."""
+    from amms_lib import benchmark
+
+    hr = tmp_path / "benchmark/BSD100/HR"
+    hr.mkdir(parents=True)
+    for p in sorted((data_dir / "benchmark/BSD100/HR").glob("img_*.png")):
+        shutil.copy(p, hr / f"b{p.stem[4:]}.png")
+    monkeypatch.setenv("AMMS_DATA", str(tmp_path))
+    assert data.incomplete("BSD100") == []  # the standard images under other names: fine
+    for i in range(2, 12):
+        shutil.copy(hr / "b001.png", hr / f"b{i:03d}.png")
+    assert data.incomplete("BSD100") == [
+        "10 image(s): HR/b002, HR/b003, HR/b004, ... not among the standard BSD100 images' "
+        "pixels (other or repeated images; 10 standard image(s) absent)"]
+    assert download.main(["list"]) == 1
+    assert "NOT STANDARD: 10 image(s): HR/b002" in capsys.readouterr().out
+    with pytest.raises(AmmsError, match="BSD100 x4 is not the standard set"):
+        benchmark.evaluate_set(benchmark.bicubic_upscaler(4), "BSD100", 4)
+
+
+def test_a_set_named_like_a_standard_one_in_other_case_is_checked_as_it(data_dir, tmp_path,
+                                                                        monkeypatch):
+    """A folder `set5` with an edited image and no LR had been scored as `set5 33.67/0.9303`
+    with no standard check; a set of another name stays a custom set."""
+    from amms_lib import benchmark
+
+    for name in ("set5", "Mine"):
+        shutil.copytree(data_dir / "benchmark/Set5/HR", tmp_path / f"benchmark/{name}/HR")
+    monkeypatch.setenv("AMMS_DATA", str(tmp_path))
+    assert data.standard_name("set5") == "Set5" and data.standard_name("b100") == "BSD100"
+    assert data.standard_name("Mine") is None
+    assert data.incomplete("set5") == [] == data.incomplete("Mine")
+    for name in ("set5", "Mine"):
+        path = tmp_path / f"benchmark/{name}/HR/baby.png"
+        img = read_image(path)
+        img[:8] = 0
+        write_image(path, img)
+    assert data.incomplete("set5") == ["1 image(s): HR/baby differ from the standard "
+                                       "release's pixels (edited, converted or another version)"]
+    with pytest.raises(AmmsError, match="set5 x2 is not the standard set"):
+        benchmark.evaluate_set(benchmark.bicubic_upscaler(2), "set5", 2)
+    with pytest.raises(AmmsError, match="not the standard Set5 image 'baby'"):
+        data.load_hr("set5", "baby")
+    marked = benchmark.evaluate_set(benchmark.bicubic_upscaler(2), "set5", 2, allow_partial=True)
+    assert marked["n_images"] == 5  # scored only when asked for, as an edited Set5 is
+    assert data.incomplete("Mine") == []  # a custom set: its own images, scored as they are
+    assert benchmark.evaluate_set(benchmark.bicubic_upscaler(2), "Mine", 2)["n_images"] == 5
+
+
+def test_a_broken_link_in_a_set_is_one_clear_error(data_dir, tmp_path, monkeypatch, capsys):
+    """A dangling symlink in Set5/HR had given a FileNotFoundError traceback in benchmark,
+    `data list` and `train --val-set Set5`."""
+    from amms_lib import benchmark
+    from amms_lib.train_config import TrainConfig
+
+    shutil.copytree(data_dir / "benchmark/Set5", tmp_path / "benchmark/Set5")
+    link = tmp_path / "benchmark/Set5/HR/baby.png"
+    link.unlink()
+    link.symlink_to("/nonexistent/baby.png")
+    monkeypatch.setenv("AMMS_DATA", str(tmp_path))
+    why = r"Set5/HR/baby\.png is a broken link \(its target /nonexistent/baby\.png"
+    with pytest.raises(AmmsError, match=why):
+        data.incomplete("Set5")
+    with pytest.raises(AmmsError, match=why):
+        benchmark.run("bicubic", ["Set5"], [2], log=lambda *a: None)
+    with pytest.raises(AmmsError, match=why):
+        TrainConfig(val_set="Set5").check()
+    capsys.readouterr()
+    assert download.main(["list"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "broken link" in err

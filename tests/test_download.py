@@ -354,7 +354,7 @@ def test_check_benchmark_wrong_lr_size(bench_copy):
         check_benchmark(bench_copy, sets=["Set5"])
 
 
-def test_check_benchmark_orphan_lr_missing_set_and_alias(bench_copy):
+def test_check_benchmark_orphan_lr_missing_set_and_alias(bench_copy, data_dir):
     shutil.copy(bench_copy / "Set5" / "LR_bicubic" / "X4" / "babyx4.png",
                 bench_copy / "Set5" / "LR_bicubic" / "X4" / "ghostx4.png")
     with pytest.raises(AmmsError, match=r"Set5: HR missing for 1 image\(s\): ghost"):
@@ -363,8 +363,12 @@ def test_check_benchmark_orphan_lr_missing_set_and_alias(bench_copy):
         check_benchmark(bench_copy, sets=["Set14"])
     b100 = bench_copy / "B100" / "HR"
     b100.mkdir(parents=True)
-    for i in range(100):
+    for i in range(100):  # 100 images, but not BSD100's (other names: matched by pixels)
         Image.new("L", (4, 4)).save(b100 / f"{i}.png")
+    with pytest.raises(AmmsError, match="BSD100: 100 image.*not among the standard BSD100"):
+        check_benchmark(bench_copy, sets=["BSD100"])
+    for i, p in enumerate(sorted((data_dir / "benchmark/BSD100/HR").glob("img_*.png"))):
+        shutil.copy(p, b100 / f"{i}.png")  # BSD100's own images under other names
     assert check_benchmark(bench_copy, sets=["BSD100"]) == {"BSD100": 100}
 
 

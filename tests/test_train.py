@@ -1227,3 +1227,45 @@ def test_register_run_says_a_best_pt_of_another_run_is_not_from_its_curve(use_da
     err = capsys.readouterr().err
     assert "stopped between writes; finish it with --resume" in err, err
     assert not re.search(r"\d\.\d{3,} dB", err), err
+
+
+@pytest.mark.parametrize("transpose", [0, 1, 2, 5])  # PIL: flip l-r, flip t-b, rot 90, transpose
+def test_a_flipped_or_rotated_held_out_image_is_never_trained_on(use_data, tmp_path, transpose):
+    """train/BSD200/zz_100075_flipped.png (100075.jpg flipped left-right) had been trained on
+    ('191 training images') while validation on 100075 was still recorded as held-out:
+    training augments with these very flips and rotations."""
+    from PIL import Image
+
+    flipped = tmp_path / "BSD200" / "zz_100075_flipped.png"
+    flipped.parent.mkdir()
+    Image.open(use_data / "train/BSD200/100075.jpg").transpose(transpose).save(flipped)
+    other = use_data / "train/BSD200/100080.jpg"
+    with pytest.raises(AmmsError, match=r"zz_100075_flipped\.png is a copy of a held-out "
+                                        r"validation image \(100075, or a flip or rotation"):
+        load_pairs([other, flipped], 2, tmp_path / "cache")
+
+
+def test_training_files_with_the_same_pixels_count_once(use_data, tmp_path, capsys):
+    """PNG copies of BSD200's JPEGs had been trained on as more images ('228 training
+    images', 190 distinct) without a word; T91's own twins (t36, t65) stay, as shipped."""
+    from PIL import Image
+
+    folder = tmp_path / "BSD200"
+    folder.mkdir()
+    jpegs = [use_data / f"train/BSD200/{n}.jpg" for n in ("100080", "100098", "103041")]
+    for jpeg in jpegs[:2]:
+        Image.open(jpeg).save(folder / f"{jpeg.stem}.png")  # lossless: the same pixels
+    files = [*jpegs, *sorted(folder.iterdir())]
+    capsys.readouterr()
+    hrs, _, _ = load_pairs(files, 2, tmp_path / "cache")
+    assert len(hrs) == 3
+    note = ("note: two training files for 2 image(s): 100080.png, 100098.png (the same pixels "
+            "as another file): the 2 duplicate(s) dropped, each image trained on once; keep "
+            "one of each\n")
+    assert capsys.readouterr().err == note
+    assert len(load_pairs(files, 2, tmp_path / "cache")[0]) == 3  # from the cache: said again
+    assert capsys.readouterr().err == note
+    twins = [use_data / "train/T91/t36.png", use_data / "train/T91/t65.png"]
+    assert np.array_equal(read_image(twins[0]), read_image(twins[1]))
+    assert len(load_pairs(twins, 2, tmp_path / "cache")[0]) == 2
+    assert capsys.readouterr().err == ""
