@@ -14,9 +14,7 @@ and then its rows say ``"partial"`` (what is missing) and the table marks them.
 from __future__ import annotations
 
 import argparse
-import errno
 import json
-import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -30,11 +28,12 @@ from amms_lib.models import METHODS, MODELS
 from amms_lib.resize import imresize
 from amms_lib.runtime import (
     ArgumentParser,
-    atomic_write,
+    ResultsFile,
+    ResultsKind,
     cli,
     file_sha256,
-    probe_writable,
     resolve_device,
+    write_free,
 )
 
 Upscaler = Callable[[np.ndarray], np.ndarray]  # uint8 LR image -> uint8 SR image
@@ -182,55 +181,10 @@ def format_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_json(path: str | os.PathLike, payload: dict, replace: bool = True) -> None:
-    """Write JSON atomically (temp file, then rename); ``replace=False``: never over an
-    existing file (``FileExistsError``)."""
-    try:
-        atomic_write(path, lambda f: json.dump(payload, f, indent=2), mode="w",
-                     replace=replace)
-    except FileExistsError:
-        raise
-    except OSError as e:
-        raise AmmsError(f"--json {path}: cannot write it ({e.strerror or e})") from None
-
-
-def is_results_file(path) -> bool:
-    """Whether ``path`` is a plain file holding a benchmark's results (``{"results": [...]}``),
-    the only kind ``--overwrite`` may replace."""
-    try:
-        if os.path.islink(path) or not Path(path).is_file():
-            return False
-        record = json.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, ValueError):
-        return False
-    return (isinstance(record, dict) and isinstance(record.get("results"), list)
-            and set(record) <= {"results", "stopped", "checkpoint", "sha256"}  # ours alone
-            and all(isinstance(r, dict) and {"dataset", "scale", "psnr"} <= set(r)
-                    for r in record["results"]))
-
-
-def check_writable(path: str | os.PathLike) -> None:
-    """Fail now, not after the whole benchmark, if ``path`` cannot be written: make
-    its folder and a probe file there (``runtime.probe_writable``)."""
-    path = Path(path)
-    try:
-        if path.is_dir():
-            raise IsADirectoryError(errno.EISDIR, "it is a folder")
-        probe_writable(path.parent)
-    except OSError as e:
-        where = f": {e.filename}" if e.filename else ""
-        raise AmmsError(f"--json {path}: cannot write there ({e.strerror or e}"
-                        f"{where}); choose another path") from None
-
-
-def free_name(path: str) -> str:
-    """``path``, or ``path-2``, ``path-3``, ... : the first name not taken (a dangling
-    link takes its name too)."""
-    name, n = path, 1
-    while os.path.lexists(name):
-        n += 1
-        name = f"{path}-{n}"
-    return name
+# the only file --overwrite replaces: a benchmark's own results (not a checkpoint, a
+# registry, or a curated record that holds results beside keys of its own)
+KIND = ResultsKind("benchmark", frozenset({"results", "stopped", "checkpoint", "sha256"}),
+                   frozenset({"dataset", "scale", "psnr"}), rows="results")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -264,21 +218,14 @@ def main(argv: list[str] | None = None) -> int:
         if results:
             print(format_table(results))
             if args.json:  # beside the file, never over a complete earlier one
-                partial = free_name(f"{args.json}.partial")  # nor over an earlier partial
-                write_json(partial, {"results": results, "stopped": why})
+                payload = {"results": results, "stopped": why}  # nor over an earlier partial
+                partial = write_free(f"{args.json}.partial",
+                                     lambda f: json.dump(payload, f, indent=2))
                 print(f"wrote the {len(results)} finished row(s) to {partial} "
                       f"({args.json} is left as it was)")
 
     def go() -> int:
-        if args.json:
-            check_writable(args.json)
-            if os.path.lexists(args.json) and not args.overwrite:
-                raise AmmsError(f"--json {args.json} exists (earlier results?): choose another "
-                                "path, or pass --overwrite to replace it")
-            if os.path.lexists(args.json) and not is_results_file(args.json):
-                raise AmmsError(f"--json {args.json} is not a benchmark results file (a "
-                                "checkpoint, a registry, a link?): --overwrite replaces only "
-                                "earlier results; choose another path")
+        out = args.json and ResultsFile(args.json, KIND, args.overwrite)
         loaded = args.checkpoint and file_sha256(args.checkpoint)  # what is loaded now
         datasets = args.datasets
         if datasets is None:
@@ -301,20 +248,11 @@ def main(argv: list[str] | None = None) -> int:
         if loaded and file_sha256(args.checkpoint) != loaded:
             raise AmmsError(f"{args.checkpoint} changed while it was scored (a run still "
                             "writing it?): the rows above may be either file's; score a copy")
-        if args.json:
+        if out:
             weights = {"checkpoint": str(Path(args.checkpoint).resolve()),
                        "sha256": loaded} if args.checkpoint else {}
-            existed, path = Path(args.json).is_file(), args.json
-            while True:
-                try:
-                    write_json(path, {"results": results, **weights}, replace=args.overwrite)
-                    break
-                except FileExistsError:  # made while this ran (another run?): kept
-                    path = free_name(args.json)
-            print(f"wrote {path}" + (" (replacing its earlier results)" if existed and
-                                     args.overwrite else "") +
-                  (f" ({args.json} appeared while this ran and is left as it was)"
-                   if path != args.json else ""))
+            out.write({"results": results, **weights}, indent=2)
+            print(out.said())
             left = sorted(Path(args.json).parent.glob(Path(args.json).name + ".partial*"))
             if left:  # kept: they may hold rows this run did not compute
                 print(f"note: {', '.join(map(str, left))} from interrupted runs kept beside it")

@@ -1,6 +1,7 @@
-"""What this machine can compute: its fp32 peak (cores x clock x FLOPs per cycle, read from
-/proc/cpuinfo and the CPU's flags) and the rate a large matrix product reaches, the ceilings
-the speed benchmarks (``upscale_time``, ``attention_rate``) set their measurements against."""
+"""What this machine can compute: an estimate of its fp32 peak (cores x clock x FLOPs per
+cycle, read from cpufreq or /proc/cpuinfo and the CPU's flags) and the rate a large matrix
+product reaches, the ceilings the speed benchmarks (``upscale_time``, ``attention_rate``) set
+their measurements against."""
 from __future__ import annotations
 
 import time
@@ -39,15 +40,51 @@ def amd_family(cpuinfo: str | None = None) -> int | None:
     return int(fields["cpu family"])
 
 
-def peak_gflops(flops_per_cycle: int) -> tuple[float, str]:
-    """fp32 peak of the cores torch uses: threads x TSC clock x FLOPs per cycle."""
+MAX_FREQ = Path("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq")  # kHz, where exposed
+# why a measured rate can pass the estimated peak
+OVER_PEAK = "over the estimate: the cores ran faster than its clock (boost) or FLOPs per cycle"
+
+
+def clock_ghz(cpuinfo: str | None = None, max_freq: Path = MAX_FREQ) -> tuple[float, str]:
+    """The fastest clock the cores are known to reach, and where it was read: the max clock
+    Linux exposes (cpufreq), else the larger of /proc/cpuinfo's ``cpu MHz`` and BogoMIPS / 2
+    (the TSC's, usually the base clock: boost, where the machine hides it, runs faster);
+    nan where neither is there."""
     try:
-        bogo = float(cpuinfo_fields()["bogomips"])
-    except (KeyError, ValueError):
-        return float("nan"), "clock unknown (no BogoMIPS in /proc/cpuinfo)"
-    ghz, cores = bogo / 2 / 1000, torch.get_num_threads()
-    return cores * ghz * flops_per_cycle, (f"{cores} cores x {ghz:.2f} GHz (BogoMIPS / 2) x "
-                                           f"{flops_per_cycle} FLOP/cycle")
+        return int(max_freq.read_text()) / 1e6, "max clock"
+    except (OSError, ValueError):
+        pass
+    fields = cpuinfo_fields(cpuinfo)
+    known = {}
+    for key, per_ghz in (("cpu mhz", 1000), ("bogomips", 2000)):
+        try:
+            known[key] = float(fields[key]) / per_ghz
+        except (KeyError, ValueError):
+            pass
+    if not known:
+        return float("nan"), ""
+    key = max(known, key=known.get)
+    return known[key], ("cpu MHz" if key == "cpu mhz" else "BogoMIPS / 2") + (
+        ", base clock: boost may be faster")
+
+
+def peak_gflops(flops_per_cycle: int, cpuinfo: str | None = None,
+                max_freq: Path = MAX_FREQ) -> tuple[float, str]:
+    """An estimate of the fp32 peak of the cores torch uses, threads x clock (``clock_ghz``)
+    x FLOPs per cycle, and how it was made."""
+    ghz, source = clock_ghz(cpuinfo, max_freq)
+    if ghz != ghz:  # nan
+        return float("nan"), "clock unknown (no cpufreq, cpu MHz or BogoMIPS)"
+    cores = torch.get_num_threads()
+    return cores * ghz * flops_per_cycle, (f"estimate: {cores} cores x {ghz:.2f} GHz ({source})"
+                                           f" x {flops_per_cycle} FLOP/cycle")
+
+
+def of_peak(gflops: float, peak: float) -> str:
+    """``gflops`` as a share of the estimated ``peak``, e.g. "52% of peak"; a share above
+    100% says why (``OVER_PEAK``), never a bare impossible number."""
+    share = f"{gflops / peak:.0%} of peak"
+    return f"{share} ({OVER_PEAK})" if gflops > peak else share
 
 
 def gemm_gflops(n: int = 2048) -> float:

@@ -6,10 +6,13 @@ Notebooks and scripts share these so that a notebook started by nbval (in
 from __future__ import annotations
 
 import argparse
+import errno
+import json
 import os
 import random
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -183,6 +186,137 @@ def atomic_write(path, write, mode: str = "wb", replace: bool = True) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def free_name(path) -> str:
+    """``path``, or ``path-2``, ``path-3``, ... : the first name not taken (a dangling
+    link takes its name too)."""
+    name, n = str(path), 1
+    while os.path.lexists(name):
+        n += 1
+        name = f"{path}-{n}"
+    return name
+
+
+def write_free(path, write, mode: str = "w") -> Path:
+    """``atomic_write`` to ``path`` or, where that name is taken (even by a file made a
+    moment ago), to the first free ``path-2``, ``path-3``, ...: never over anything.
+    Returns the path written."""
+    target = path
+    while True:
+        try:
+            return atomic_write(target, write, mode, replace=False)
+        except FileExistsError:
+            target = free_name(path)
+
+
+def _identity(path) -> tuple | None:
+    """What tells one version of a file from another (replaced: another inode; edited in
+    place: another size or time); None when there is nothing at ``path``."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def read_record(path) -> dict | None:
+    """The JSON object a plain file (not a link) holds; None for anything else."""
+    try:
+        if os.path.islink(path) or not Path(path).is_file():
+            return None
+        record = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+@dataclass(frozen=True)
+class ResultsKind:
+    """What one script's ``--json`` file holds: its own top-level ``keys`` and no other,
+    with ``rows`` a list of objects that each have ``row_keys``. The only file its
+    ``--overwrite`` may replace: never a checkpoint, a registry or another script's record."""
+    name: str
+    keys: frozenset
+    row_keys: frozenset
+    rows: str = "rows"
+
+    def holds(self, record: dict | None) -> bool:
+        rows = (record or {}).get(self.rows)
+        return (isinstance(rows, list) and set(record) <= self.keys
+                and all(isinstance(r, dict) and self.row_keys <= set(r) for r in rows))
+
+
+class ResultsFile:
+    """A script's ``--json`` file, checked before any work and written after it without
+    losing anything: an existing file is refused unless ``overwrite``, which replaces only
+    results of the script's ``kind``; a write replaces only the file checked (or the one
+    this run wrote last), so a file made or changed while the script ran is kept and the
+    rows go beside it (``path-2``, ...), which ``said`` reports. The check raises
+    ``AmmsError`` (one line)."""
+
+    def __init__(self, path, kind: ResultsKind, overwrite: bool = False):
+        self.asked = self.path = Path(path)
+        self.kind, self.overwrite = kind, overwrite
+        self._replaceable = self._check()
+        self.existed = self._replaceable is not None
+
+    def _check(self) -> tuple | None:
+        """The identity of the earlier results to replace (None: a new file)."""
+        path = self.asked
+        try:
+            if path.is_dir():
+                raise IsADirectoryError(errno.EISDIR, "it is a folder")
+            probe_writable(path.parent)
+        except OSError as e:
+            where = f": {e.filename}" if e.filename else ""
+            raise AmmsError(f"--json {path}: cannot write there ({e.strerror or e}{where}); "
+                            "choose another path") from None
+        if not os.path.lexists(path):
+            return None
+        if not self.overwrite:
+            raise AmmsError(f"--json {path} exists (earlier results?): choose another path, "
+                            "or pass --overwrite to replace it")
+        identity = _identity(path)
+        if not self.kind.holds(read_record(path)):
+            article = "an" if self.kind.name[0] in "aeiou" else "a"
+            raise AmmsError(f"--json {path} is not {article} {self.kind.name} results file (a "
+                            "checkpoint, a registry, a link?): --overwrite replaces only "
+                            "earlier results; choose another path")
+        return identity
+
+    def earlier(self) -> dict:
+        """The earlier results ``--overwrite`` replaces, as they are now ({} if none), for a
+        script that keeps some of them: ``write`` then replaces the file only if it is
+        still what was read."""
+        identity = _identity(self.path)
+        record = read_record(self.path) if self.overwrite else None
+        if identity is None or not self.kind.holds(record):
+            return {}
+        self._replaceable = identity
+        return record
+
+    def write(self, record: dict, indent: int = 1) -> Path:
+        """Write ``record`` as JSON, all or nothing (``atomic_write``); where it went."""
+        def dump(f):
+            f.write(json.dumps(record, indent=indent))
+
+        try:
+            if self._replaceable is not None and _identity(self.path) == self._replaceable:
+                atomic_write(self.path, dump, "w")
+            else:
+                self.path = write_free(self.asked, dump)
+        except OSError as e:
+            raise AmmsError(f"--json {self.path}: cannot write it ({e.strerror or e})") from None
+        self._replaceable = _identity(self.path)
+        return self.path
+
+    def said(self) -> str:
+        """One line: where the rows went, and why there if not to ``--json``."""
+        if self.path != self.asked:
+            how = "changed" if self.existed else "appeared"
+            return f"wrote {self.path} ({self.asked} {how} while this ran and is left as it was)"
+        return f"wrote {self.path}" + " (replacing its earlier results)" * self.existed
 
 
 def atomic_save(obj, path) -> Path:

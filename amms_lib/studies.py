@@ -22,7 +22,14 @@ from pathlib import Path
 
 from amms_lib import data
 from amms_lib.amms import AMMSConfig
-from amms_lib.runtime import atomic_write, code_commit, repo_root  # noqa: F401 (studies.code_commit)
+from amms_lib.errors import AmmsError
+from amms_lib.runtime import (  # noqa: F401 (studies.code_commit)
+    ResultsFile,
+    ResultsKind,
+    atomic_write,
+    code_commit,
+    repo_root,
+)
 
 VAL_IMAGES = 5  # held-out images a study's run validates on (the first of data.HELDOUT)
 # the compact AMMS of the ablation studies (ablation_cpu, ideas_cpu): 32 channels, 2 AMMS
@@ -251,12 +258,25 @@ def score_sets(path: Path, scale: int, sets, *, model: str = "amms", per_image: 
     return scores, net, ckpt
 
 
-def check_new_results(path, overwrite: bool) -> None:
-    """A measurement script's ``--json`` names a new file, or ``--overwrite`` replaces an
-    earlier one (often another machine's record): checked before any work."""
-    if path and os.path.lexists(path) and not overwrite:
-        sys.exit(f"error: --json {path} exists (earlier results, perhaps another machine's): "
-                 "choose another path, or pass --overwrite to replace it")
+def measurement_kind(name: str, keys, row_keys, rows: str = "rows") -> ResultsKind:
+    """The results of the measurement script ``name``: its top-level ``keys`` with what
+    ``stamp`` adds and the ``provenance`` note of records older than it, and its ``rows``'
+    ``row_keys`` (``runtime.ResultsKind``)."""
+    return ResultsKind(name, frozenset({*keys, rows, "invocations", "provenance"}),
+                       frozenset(row_keys), rows)
+
+
+def check_new_results(path, overwrite: bool, kind: ResultsKind) -> ResultsFile | None:
+    """A measurement script's ``--json`` (None without one), checked before any work
+    (``runtime.ResultsFile``): a new file, or with ``overwrite`` earlier results of its
+    ``kind`` (often another machine's record); anything else ends the script in one line.
+    Write the rows with its ``write`` and say where with its ``said``."""
+    if not path:
+        return None
+    try:
+        return ResultsFile(path, kind, overwrite)
+    except AmmsError as exc:
+        sys.exit(f"error: {exc}")
 
 
 def read_results(path, missing_ok: bool = True, budget: dict | None = None) -> dict:

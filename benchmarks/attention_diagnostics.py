@@ -2,7 +2,7 @@
 much each second-order gate depends on the image, with the terms that explain it.
 
     python benchmarks/attention_diagnostics.py CKPT [CKPT ...] [--images 6]
-        [--json benchmarks/results/attention_diagnostics.json]
+        [--json benchmarks/results/attention_diagnostics.json] [--overwrite]
 
 On the first ``--images`` images of the held-out split (``data.HELDOUT``, LR at x2), with
 forward hooks on every ``NonLocalBlock`` and ``SecondOrderChannelAttention``:
@@ -15,15 +15,14 @@ forward hooks on every ``NonLocalBlock`` and ``SecondOrderChannelAttention``:
   varies across images relative to its size, and ``|W_D z|`` next to the hidden bias
   ``|b_D|`` (when the bias dominates, the hidden layer barely sees the image).
 
-The results file keeps the earlier reports of checkpoints not named this time, each with the
-command that made it; a checkpoint named again replaces its report.
+An existing results file is changed only with ``--overwrite``: it keeps the earlier reports
+of checkpoints not named this time, each with the command that made it and the images it was
+computed on; a checkpoint named again replaces its report.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -31,9 +30,13 @@ import torch
 from amms_lib import data
 from amms_lib.checkpoint import load_model
 from amms_lib.non_local import NonLocalBlock
-from amms_lib.runtime import ArgumentParser, atomic_write
+from amms_lib.runtime import ArgumentParser, ResultsFile, cli
 from amms_lib.second_order import SecondOrderChannelAttention
-from amms_lib.studies import stamp
+from amms_lib.studies import measurement_kind, stamp
+
+# "images": older files' one line for all reports (``migrate`` moves it into each report)
+KIND = measurement_kind("attention_diagnostics", {"command", "note", "images"},
+                        {"checkpoint", "non_local", "second_order"}, rows="reports")
 
 
 def non_local_stats(block: NonLocalBlock, x: torch.Tensor, queries: int = 64) -> dict:
@@ -81,7 +84,8 @@ def diagnose(path: str, n_images: int) -> dict:
     for h in hooks:
         h.remove()
     report = {"checkpoint": path, "model_kwargs": ckpt["model_kwargs"], "step": ckpt["step"],
-              "images": names, "non_local": [], "second_order": []}
+              "images": names, "images_from": images_from(len(names)),
+              "non_local": [], "second_order": []}
     for rows in nl_rows:
         report["non_local"].append({k: float(np.mean([r[k] for r in rows])) for k in rows[0]})
     for i, block in enumerate(socas):
@@ -99,40 +103,67 @@ def diagnose(path: str, n_images: int) -> dict:
     return report
 
 
+def images_from(n: int) -> str:
+    """Which images a report was computed on, in words (its ``images`` names them)."""
+    return f"the first {n} of the held-out split, x2 LR"
+
+
+def migrate(record: dict) -> dict:
+    """A results file of before each report said which images it was computed on: the
+    file's one ``images`` line (the last run's, which it had rewritten for every kept
+    report) goes into each report that lacks its own; every number is kept."""
+    record = dict(record)
+    said = record.pop("images", None)
+    if said is not None:
+        record["reports"] = [{**r, "images_from": r.get("images_from", said)}
+                             for r in record.get("reports", [])]
+    return record
+
+
+def show(r: dict) -> None:
+    print(f"\n{r['checkpoint']} (step {r['step']}, {r['model_kwargs']})")
+    for i, s in enumerate(r["non_local"]):
+        print(f"  non-local {i}: attends to {s['effective_fraction']:.1%} of the map "
+              f"(effective positions), logit std {s['logit_std']:.3f}")
+    for i, s in enumerate(r["second_order"]):
+        print(f"  SOCA {i} ({s['hidden']} hidden): gates {s['gate_mean']:.3f}, spread over "
+              f"channels {s['gate_spread_channels']:.3f}, over images "
+              f"{s['gate_spread_images']:.2e}; z varies {s['z_relative_spread_images']:.1%}"
+              f" across images; |W_D z| {s['W_D_z']:.1e} vs |b_D| {s['b_D']:.3f}")
+
+
 def main(argv=None) -> int:
     ap = ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("checkpoints", nargs="+")
     ap.add_argument("--images", type=int, default=6)
     ap.add_argument("--json", default="benchmarks/results/attention_diagnostics.json")
+    ap.add_argument("--overwrite", action="store_true",
+                    help="let --json update an existing file: the reports of the checkpoints "
+                         "named are replaced, the others kept")
     args = ap.parse_args(argv)
     if args.images < 2:
         ap.error(f"--images {args.images}: a spread across images needs at least 2")
+    return cli(lambda: run(args, argv))
+
+
+def run(args, argv) -> int:
+    """Diagnose each checkpoint, print its report and merge the reports into --json."""
+    out = ResultsFile(args.json, KIND, args.overwrite)  # before any work
     torch.manual_seed(0)
     reports = [diagnose(p, args.images) for p in args.checkpoints]
     for r in reports:
-        print(f"\n{r['checkpoint']} (step {r['step']}, {r['model_kwargs']})")
-        for i, s in enumerate(r["non_local"]):
-            print(f"  non-local {i}: attends to {s['effective_fraction']:.1%} of the map "
-                  f"(effective positions), logit std {s['logit_std']:.3f}")
-        for i, s in enumerate(r["second_order"]):
-            print(f"  SOCA {i} ({s['hidden']} hidden): gates {s['gate_mean']:.3f}, spread over "
-                  f"channels {s['gate_spread_channels']:.3f}, over images "
-                  f"{s['gate_spread_images']:.2e}; z varies {s['z_relative_spread_images']:.1%}"
-                  f" across images; |W_D z| {s['W_D_z']:.1e} vs |b_D| {s['b_D']:.3f}")
-    path = Path(args.json)
-    before = json.loads(path.read_text()) if path.is_file() else {}
+        show(r)
     # earlier reports of other checkpoints stay (their files may be on another machine)
+    before = migrate(out.earlier())
     named = {r["checkpoint"] for r in reports}
     kept = [r for r in before.get("reports", []) if r["checkpoint"] not in named]
     command = "python benchmarks/attention_diagnostics.py " + " ".join(
         sys.argv[1:] if argv is None else argv)
     for r in reports:
         r["command"] = command
-    record = stamp({**before, "command": command,
-                    "images": f"the first {args.images} of the held-out split, x2 LR",
-                    "reports": reports + kept})
-    atomic_write(path, lambda f: f.write(json.dumps(record, indent=1)), "w")
+    out.write(stamp({**before, "command": command, "reports": reports + kept}))
+    print(out.said())
     return 0
 
 

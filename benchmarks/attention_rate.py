@@ -15,14 +15,16 @@ d is, so a small d leaves it further from peak. The compact AMMS has d = 16 (32 
 from __future__ import annotations
 
 import argparse
-import json
 
 import torch
 
-from amms_lib.machine import flops_per_cycle, gemm_gflops, peak_gflops, timed
+from amms_lib.machine import flops_per_cycle, gemm_gflops, of_peak, peak_gflops, timed
 from amms_lib.non_local import fused_attention
-from amms_lib.runtime import atomic_write, cpu_name
-from amms_lib.studies import check_new_results, stamp
+from amms_lib.runtime import cpu_name
+from amms_lib.studies import check_new_results, measurement_kind, stamp
+
+KIND = measurement_kind("attention_rate", {"cpu", "peak_gflops", "peak_how", "gemm_gflops",
+                                           "threads", "rows"}, {"side", "d", "gflops"})
 
 
 def best(fn, repeats: int = 5) -> float:
@@ -38,11 +40,11 @@ def main() -> None:
     ap.add_argument("--overwrite", action="store_true",
                     help="let --json replace an existing file")
     args = ap.parse_args()
-    check_new_results(args.json, args.overwrite)
+    out = check_new_results(args.json, args.overwrite, KIND)
     peak, how = peak_gflops(flops_per_cycle())
     gemm = gemm_gflops()
     print(f"fp32 peak {peak:.0f} GFLOP/s ({how}); 2048^2 matrix product {gemm:.0f} GFLOP/s "
-          f"({gemm / peak:.0%}); {torch.get_num_threads()} threads")
+          f"({of_peak(gemm, peak)}); {torch.get_num_threads()} threads")
     rows = []
     for side in args.sides:
         n = side * side
@@ -54,13 +56,13 @@ def main() -> None:
                    "of_peak": rate / peak, "of_gemm": rate / gemm}
             rows.append(row)
             print(f"N = {side}^2, d = {d:3d}: {att_s * 1e3:8.1f} ms, {rate:6.1f} GFLOP/s = "
-                  f"{rate / peak:4.0%} of peak, {rate / gemm:4.0%} of the 2048^2 product",
+                  f"{of_peak(rate, peak)}, {rate / gemm:4.0%} of the 2048^2 product",
                   flush=True)
-    if args.json:
-        atomic_write(args.json, lambda f: f.write(json.dumps(stamp(
-            {"cpu": cpu_name(), "peak_gflops": peak,
-             "peak_how": how, "gemm_gflops": gemm,
-             "threads": torch.get_num_threads(), "rows": rows}), indent=1)), mode="w")
+    if out:
+        out.write(stamp({"cpu": cpu_name(), "peak_gflops": peak, "peak_how": how,
+                         "gemm_gflops": gemm, "threads": torch.get_num_threads(),
+                         "rows": rows}))
+        print(out.said())
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ there the convolutions, which bf16 speeds up, are most of the work, and the atte
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from contextlib import nullcontext
 
@@ -28,10 +27,13 @@ from amms_lib import data
 from amms_lib.checkpoint import load_model
 from amms_lib.inference import OVERLAP, forward_tiled, to_image, to_tensor
 from amms_lib.metrics import psnr
-from amms_lib.runtime import atomic_write, cpu_name
-from amms_lib.studies import check_new_results, stamp
+from amms_lib.runtime import cpu_name
+from amms_lib.studies import check_new_results, measurement_kind, stamp
 
 OPTIONS = ("fp32", "cl", "bf16", "cl+bf16")
+KIND = measurement_kind("inference_options", {
+    "checkpoint", "set", "scale", "tile", "cpu", "threads", "rows"}, {"option", "seconds",
+                                                                      "psnr"})
 
 
 @torch.no_grad()
@@ -62,7 +64,7 @@ def main() -> None:
     ap.add_argument("--overwrite", action="store_true",
                     help="let --json replace an existing file")
     args = ap.parse_args()
-    check_new_results(args.json, args.overwrite)
+    out = check_new_results(args.json, args.overwrite, KIND)
     net, meta = load_model(args.checkpoint)
     scale = meta["scale"]
     pairs = list(data.iter_pairs(args.set, scale))
@@ -88,11 +90,12 @@ def main() -> None:
                      "psnr": scores[option], "psnr_vs_fp32": moved, "keep": keep})
         print(f"{option:<9}{best[option]:>9.2f}{gain:>9.2f}x{scores[option]:>9.3f}"
               f"{moved:>+10.4f}  {'yes' if keep else '-'}")
-    if args.json:
-        atomic_write(args.json, lambda f: f.write(json.dumps(stamp(
-            {"checkpoint": args.checkpoint, "set": args.set, "scale": scale, "tile": args.tile,
-             "cpu": cpu_name(), "threads": torch.get_num_threads(), "rows": rows},
-            precision="per row (float32, bf16 autocast)"), indent=1)), mode="w")
+    if out:
+        out.write(stamp({"checkpoint": args.checkpoint, "set": args.set, "scale": scale,
+                         "tile": args.tile, "cpu": cpu_name(),
+                         "threads": torch.get_num_threads(), "rows": rows},
+                        precision="per row (float32, bf16 autocast)"))
+        print(out.said())
 
 
 if __name__ == "__main__":

@@ -33,8 +33,10 @@ import torch.nn.functional as F
 
 from amms_lib.memory import fresh_process
 from amms_lib.models import build_model
-from amms_lib.runtime import atomic_write, resolve_device
-from amms_lib.studies import check_new_results, stamp
+from amms_lib.runtime import resolve_device
+from amms_lib.studies import check_new_results, measurement_kind, stamp
+
+KIND = measurement_kind("train_speed", {"header", "rows"}, {"mode"})
 
 
 def peak_rss_mb() -> float:
@@ -116,11 +118,11 @@ def main() -> None:
                     help="let --json replace an existing file")
     ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one mode, print JSON
     args = ap.parse_args()
-    check_new_results(args.json, args.overwrite)
-    device = resolve_device(args.device)
-    if args.one:
-        print(json.dumps(measure(args, args.one, device)))
+    if args.one:  # a child of the run below: it prints its row, the parent writes --json
+        print(json.dumps(measure(args, args.one, resolve_device(args.device))))
         return
+    out = check_new_results(args.json, args.overwrite, KIND)
+    device = resolve_device(args.device)
     name = (torch.cuda.get_device_name() if device.type == "cuda"
             else f"cpu x{torch.get_num_threads()}")
     header = (f"device {name}, torch {torch.__version__}, batch {args.batch_size} of "
@@ -131,11 +133,9 @@ def main() -> None:
     print(f"{'nl_mode:variant':<24}{'params':>10}{'it/s':>8}{'patches/s':>11}{'peak MB':>9}"
           f"{'warm-up s':>11}{'vs first':>10}", flush=True)
     todo = args.rows or [f"{m}:{v}" for m in args.nl_modes for v in args.variants]
-    rows, argv = [], [a for a in sys.argv[1:] if a != "--json"]
-    if args.json:
-        argv.remove(args.json)
-    for row in todo:  # a fresh process each: clean peak memory, failures contained
-        got = fresh_process([__file__, *argv, "--one", row])
+    rows = []
+    for row in todo:  # a fresh process each (clean peak memory, failures contained), given
+        got = fresh_process([__file__, *sys.argv[1:], "--one", row])  # this command as it is
         if isinstance(got, str):
             rows.append({"mode": row, "error": got})
             print(f"{row:<24}failed: {got[:200]}", flush=True)
@@ -147,9 +147,11 @@ def main() -> None:
                   f"{r['patches_s']:>11.1f}{r['peak_mb']:>9.0f}{r['warmup_s']:>11.1f}"
                   f"{r['it_s'] / first['it_s']:>9.2f}x"
                   + ("" if r["finite"] else "  NaN/Inf loss or gradients"), flush=True)
-        if args.json:  # after every row: a run cut short keeps what it measured
-            record = stamp({"header": header, "rows": rows}, precision="per row (its mode)")
-            atomic_write(args.json, lambda f: f.write(json.dumps(record, indent=2)), "w")
+        if out:  # after every row: a run cut short keeps what it measured
+            out.write(stamp({"header": header, "rows": rows}, precision="per row (its mode)"),
+                      indent=2)
+    if out:
+        print(out.said())
 
 
 if __name__ == "__main__":

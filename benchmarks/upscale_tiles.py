@@ -21,7 +21,6 @@ a minute on 2 cores; start with ``--images 1``.
 from __future__ import annotations
 
 import argparse
-import json
 
 import numpy as np
 import torch
@@ -31,11 +30,13 @@ from amms_lib.checkpoint import checkpoints_dir, load_model
 from amms_lib.inference import OVERLAP, upscale
 from amms_lib.memory import peak_memory
 from amms_lib.metrics import psnr
-from amms_lib.runtime import atomic_write, cpu_name
+from amms_lib.runtime import cpu_name
 from amms_lib.stats import paired_interval
-from amms_lib.studies import check_new_results, stamp
+from amms_lib.studies import check_new_results, measurement_kind, stamp
 
 MB = 1e6
+KIND = measurement_kind("upscale_tiles", {"overlap", "cpu", "threads", "rows"},
+                        {"set", "scale", "tile", "seconds", "psnr"})
 
 
 def measure(net, lr: np.ndarray, hr: np.ndarray, scale: int, tile: int | None,
@@ -60,7 +61,7 @@ def main() -> None:
     ap.add_argument("--overwrite", action="store_true",
                     help="let --json replace an existing file")
     args = ap.parse_args()
-    check_new_results(args.json, args.overwrite)
+    out = check_new_results(args.json, args.overwrite, KIND)
     rows = []
     for scale in args.scales:
         net, _ = load_model(checkpoints_dir() / f"amms_x{scale}.pt", scale=scale)
@@ -91,10 +92,10 @@ def main() -> None:
                       f"{row['seconds']:7.2f} s/image (estimate {row['estimate_s']:6.2f}), "
                       f"peak {row['peak_mb']:6.0f} MB, PSNR {row['psnr']:.3f} dB "
                       f"({vs})", flush=True)
-    if args.json:
-        atomic_write(args.json, lambda f: f.write(json.dumps(stamp(
-            {"overlap": args.overlap, "cpu": cpu_name(), "threads": torch.get_num_threads(),
-             "rows": rows}), indent=1)), mode="w")
+    if out:
+        out.write(stamp({"overlap": args.overlap, "cpu": cpu_name(),
+                         "threads": torch.get_num_threads(), "rows": rows}))
+        print(out.said())
 
 
 if __name__ == "__main__":

@@ -342,21 +342,64 @@ def test_the_diagnostics_file_keeps_reports_of_checkpoints_not_named_again(use_d
                                          model_kwargs=AMMSConfig.tiny_kwargs(), step=step)))
     out = str(tmp_path / "diag.json")
 
-    def run(*ckpts):
-        attention_diagnostics.main([*ckpts, "--images", "2", "--json", out])
-        return json.loads(Path(out).read_text())["reports"]
+    def run(*ckpts, images=2, overwrite=True):
+        assert attention_diagnostics.main([*ckpts, "--images", str(images), "--json", out,
+                                           *["--overwrite"] * overwrite]) == 0
+        record = json.loads(Path(out).read_text())
+        assert "images" not in record  # one line for all reports had relabelled kept ones
+        return record["reports"]
 
     # one image: no spread across images (it had written NaN into the results file)
     with pytest.raises(SystemExit) as exc:
         attention_diagnostics.main([paths[0], "--images", "1", "--json", out])
     assert exc.value.code == 2 and not Path(out).exists()
 
-    assert [r["step"] for r in run(paths[0])] == [1]
-    assert sorted(r["step"] for r in run(paths[1])) == [1, 2]
+    assert [r["step"] for r in run(paths[0], overwrite=False)] == [1]
+    assert sorted(r["step"] for r in run(paths[1], images=3)) == [1, 2]
     again = run(paths[0])
     assert sorted(r["step"] for r in again) == [1, 2] and len(again) == 2
     assert all(r["command"].startswith("python benchmarks/attention_diagnostics.py")
                for r in again)
+    of = {r["step"]: r for r in again}
+    assert len(of[2]["images"]) == 3 and of[2]["images_from"].startswith("the first 3 ")
+    assert len(of[1]["images"]) == 2 and of[1]["images_from"].startswith("the first 2 ")
+
+
+def test_the_diagnostics_never_replace_a_report_unasked(tmp_path, capsys):
+    """`attention_diagnostics.py CKPT --images 2` had replaced the committed 6-image report
+    of the shipped network with no --overwrite; a checkpoint as --json too. Both are refused
+    in one line before any work (no checkpoint is loaded: the one named does not exist)."""
+    import attention_diagnostics
+
+    kept = tmp_path / "diag.json"
+    kept.write_text('{"reports": []}')
+    victim = tmp_path / "victim.pt"
+    victim.write_bytes(b"weights")
+    for argv, says in [(["--json", str(kept)], "exists (earlier results"),
+                       (["--json", str(victim), "--overwrite"],
+                        "is not an attention_diagnostics results file")]:
+        assert attention_diagnostics.main([str(tmp_path / "none.pt"), *argv]) == 2
+        err = capsys.readouterr().err
+        assert says in err and len(err.strip().splitlines()) == 1, err
+    assert kept.read_text() == '{"reports": []}' and victim.read_bytes() == b"weights"
+
+
+def test_the_committed_diagnostics_record_each_reports_images():
+    """The committed file's image count was one top-level string that a later run
+    rewrote for every kept report; each report now says which images it was computed on,
+    and the notebooks' fields are all there."""
+    import attention_diagnostics
+
+    record = json.loads((ROOT / "benchmarks/results/attention_diagnostics.json").read_text())
+    assert "images" not in record
+    for r in record["reports"]:
+        assert r["images_from"] == f"the first {len(r['images'])} of the held-out split, x2 LR"
+        assert {"checkpoint", "step", "non_local", "second_order", "command"} <= set(r)
+    old = {"images": "the first 6 of the held-out split, x2 LR",
+           "reports": [{"images": list("abcdef"), "step": 3}]}
+    assert attention_diagnostics.migrate(old) == {"reports": [{
+        "images": list("abcdef"), "step": 3,
+        "images_from": "the first 6 of the held-out split, x2 LR"}]}
 
 
 def _write_cells(path, first, n):
@@ -551,10 +594,119 @@ def test_ideas_markdown_renders_the_committed_results():
 @pytest.mark.parametrize("script", ["inference_options.py", "upscale_tiles.py",
                                     "upscale_time.py", "attention_rate.py", "train_speed.py"])
 def test_a_measurement_never_replaces_an_earlier_record_unasked(tmp_path, script):
-    """`--json` onto another machine's record (or a checkpoint) had replaced it."""
+    """`--json` onto another machine's record (or a checkpoint) had replaced it; with
+    --overwrite a checkpoint was replaced by JSON, and a folder let the whole measurement
+    run into an IsADirectoryError traceback. Each is one line, before any work."""
     victim = tmp_path / "victim.pt"
     victim.write_bytes(b"weights")
-    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--json",
-                          str(victim)], capture_output=True, text=True, timeout=120)
-    assert run.returncode == 1 and "exists (earlier results" in run.stderr, run.stderr[-800:]
-    assert victim.read_bytes() == b"weights"
+    tiny = [a.replace("{ckpt}", str(victim)) for a in TINY[script]]  # never reached
+
+    def run(*args):
+        return subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *tiny,
+                               *args], capture_output=True, text=True, timeout=120)
+
+    for args, says in [(["--json", str(victim)], "exists (earlier results"),
+                       (["--json", str(victim), "--overwrite"],
+                        f"{script[:-3]} results file (a checkpoint"),
+                       (["--json", str(tmp_path), "--overwrite"], "cannot write there (it is "
+                                                                  "a folder)")]:
+        got = run(*args)
+        assert got.returncode == 1 and says in got.stderr, (args, got.stderr[-800:])
+        assert len(got.stderr.strip().splitlines()) == 1 and not got.stdout, got.stderr[-800:]
+    assert victim.read_bytes() == b"weights" and os.listdir(tmp_path) == ["victim.pt"]
+
+
+# tiny arguments per measurement script: what its own --json rows need, in seconds
+TINY = {"attention_rate.py": ["--sides", "8", "--dims", "4"],
+        "upscale_time.py": ["--checkpoint", "{ckpt}", "--sides", "16", "--tiled"],
+        "inference_options.py": ["--checkpoint", "{ckpt}", "--set", "Set5", "--rounds", "1",
+                                 "--tile", "16"],
+        "upscale_tiles.py": ["--sets", "Set5", "--scales", "2", "--tiles", "16", "--images",
+                             "1", "--no-whole"],
+        "train_speed.py": ["--device", "cpu", "--rows", "full:eager"]}
+
+
+def _tiny_script(script, tmp_path, monkeypatch):
+    """``script``'s module and a function running its ``main`` in this process on TINY
+    arguments (plus ``extra``), the heavy parts it does not write replaced by constants."""
+    import importlib
+
+    from amms_lib import speed
+    from amms_lib.checkpoint import save_checkpoint
+    from amms_lib.models import build_model
+
+    mod = importlib.import_module(script[:-3])
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(tmp_path / "amms_x2.pt", build_model("amms", 2, **AMMSConfig.
+                                                                 tiny_kwargs()),
+                           name="amms", scale=2, model_kwargs=AMMSConfig.tiny_kwargs())
+    monkeypatch.setattr(speed, "calibrate", lambda net, refresh=False: speed.Rates(
+        conv=1e9, att=1e9, call=1e-3))
+    for name, value in [("gemm_gflops", lambda: 100.0), ("checkpoints_dir", lambda: tmp_path),
+                        ("fresh_process", lambda argv: [{
+                            "mode": argv[-1], "warmup_s": 0.0, "it_s": 1.0, "patches_s": 16.0,
+                            "peak_mb": 1.0, "params": 1, "finite": True}])]:
+        if hasattr(mod, name):
+            monkeypatch.setattr(mod, name, value)
+    if script == "inference_options.py":  # its options' timing is not what is tested here
+        monkeypatch.setattr(mod, "run", lambda net, lrs, option, tile=None: (
+            1.0, [lr.repeat(2, axis=0).repeat(2, axis=1) for lr in lrs]))
+
+    def run(*extra):
+        args = [a.format(ckpt=ckpt) for a in TINY[script]]
+        monkeypatch.setattr(sys, "argv", [f"benchmarks/{script}", *args, *extra])
+        mod.main()
+
+    return mod, run
+
+
+@pytest.mark.parametrize("script", list(TINY))
+def test_a_measurement_keeps_a_results_file_made_while_it_ran(use_data, tmp_path, monkeypatch,
+                                                               capsys, script):
+    """Two runs with one --json at once: the later one had replaced the earlier one's rows
+    (the check is at the start, the write at the end), both exit 0. A file made (or, under
+    --overwrite, replaced) meanwhile is kept and the rows go beside it, said in one line;
+    --overwrite replaces the script's own earlier results."""
+    mod, run = _tiny_script(script, tmp_path, monkeypatch)
+    real_stamp, other = mod.stamp, {"target": None}
+
+    def another_run_writes_first(record, **kw):  # just before this run writes its rows
+        target = other["target"]
+        if target and not (target.is_file() and target.read_text() == "the other run's rows"):
+            target.write_text("the other run's rows")
+        return real_stamp(record, **kw)
+
+    monkeypatch.setattr(mod, "stamp", another_run_writes_first)
+    out = tmp_path / "r.json"
+    other["target"] = out
+    run("--json", str(out))
+    assert out.read_text() == "the other run's rows"
+    mine = json.loads(Path(f"{out}-2").read_text())
+    assert mine["rows"] and mine["invocations"][-1]["command"].endswith(f"{out}")
+    assert f"wrote {out}-2 ({out} appeared while this ran" in capsys.readouterr().out
+    # --overwrite replaces its own earlier results, saying so ...
+    other["target"] = None
+    run("--json", f"{out}-2", "--overwrite")
+    assert "(replacing its earlier results)" in capsys.readouterr().out
+    assert json.loads(Path(f"{out}-2").read_text())["rows"]
+    # ... but not a file put there while it ran
+    other["target"] = Path(f"{out}-2")
+    run("--json", f"{out}-2", "--overwrite")
+    assert Path(f"{out}-2").read_text() == "the other run's rows"
+    assert json.loads(Path(f"{out}-2-2").read_text())["rows"]
+    assert f"wrote {out}-2-2 ({out}-2 changed while this ran" in capsys.readouterr().out
+
+
+def test_train_speed_takes_json_in_either_form(tmp_path):
+    """`--json=FILE` ended in a traceback (`list.remove(x)`): the parent rebuilt its
+    children's command by removing the `--json` and FILE tokens."""
+    out = tmp_path / "speed.json"
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "train_speed.py"), "--channels", "4",
+         "--n-amms", "1", "--n-am", "1", "--batch-size", "1", "--lr-patch", "6", "--steps",
+         "1", "--warmup", "1", "--device", "cpu", "--rows", "full:eager", f"--json={out}"],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert run.returncode == 0, run.stderr[-2000:]
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["mode"] == "full:eager" and row["it_s"] > 0
+    assert f"wrote {out}" in run.stdout

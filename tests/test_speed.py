@@ -346,3 +346,25 @@ def test_peak_flops_per_cycle_by_cpu(monkeypatch):
     for caps, cpuinfo, fpc in expect:
         monkeypatch.setattr(torch.cpu, "get_capabilities", lambda c=caps: flags[c])
         assert flops_per_cycle(cpuinfo) == fpc, (caps, cpuinfo)
+
+
+def test_the_peak_uses_the_max_clock_and_a_share_over_it_is_explained(tmp_path, monkeypatch):
+    """The peak took BogoMIPS / 2 (the base clock) as the clock, so a kernel on a boosting
+    core printed '103% of peak'. Where Linux exposes the max clock the peak uses it; else the
+    base clock, labelled as a lower bound; a share above 100% never prints without a note."""
+    from amms_lib import machine
+
+    cpuinfo = "processor\t: 0\ncpu MHz\t\t: 2596.150\nbogomips\t: 5192.30\n"
+    max_freq = tmp_path / "cpuinfo_max_freq"
+    max_freq.write_text("3700000\n")  # kHz
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    peak, how = machine.peak_gflops(32, cpuinfo=cpuinfo, max_freq=max_freq)
+    assert peak == pytest.approx(2 * 3.7 * 32) and "3.70 GHz" in how and "estimate" in how
+    peak, how = machine.peak_gflops(32, cpuinfo=cpuinfo, max_freq=tmp_path / "none")
+    assert peak == pytest.approx(2 * 2.59615 * 32) and "2.60 GHz" in how
+    assert "estimate" in how and "boost" in how
+    assert machine.peak_gflops(32, cpuinfo="processor\t: 0\n", max_freq=tmp_path / "none")[
+        1].startswith("clock unknown")
+    assert machine.of_peak(50, 100) == "50% of peak"
+    over = machine.of_peak(103, 100)
+    assert over.startswith("103% of peak") and "clock" in over
