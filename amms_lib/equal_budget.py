@@ -5,11 +5,47 @@ the rows still missing, and the README's markdown table. Notebook 07 and the stu
 """
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+from amms_lib.errors import AmmsError
+from amms_lib.runtime import repo_root
 from amms_lib.studies import shipped_by
 
 MODELS = ("srcnn", "vdsr", "lapsrn", "memnet", "amms")
 SETS = ("Set5", "Set14", "BSD100")
 URBAN = "Urban100"  # scored apart, where affordable (benchmarks/table2_urban100.py)
+RESULTS = Path("benchmarks") / "results" / "table2_cpu.json"  # the study's, in the repository
+
+
+def read(path: str = "") -> dict:
+    """The equal-budget results file as a dict. Empty ``path``: the committed study's
+    (``RESULTS``), and while it is absent nothing is trained yet (``{"models": {}}``). A
+    relative ``path`` is read from the current folder where it exists there, else from the
+    repository root (a notebook runs in notebooks/). A given file that is missing, or not
+    a results file of ``benchmarks/table2_cpu.py``, is one AmmsError line: it is never
+    read as a study with nothing trained."""
+    if not path and not (repo_root() / RESULTS).is_file():
+        return {"models": {}}
+    p = Path(path).expanduser() if path else repo_root() / RESULTS
+    if not p.is_absolute() and not p.exists():
+        p = repo_root() / p
+    if not p.is_file():
+        raise AmmsError(f"table2_file {path}: no such file (a relative path is read from "
+                        f"{Path.cwd()}, else from the repository {repo_root()})")
+    try:
+        record = json.loads(p.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise AmmsError(f"{p}: not readable JSON ({exc}); pass table2_file another file, "
+                        "or restore it (git checkout)") from None
+    if not (isinstance(record, dict) and isinstance(record.get("models"), dict)
+            and isinstance(record.get("bicubic"), dict)
+            and (not record["models"] or all(k in record for k in
+                                             ("budget", "minutes", "seconds_per_step")))):
+        raise AmmsError(f"{p} is not an equal-budget results file (benchmarks/table2_cpu.py "
+                        "writes those: its models, bicubic, budget, minutes and seconds per "
+                        "step); pass table2_file such a file")
+    return record
 
 
 def rows(record: dict) -> list[dict]:

@@ -6,6 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from amms_lib.checkpoint import read_checkpoint
+from amms_lib.runtime import cpu_bf16
+
 papermill = pytest.importorskip("papermill")
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
@@ -147,6 +150,53 @@ def test_ablation_notebook_runs_other_seeds_and_budgets(use_data, tmp_path, monk
     assert results.read_text() == before
 
 
+def test_ablation_notebook_never_lists_runs_a_cut_retrain_replaced(use_data, tmp_path,
+                                                                   monkeypatch):
+    """A retrain cut short (Ctrl-C, a crash) had left results.json describing the runs it
+    was replacing, and a rerun of the old budget printed their old numbers ("8 runs, 0
+    trained now") over the new weights."""
+    from amms_lib.runtime import FolderLock
+
+    monkeypatch.setenv("AMMS_MODE", "quick")
+    monkeypatch.setenv("AMMS_FIGURES", str(tmp_path / "figures"))
+    run = tmp_path / "run"  # absolute: not runs/
+    _run("06_ablation.ipynb", tmp_path, seeds="0,1", iterations=2, run_name=str(run))
+    with FolderLock(run / "only_non-local_seed1", "test"):  # cut after the first new run
+        with pytest.raises(papermill.PapermillExecutionError) as err:
+            _run("06_ablation.ipynb", tmp_path, seeds="0,1", iterations=3, retrain=True,
+                 run_name=str(run))
+    assert "only_non-local_seed1 is in use" in err.value.evalue
+    saved = json.loads((run / "results.json").read_text())
+    for r in saved["runs"]:  # each run listed is the run its folder holds
+        config = json.loads((run / f"{r['variant'].replace(' ', '_')}_seed{r['seed']}"
+                             / "config.json").read_text())
+        assert config["iters_per_epoch"] == saved["budget"]["iters_per_epoch"], r
+    assert [(r["variant"], r["seed"]) for r in saved["runs"]] == [("only non-local", 0)]
+    with pytest.raises(papermill.PapermillExecutionError) as err:  # not read back as the old
+        _run("06_ablation.ipynb", tmp_path, seeds="0,1", iterations=2, run_name=str(run))
+    assert "holds 1 runs of another budget" in err.value.evalue
+
+
+def test_benchmark_notebook_reads_a_table2_file_from_the_repository(use_data, tmp_path,
+                                                                     monkeypatch):
+    """A relative table2_file (papermill runs the notebook elsewhere), a typo or another
+    study's file had all been read as a study with nothing trained ("15 of 15")."""
+    from amms_lib import equal_budget
+
+    monkeypatch.setenv("AMMS_MODE", "quick")
+    monkeypatch.setenv("AMMS_FIGURES", str(tmp_path / "figures"))
+    cheap = dict(scales=2, datasets="Set5", methods="bicubic", run_name=str(tmp_path / "run"))
+    for name, says in (("benchmarks/results/table2_cpu.jsn", "no such file"),
+                       ("benchmarks/results/ablation_cpu.json", "not an equal-budget results")):
+        with pytest.raises(papermill.PapermillExecutionError) as err:
+            _run("07_benchmark.ipynb", tmp_path, table2_file=name, **cheap)
+        assert err.value.ename == "AmmsError" and says in err.value.evalue
+    out = _run("07_benchmark.ipynb", tmp_path, table2_file="benchmarks/results/table2_cpu.json",
+               **cheap)  # relative to the repository; the notebook ran in tmp_path
+    left = equal_budget.missing(equal_budget.read())
+    assert f"not trained yet ({len(left)} of 15)" in _stdout(out) and len(left) < 15
+
+
 @pytest.mark.parametrize("path", sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")), ids=lambda p: p.name)
 def test_notebook_is_valid_nbformat(path):
     """Schema-valid (e.g. no cell ids in a 4.4 notebook): editors and nbconvert refuse others."""
@@ -197,3 +247,63 @@ def test_train_notebook_keeps_a_named_run_of_other_settings(use_data, tmp_path, 
         _run("05_train.ipynb", tmp_path, model="srcnn", iters_per_epoch=41, run_name=str(run))
     assert "holds a run with other iters_per_epoch" in err.value.evalue
     assert (run / "last.pt").read_bytes() == kept
+    # the precision is a setting too (bf16 autocast or float32 train other weights): amp=False
+    # had replaced the run; on a CPU without native bf16 both runs compute in float32
+    if cpu_bf16():
+        with pytest.raises(papermill.PapermillExecutionError) as err:
+            _run("05_train.ipynb", tmp_path, model="srcnn", iters_per_epoch=40, amp=False,
+                 run_name=str(run))
+        assert "holds a run with other precision" in err.value.evalue
+        assert (run / "last.pt").read_bytes() == kept
+
+
+def test_train_notebook_trains_beside_its_run_only_over_its_own(use_data, tmp_path,
+                                                                 monkeypatch):
+    """Its step check (<run>_step_check) and the other recipe's run (<run>_<recipe>) had
+    been trained over whatever run was there whenever no out_dir was given: a user's own
+    run named h9_paper lost its weights, its summary.json left beside the new ones."""
+    monkeypatch.setenv("AMMS_MODE", "quick")
+    monkeypatch.setenv("AMMS_FIGURES", str(tmp_path / "figures"))
+    mine = tmp_path / "mine_step_check"  # a run of the command line, named so by its user
+    mine.mkdir()
+    (mine / "config.json").write_text(json.dumps({"model": "srcnn", "out_dir": str(mine)}))
+    (mine / "last.pt").write_bytes(b"a run of the command line")
+    (mine / "summary.json").write_text("{}")
+    with pytest.raises(papermill.PapermillExecutionError) as err:
+        _run("05_train.ipynb", tmp_path, model="srcnn", iters_per_epoch=20,
+             run_name=str(tmp_path / "mine"))
+    assert err.value.ename == "AmmsError"
+    assert "holds an earlier run, not this notebook's step check" in err.value.evalue
+    assert "retrain=True to replace it" in err.value.evalue
+    assert (mine / "last.pt").read_bytes() == b"a run of the command line"
+    # asked to: replaced, and no summary.json of the old weights is left beside the new ones
+    _run("05_train.ipynb", tmp_path, model="srcnn", iters_per_epoch=20, retrain=True,
+         run_name=str(tmp_path / "mine"))
+    assert (mine / "last.pt").read_bytes() != b"a run of the command line"
+    assert not (mine / "summary.json").exists()
+    # a user's own run named h9_paper, then h9 comparing the recipes: h9_paper is kept whole
+    _run("05_train.ipynb", tmp_path, model="srcnn", recipe="paper", iters_per_epoch=20,
+         run_name=str(tmp_path / "h9_paper"))
+    kept = {p.name: p.read_bytes() for p in (tmp_path / "h9_paper").iterdir()}
+    assert "summary.json" in kept
+    with pytest.raises(papermill.PapermillExecutionError) as err:
+        _run("05_train.ipynb", tmp_path, model="srcnn", iters_per_epoch=30,
+             compare_recipes=True, run_name=str(tmp_path / "h9"))
+    assert "holds an earlier run, not this notebook's paper-recipe run" in err.value.evalue
+    assert {p.name: p.read_bytes() for p in (tmp_path / "h9_paper").iterdir()} == kept
+
+
+def test_train_notebook_resumes_a_given_out_dir(use_data, tmp_path, monkeypatch):
+    """resume=True with a given out_dir had stopped at its earlier step check beside it,
+    with advice in command-line flags; its own step check is rerun in place."""
+    monkeypatch.setenv("AMMS_MODE", "quick")
+    monkeypatch.setenv("AMMS_FIGURES", str(tmp_path / "figures"))
+    out = tmp_path / "run"
+    _run("05_train.ipynb", tmp_path, model="srcnn", iters_per_epoch=20, out_dir=str(out))
+    with pytest.raises(papermill.PapermillExecutionError) as err:  # never replaced ...
+        _run("05_train.ipynb", tmp_path, model="srcnn", iters_per_epoch=20, out_dir=str(out))
+    assert "resume=True continues it" in err.value.evalue and "--" not in err.value.evalue
+    _run("05_train.ipynb", tmp_path, model="srcnn", iters_per_epoch=40, resume=True,
+         out_dir=str(out))  # ... but continued: 20 more steps
+    assert read_checkpoint(out / "last.pt")["step"] == 40
+    assert json.loads((out / "summary.json").read_text())["iterations"] == 40
