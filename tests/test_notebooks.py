@@ -177,6 +177,23 @@ def test_ablation_notebook_never_lists_runs_a_cut_retrain_replaced(use_data, tmp
     assert "holds 1 runs of another budget" in err.value.evalue
 
 
+def test_ablation_notebook_reruns_when_a_data_folder_appears(data_dir, tmp_path, monkeypatch):
+    """`make run` without data, then with it: the training sets follow the data folder (no
+    one chose them), so the second run retrains in place; it had stopped `make run` with
+    "holds 12 runs of another budget"."""
+    monkeypatch.setenv("AMMS_MODE", "quick")
+    monkeypatch.setenv("AMMS_FIGURES", str(tmp_path / "figures"))
+    monkeypatch.delenv("AMMS_DATA", raising=False)
+    run = tmp_path / "run"  # absolute: not runs/
+    _run("06_ablation.ipynb", tmp_path, iterations=2, run_name=str(run))
+    assert json.loads((run / "results.json").read_text())["budget"]["train_sets"] == ["skimage"]
+    monkeypatch.setenv("AMMS_DATA", str(data_dir))
+    out = _run("06_ablation.ipynb", tmp_path, iterations=2, run_name=str(run))
+    saved = json.loads((run / "results.json").read_text())
+    assert saved["budget"]["train_sets"] == ["T91", "BSD200"] and len(saved["runs"]) == 12
+    assert "they are retrained" in _stdout(out)
+
+
 def test_benchmark_notebook_reads_a_table2_file_from_the_repository(use_data, tmp_path,
                                                                      monkeypatch):
     """A relative table2_file (papermill runs the notebook elsewhere), a typo or another
