@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from dataclasses import asdict, replace
 from pathlib import Path
 from types import SimpleNamespace
 
 import torch
 
+from amms_lib import data
 from amms_lib.errors import AmmsError
 from amms_lib.runlog import OUT_FILES, run_dir_problem
-from amms_lib.runtime import atomic_write, resolve_device
+from amms_lib.runtime import atomic_write, resolve_device, run_dir
 from amms_lib.train_config import TrainConfig, precision_name, use_autocast
 
 # The settings that make a run what it is: a rerun of other ones never replaces it unasked.
@@ -28,13 +30,26 @@ from amms_lib.train_config import TrainConfig, precision_name, use_autocast
 # other weights: ``amp``, and on the CPU ``cpu_amp``) and the device type (a CPU's and a
 # GPU's kernels sum in other orders). Not ``compile``: torch.compile fuses the same
 # arithmetic (tests/test_cuda.py checks a compiled step against the eager one), so a
-# compiled rerun is the same run, faster. Not the training sets either: a data folder
-# appearing between two runs changes what they load, not the run asked for.
+# compiled rerun is the same run, faster. The training sets too (they follow the data
+# folder): the default run without one has its own folder (``run_folder``).
 RUN_SETTINGS = ("model", "scale", "model_kwargs", "seed", "epochs", "lr", "iters_per_epoch",
-                "batch_size", "patch_size", "recipe", "precision", "device")
+                "batch_size", "patch_size", "recipe", "precision", "device", "train_sets")
+UNKNOWN = "settings (no readable config.json)"  # a run whose settings cannot be compared
 MARK = "derived.json"  # in a run beside: {"role": ..., "of": the run it belongs to}
 SUMMARY = "summary.json"  # notebook 05's scores of the weights beside it
 NOT_COMPARED = ("out_dir", "resume", "overwrite")  # where and how, not what is trained
+
+
+def run_folder(notebook: str, run_name: str, out_dir: str = "") -> str:
+    """Where a notebook trains: a given ``out_dir`` (``D/`` read as ``D``, so that the runs
+    beside it are ``D_step_check``, not ``D/_step_check``), else ``runs/<notebook>/
+    <run_name>``, where the default run without a data folder (built-in images) is
+    ``default_builtin``: `make run` with and without data each keep their own run."""
+    if out_dir:
+        return os.path.normpath(out_dir)
+    if run_name == "default" and data.data_root() is None:
+        run_name = "default_builtin"
+    return str(run_dir(notebook, run_name))
 
 
 def run_settings(config: dict) -> dict:
@@ -44,7 +59,9 @@ def run_settings(config: dict) -> dict:
     bf16 = use_autocast(SimpleNamespace(amp=config.get("amp", True),
                                         cpu_amp=config.get("cpu_amp", False)),
                         torch.device(dev))
-    return {**{k: config[k] for k in RUN_SETTINGS if k in config}, "device": dev,
+    plain = json.loads(json.dumps({k: config[k] for k in RUN_SETTINGS if k in config},
+                                  default=str))  # tuples as lists, as config.json holds them
+    return {**plain, "device": dev,
             "precision": precision_name(bf16)}
 
 
@@ -89,7 +106,7 @@ def check_run_dir(cfg: TrainConfig, *, given: bool, retrain: bool = False, role:
                             "out_dir is never replaced: " + ("resume=True continues it, "
                                                              "or " if last else "")
                             + "pass another out_dir")
-        other = other_settings(cfg, config) if config is not None else []
+        other = other_settings(cfg, config) if config is not None else [UNKNOWN]
         if other and not retrain:
             raise AmmsError(f"{out} holds a run with other {', '.join(other)}: pass another "
                             "run_name to keep it, resume=True to continue it, or "
@@ -102,7 +119,8 @@ def check_run_dir(cfg: TrainConfig, *, given: bool, retrain: bool = False, role:
         ours = (config is not None and not (out / SUMMARY).exists()
                 and all(config.get(k) == v for k, v in _plain(cfg).items()
                         if k not in NOT_COMPARED))
-    other = other_settings(cfg, config) if ours and config is not None else []
+    other = ((other_settings(cfg, config) if config is not None else [UNKNOWN]) if ours
+             else [])
     if ours and not other:  # rerun, or continued where it has a last.pt
         return replace(cfg, resume=cfg.resume and last, overwrite=not (cfg.resume and last))
     if retrain and not given:

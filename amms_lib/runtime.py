@@ -405,7 +405,10 @@ def cli(run: Callable[[], int], interrupted: str = "interrupted") -> int:
     try:
         return run()
     except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 2
+        if isinstance(exc.code, str):  # sys.exit("error: ..."): say it, as Python would
+            print(exc.code, file=sys.stderr)
+            return 1
+        return exc.code if isinstance(exc.code, int) else 0
     except AmmsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -188,10 +188,16 @@ def _open_run_dir(cfg: TrainConfig, out: Path, main_proc: bool, world: int,
     return lock
 
 
-def _resume(cfg: TrainConfig, net, opt, ema, last: Path) -> tuple[int, float, float, dict]:
+def _resume(cfg: TrainConfig, net, opt, ema, last: Path,
+            device: torch.device) -> tuple[int, float, float, dict]:
     """Load ``last.pt`` into ``net``, ``opt`` and ``ema`` (None: no average kept):
     (step, best PSNR, seconds spent, the run's ``origin_record`` or None)."""
     ckpt = read_checkpoint(last)
+    now = precision_name(use_autocast(cfg, device))
+    if ckpt.get("precision", now) != now:  # a record of one precision for weights of two
+        raise AmmsError(f"{last}: the run computed in {ckpt['precision']}, this one would in "
+                        f"{now} (--cpu-amp/--amp, or the device); resume with the same "
+                        "precision, or start over with --overwrite")
     check_compatible(ckpt, last, cfg.model, cfg.scale)
     if ckpt["model_kwargs"] != cfg.model_kwargs:
         raise AmmsError(f"{last}: trained with model options {ckpt['model_kwargs']}, "
@@ -337,7 +343,7 @@ def _prepare(cfg: TrainConfig, out: Path, main_proc: bool, world: int, device):
     step, best, spent, origin = 0, -math.inf, 0.0, None  # spent: seconds of the budget used
     _EARLIER_COMMITS.pop(str(out), None)  # a new run's, or set again by _resume
     if cfg.resume and (out / "last.pt").is_file():
-        step, best, spent, origin = _resume(cfg, net, opt, ema, out / "last.pt")
+        step, best, spent, origin = _resume(cfg, net, opt, ema, out / "last.pt", device)
     elif cfg.init_from:
         origin = origin_record(cfg.init_from)
         kept = load_init_weights(net, cfg)

@@ -20,7 +20,7 @@ import torch
 
 from amms_lib.machine import flops_per_cycle, gemm_gflops, of_peak, peak_gflops, timed
 from amms_lib.non_local import fused_attention
-from amms_lib.runtime import cpu_name
+from amms_lib.runtime import cli, cpu_name
 from amms_lib.studies import check_new_results, measurement_kind, stamp
 
 KIND = measurement_kind("attention_rate", {"cpu", "peak_gflops", "peak_how", "gemm_gflops",
@@ -66,4 +66,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(cli(main))  # Ctrl-C, an AmmsError: one line

@@ -27,7 +27,7 @@ from amms_lib import data
 from amms_lib.checkpoint import load_model
 from amms_lib.inference import OVERLAP, forward_tiled, to_image, to_tensor
 from amms_lib.metrics import psnr
-from amms_lib.runtime import cpu_name
+from amms_lib.runtime import cli, cpu_name
 from amms_lib.studies import check_new_results, measurement_kind, stamp
 
 OPTIONS = ("fp32", "cl", "bf16", "cl+bf16")
@@ -99,4 +99,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(cli(main))  # Ctrl-C, an AmmsError: one line

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from amms_lib.memory import fresh_process
 from amms_lib.models import build_model
-from amms_lib.runtime import resolve_device
+from amms_lib.runtime import cli, resolve_device
 from amms_lib.studies import check_new_results, measurement_kind, stamp
 
 KIND = measurement_kind("train_speed", {"header", "rows"}, {"mode"})
@@ -155,4 +155,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(cli(main))  # Ctrl-C, an AmmsError: one line

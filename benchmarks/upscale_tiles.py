@@ -30,7 +30,7 @@ from amms_lib.checkpoint import checkpoints_dir, load_model
 from amms_lib.inference import OVERLAP, upscale
 from amms_lib.memory import peak_memory
 from amms_lib.metrics import psnr
-from amms_lib.runtime import cpu_name
+from amms_lib.runtime import cli, cpu_name
 from amms_lib.stats import paired_interval
 from amms_lib.studies import check_new_results, measurement_kind, stamp
 
@@ -99,4 +99,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(cli(main))  # Ctrl-C, an AmmsError: one line

@@ -35,7 +35,7 @@ from amms_lib import speed
 from amms_lib.checkpoint import load_model
 from amms_lib.inference import OVERLAP, plan, upscale
 from amms_lib.machine import OVER_PEAK, flops_per_cycle, gemm_gflops, of_peak, peak_gflops
-from amms_lib.runtime import cpu_name
+from amms_lib.runtime import cli, cpu_name
 from amms_lib.studies import check_new_results, measurement_kind, stamp
 
 KIND = measurement_kind("upscale_time", {
@@ -114,4 +114,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(cli(main))  # Ctrl-C, an AmmsError: one line

@@ -18,7 +18,7 @@ import torch  # noqa: E402
 from amms_lib.amms import AMMSConfig  # noqa: E402
 from amms_lib.checkpoint import read_checkpoint  # noqa: E402
 from amms_lib.inference import OVERLAP  # noqa: E402
-from amms_lib.runtime import cpu_bf16  # noqa: E402
+from amms_lib.runtime import cpu_bf16, repo_root  # noqa: E402
 from amms_lib.studies import (  # noqa: E402
     drop_state,
     heldout_curve,
@@ -710,3 +710,31 @@ def test_train_speed_takes_json_in_either_form(tmp_path):
     (row,) = json.loads(out.read_text())["rows"]
     assert row["mode"] == "full:eager" and row["it_s"] > 0
     assert f"wrote {out}" in run.stdout
+
+
+def test_a_measurement_stopped_with_ctrl_c_says_one_line(tmp_path):
+    """Ctrl-C on a measurement script had printed a KeyboardInterrupt traceback."""
+    import signal
+
+    proc = subprocess.Popen(
+        [sys.executable, "benchmarks/attention_rate.py", "--sides", "256", "512", "--dims",
+         "128", "--json", str(tmp_path / "a.json")], cwd=repo_root(), text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"})
+    assert proc.stdout.readline().startswith("fp32 peak")  # measuring now, inside main
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130 and err.strip() == "interrupted", err
+    assert not (tmp_path / "a.json").exists()
+
+
+def test_cli_says_a_string_exit_and_ctrl_c_in_one_line(capsys):
+    from amms_lib.runtime import cli
+
+    assert cli(lambda: sys.exit("error: --json x exists")) == 1  # it had been swallowed
+    assert capsys.readouterr().err == "error: --json x exists\n"
+
+    def stopped():
+        raise KeyboardInterrupt
+    assert cli(stopped) == 130 and capsys.readouterr().err == "interrupted\n"
+    assert cli(lambda: None) is None and cli(lambda: sys.exit()) == 0

@@ -157,3 +157,35 @@ def test_equal_budget_file_relative_to_the_repository_or_one_clear_line(tmp_path
     monkeypatch.setattr(equal_budget, "RESULTS", tmp_path / "none.json")
     assert equal_budget.read() == {"models": {}}  # the default absent: nothing trained yet
     assert (repo_root() / "benchmarks" / "results" / "table2_cpu.json").is_file()
+
+
+def test_where_a_notebook_trains(tmp_path, monkeypatch):
+    """A given out_dir with a trailing slash had put the runs beside it inside it
+    (``D/_step_check``); the default run without data shares no folder with the one with
+    data (each had refused or replaced the other between two `make run`s)."""
+    from amms_lib.run_folders import run_folder
+
+    assert run_folder("05_train", "default", str(tmp_path / "D") + "/") == str(tmp_path / "D")
+    monkeypatch.setenv("AMMS_DATA", str(tmp_path / "none here"))
+    monkeypatch.setattr("amms_lib.data.data_root", lambda: None)
+    assert Path(run_folder("05_train", "default")).name == "default_builtin"
+    assert Path(run_folder("05_train", "mine")).name == "mine"  # a named run: the user's
+    monkeypatch.setattr("amms_lib.data.data_root", lambda: tmp_path)
+    assert Path(run_folder("05_train", "default")).name == "default"
+
+
+def test_a_run_of_other_training_sets_or_unknown_settings_is_kept(tmp_path):
+    """A named run trained with the data folder was retrained on the built-in images when
+    the folder went away; a run folder without config.json was taken as the same run."""
+    earlier = _cfg(tmp_path / "run", train_sets=("T91", "BSD200"))
+    kept = _run(earlier)
+    with pytest.raises(AmmsError, match="other train_sets"):
+        check_run_dir(replace(earlier, train_sets=("skimage",)), given=False)
+    (tmp_path / "run" / "config.json").unlink()
+    with pytest.raises(AmmsError, match="no readable config.json"):
+        check_run_dir(earlier, given=False)
+    (tmp_path / "run" / "config.json").write_text("[1, 2")
+    with pytest.raises(AmmsError, match="no readable config.json"):
+        check_run_dir(earlier, given=False)
+    assert (tmp_path / "run" / "last.pt").read_bytes() == kept
+    assert check_run_dir(earlier, given=False, retrain=True).overwrite  # asked: replaced

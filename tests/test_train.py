@@ -1269,3 +1269,20 @@ def test_training_files_with_the_same_pixels_count_once(use_data, tmp_path, caps
     assert np.array_equal(read_image(twins[0]), read_image(twins[1]))
     assert len(load_pairs(twins, 2, tmp_path / "cache")[0]) == 2
     assert capsys.readouterr().err == ""
+
+
+def test_a_resume_in_another_precision_is_refused(use_data, tmp_path):
+    """A run trained with bf16 autocast and resumed in float32 (or back) was accepted, and
+    its record and registration said one precision for weights trained in two."""
+    cfg = _cfg(tmp_path, iters_per_epoch=4, val_every=2, train_sets=("skimage",))
+    train(replace(cfg, iters_per_epoch=2))
+    last = Path(cfg.out_dir) / "last.pt"
+    ckpt = torch.load(last, weights_only=False)
+    assert ckpt["precision"] == "float32"  # cpu_amp off: float32 on every CPU
+    ckpt["precision"] = "bfloat16 autocast"  # as a --cpu-amp run on a bf16 CPU records
+    torch.save(ckpt, last)
+    before = last.read_bytes()
+    with pytest.raises(AmmsError, match="computed in bfloat16 autocast, this one would in "
+                                        "float32"):
+        train(replace(cfg, resume=True))
+    assert last.read_bytes() == before
