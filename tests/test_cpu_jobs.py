@@ -716,14 +716,18 @@ def test_a_measurement_stopped_with_ctrl_c_says_one_line(tmp_path):
     """Ctrl-C on a measurement script had printed a KeyboardInterrupt traceback."""
     import signal
 
-    proc = subprocess.Popen(
-        [sys.executable, "benchmarks/attention_rate.py", "--sides", "256", "512", "--dims",
+    proc = subprocess.Popen(  # SIGINT as a terminal sends it (a background job ignores it)
+        [sys.executable, "benchmarks/attention_rate.py", "--sides", "256", "--dims", "64",
          "128", "--json", str(tmp_path / "a.json")], cwd=repo_root(), text=True,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"})
-    assert proc.stdout.readline().startswith("fp32 peak")  # measuring now, inside main
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=300)
+    try:
+        assert proc.stdout.readline().startswith("fp32 peak")  # measuring now, inside main
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
     assert proc.returncode == 130 and err.strip() == "interrupted", err
     assert not (tmp_path / "a.json").exists()
 
