@@ -148,6 +148,13 @@ def test_ablation_notebook_runs_other_seeds_and_budgets(use_data, tmp_path, monk
         _run("06_ablation.ipynb", tmp_path, seeds="3,4", iterations=3, run_name=str(run))
     assert err.value.ename == "AmmsError" and "holds 8 runs of another budget" in err.value.evalue
     assert results.read_text() == before
+    # the same budget without the data folder: the training sets are a setting (a named
+    # study had been retrained on the built-in images, rc 0)
+    monkeypatch.delenv("AMMS_DATA")
+    with pytest.raises(papermill.PapermillExecutionError) as err:
+        _run("06_ablation.ipynb", tmp_path, seeds="3,4", iterations=2, run_name=str(run))
+    assert "holds 8 runs of another budget" in err.value.evalue
+    assert results.read_text() == before
 
 
 def test_ablation_notebook_never_lists_runs_a_cut_retrain_replaced(use_data, tmp_path,
@@ -175,23 +182,6 @@ def test_ablation_notebook_never_lists_runs_a_cut_retrain_replaced(use_data, tmp
     with pytest.raises(papermill.PapermillExecutionError) as err:  # not read back as the old
         _run("06_ablation.ipynb", tmp_path, seeds="0,1", iterations=2, run_name=str(run))
     assert "holds 1 runs of another budget" in err.value.evalue
-
-
-def test_ablation_notebook_keeps_a_named_run_when_the_data_folder_goes(data_dir, tmp_path,
-                                                                     monkeypatch):
-    """A named study trained with the data folder, rerun without it, had been retrained on
-    the built-in images (one printed line, rc 0): the training sets are a setting."""
-    monkeypatch.setenv("AMMS_MODE", "quick")
-    monkeypatch.setenv("AMMS_FIGURES", str(tmp_path / "figures"))
-    monkeypatch.setenv("AMMS_DATA", str(data_dir))
-    run = tmp_path / "run"  # absolute: not runs/
-    _run("06_ablation.ipynb", tmp_path, seeds="0,1", iterations=2, run_name=str(run))
-    before = (run / "results.json").read_text()
-    monkeypatch.delenv("AMMS_DATA")
-    with pytest.raises(papermill.PapermillExecutionError) as err:
-        _run("06_ablation.ipynb", tmp_path, seeds="0,1", iterations=2, run_name=str(run))
-    assert "holds 8 runs of another budget" in err.value.evalue
-    assert (run / "results.json").read_text() == before
 
 
 def test_benchmark_notebook_reads_a_table2_file_from_the_repository(use_data, tmp_path,
