@@ -14,7 +14,6 @@ and then its rows say ``"partial"`` (what is missing) and the table marks them.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Callable
@@ -33,7 +32,6 @@ from amms_lib.runtime import (
     cli,
     file_sha256,
     resolve_device,
-    write_free,
 )
 
 Upscaler = Callable[[np.ndarray], np.ndarray]  # uint8 LR image -> uint8 SR image
@@ -213,17 +211,6 @@ def main(argv: list[str] | None = None) -> int:
         args.datasets = list(first.values())
     results: list[dict] = []
 
-    def keep_what_is_done(why: str) -> None:
-        """After a failure or Ctrl-C: the rows already computed are shown and saved."""
-        if results:
-            print(format_table(results))
-            if args.json:  # beside the file, never over a complete earlier one
-                payload = {"results": results, "stopped": why}  # nor over an earlier partial
-                partial = write_free(f"{args.json}.partial",
-                                     lambda f: json.dump(payload, f, indent=2))
-                print(f"wrote the {len(results)} finished row(s) to {partial} "
-                      f"({args.json} is left as it was)")
-
     def go() -> int:
         out = args.json and ResultsFile(args.json, KIND, args.overwrite)
         loaded = args.checkpoint and file_sha256(args.checkpoint)  # what is loaded now
@@ -241,8 +228,11 @@ def main(argv: list[str] | None = None) -> int:
             run(args.model, datasets, args.scales, args.checkpoint, args.device,
                 tile=args.tile, tile_sets=tile_sets, allow_partial=args.allow_partial,
                 results=results)
-        except (AmmsError, KeyboardInterrupt) as exc:
-            keep_what_is_done(str(exc) or "interrupted")
+        except (AmmsError, KeyboardInterrupt) as exc:  # the finished rows shown and kept
+            if results:
+                print(format_table(results))
+                if out:  # beside the file, never over a complete earlier one
+                    print(out.keep_partial({"results": results}, str(exc) or "interrupted"))
             raise
         print(format_table(results))
         if loaded and file_sha256(args.checkpoint) != loaded:

@@ -382,6 +382,55 @@ def heldout_ids(root: Path | None = None) -> dict[str, str]:
     return ids
 
 
+# a copy that is re-encoded (JPEG q50-q95) or rescaled (50-90%) has other pixels but the same
+# 32x32 grey thumbnail: correlation above 0.999, while two different images of T91, BSD200
+# and the benchmark sets correlate at most 0.68 (tests/test_data.py measures both)
+THUMB_SIDE, NEAR = 32, 0.98
+
+
+def thumbnail(img: np.ndarray) -> np.ndarray | None:
+    """The image's grey ``THUMB_SIDE`` x ``THUMB_SIDE`` area means, zero-mean and unit-norm
+    (None if it is smaller): the same for any re-encoding or rescale of one picture."""
+    g = np.asarray(img, np.float64)
+    g = g.mean(-1) if g.ndim == 3 else g
+    if min(g.shape) < THUMB_SIDE:
+        return None
+    for axis in (0, 1):  # area means over THUMB_SIDE nearly equal spans of each axis
+        edges = np.linspace(0, g.shape[axis], THUMB_SIDE + 1).astype(int)
+        g = np.add.reduceat(g, edges[:-1], axis=axis) / np.expand_dims(np.diff(edges),
+                                                                      1 - axis)
+    g = (g - g.mean()).ravel()
+    return g / (np.linalg.norm(g) + 1e-12)
+
+
+def heldout_thumbnails(root: Path | None = None) -> list[tuple[str, float, np.ndarray]]:
+    """``(held-out image, height / width, thumbnail)`` of its data-folder file under each
+    of the 8 flips and rotations, for ``near_heldout``."""
+    out = []
+    for names in HELDOUT_IMAGES.values():
+        for image in names:
+            if (path := _heldout_file(image, root)) is not None:
+                out += [(image, *t) for t in _per_file(_transformed_thumbnails, path)]
+    return out
+
+
+def _transformed_thumbnails(path: Path) -> list[tuple[float, np.ndarray]]:
+    img = read_image(path)
+    views = [np.rot90(t, k) for t in (img, np.fliplr(img)) for k in range(4)]
+    return [(v.shape[0] / v.shape[1], thumbnail(v)) for v in views]
+
+
+def near_heldout(img: np.ndarray, thumbs: list) -> str | None:
+    """The held-out image ``img`` is a re-encoded or rescaled copy of (its aspect within
+    3%, its thumbnail's correlation above ``NEAR``), or None."""
+    if (t := thumbnail(img)) is None:
+        return None
+    aspect = img.shape[0] / img.shape[1]
+    return next((image for image, a, h in thumbs
+                 if h is not None and abs(a / aspect - 1) < 0.03 and float(t @ h) > NEAR),
+                None)
+
+
 def _transformed_ids(path: Path) -> tuple[str, ...]:  # one function object: the cache's key
     img = read_image(path)
     return tuple(array_id(np.rot90(t, k)) for t in (img, np.fliplr(img)) for k in range(4))

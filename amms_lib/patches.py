@@ -17,6 +17,7 @@ resumed run draw the same patch for the same index, which makes resuming exact.
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from amms_lib.resize import imresize
 from amms_lib.runtime import atomic_save, repo_root
 
 TRAIN_SETS = ("T91", "BSD200")
-CACHE_VERSION = "2"  # bump when the LR recipe or the images kept change
+CACHE_VERSION = "3"  # bump when the LR recipe or the images kept change
 
 
 def builtin_only(sets) -> bool:
@@ -48,12 +49,19 @@ def train_files(sets=TRAIN_SETS, root: Path | None = None) -> list[Path]:
         return []
     if builtin_only(sets):
         return []
+    if twice := sorted({s for s in sets if list(sets).count(s) > 1}):
+        raise AmmsError(f"training sets: {', '.join(twice)} named twice (each of its images "
+                        "would count double); name each set once")
     files = []
     for name in sets:
         folder = root / "train" / name
+        if folder.is_symlink() and not folder.exists():
+            raise AmmsError(f"training set {name!r}: {folder} is a broken link (its target "
+                            f"{os.readlink(folder)} does not exist); fix or remove it")
         if not folder.is_dir():
+            available = sorted(p.name for p in (root / "train").glob("*") if p.is_dir())
             raise AmmsError(f"training set {name!r} not found at {folder}; "
-                            f"available: {sorted(p.name for p in (root / 'train').glob('*'))}")
+                            f"available: {available}")
         held = set(data.HELDOUT_IMAGES.get(name, ()))
         found = [p for p in data.image_files(folder) if p.stem not in held]
         if not found:
@@ -66,8 +74,9 @@ def train_files(sets=TRAIN_SETS, root: Path | None = None) -> list[Path]:
 def load_pairs(files: list[Path], scale: int, cache_dir: Path | None = None
                ) -> tuple[list[np.ndarray], list[np.ndarray], str]:
     """(HR list, LR list, cache key); HR mod-cropped, LR made once and cached. A held-out
-    image (``data.heldout_ids``: under another name, flipped or rotated) is refused; files
-    with the same pixels are one image, used once, and a note says so."""
+    image (``data.heldout_ids``, ``data.near_heldout``: under another name, flipped,
+    rotated, re-encoded or rescaled) is refused; files with the same pixels are one image,
+    used once, and a note says so."""
     if files:
         stamp = "\n".join(f"{f.resolve()}:{f.stat().st_size}:{f.stat().st_mtime_ns}"
                           for f in files)
@@ -87,15 +96,17 @@ def load_pairs(files: list[Path], scale: int, cache_dir: Path | None = None
     note = ""
     if files:
         held, seen, twice = data.heldout_ids(), {}, []
+        thumbs = data.heldout_thumbnails()
         hrs = []
         for f in files:
             img = read_image(f)
             pid = data.array_id(img)
             held_file = f.stem in data.HELDOUT_IMAGES.get(f.parent.name, ())  # itself
-            if not held_file and pid in held:  # a copy under another name, or flipped
-                raise AmmsError(f"{f} is a copy of a held-out validation image ({held[pid]}, "
-                                "or a flip or rotation of it): training on it would score "
-                                "the network on what it learned; remove it")
+            # a copy under another name, flipped, rotated, re-encoded or rescaled
+            if not held_file and (copy := held.get(pid) or data.near_heldout(img, thumbs)):
+                raise AmmsError(f"{f} is a copy of a held-out validation image ({copy}, "
+                                "or a flip, rotation, re-encoding or rescale of it): training "
+                                "on it would score the network on what it learned; remove it")
             first = seen.setdefault(pid, f)
             if first != f and frozenset({first.stem, f.stem}) not in \
                     data.STANDARD_TWINS.get(f.parent.name, ()):  # a PNG copy of a JPEG...

@@ -256,6 +256,9 @@ class ResultsFile:
     ``AmmsError`` (one line)."""
 
     def __init__(self, path, kind: ResultsKind, overwrite: bool = False):
+        if str(path).endswith(("/", os.sep)):  # Path() would drop the slash: a file "DIR"
+            raise AmmsError(f"--json {path} names a folder; give a file name, e.g. "
+                            f"{Path(path) / (kind.name + '.json')}")
         self.asked = self.path = Path(path)
         self.kind, self.overwrite = kind, overwrite
         self._replaceable = self._check()
@@ -310,6 +313,19 @@ class ResultsFile:
             raise AmmsError(f"--json {self.path}: cannot write it ({e.strerror or e})") from None
         self._replaceable = _identity(self.path)
         return self.path
+
+    def keep_partial(self, record: dict, why: str) -> str:
+        """After a failure or Ctrl-C: ``record`` (the rows finished so far) beside the file,
+        as ``path.partial`` (never over an earlier one), the file left as it was; the line
+        that says so."""
+        def dump(f):
+            f.write(json.dumps({**record, "stopped": why}, indent=1))
+
+        try:
+            partial = write_free(Path(f"{self.asked}.partial"), dump)
+        except OSError as e:
+            return f"could not keep the finished rows ({e.strerror or e})"
+        return f"wrote the finished rows to {partial} ({self.asked} is left as it was)"
 
     def said(self) -> str:
         """One line: where the rows went, and why there if not to ``--json``."""

@@ -96,7 +96,13 @@ def collect(inputs: list[str], out_dir: Path | None = None
         if p.is_dir():
             ours = p.resolve() == out
             found, other, outputs = [], [], []
-            for q in sorted(q for q in p.iterdir() if q.is_file()):
+            for q in sorted(p.iterdir()):
+                if q.is_symlink() and not q.exists():  # a failed item, as when named
+                    bad.append((str(q), f"a broken link (its target {q.readlink()} does "
+                                        "not exist)"))
+                    continue
+                if not q.is_file():
+                    continue
                 if ours and OUTPUT_NAME.fullmatch(q.name):
                     outputs.append(q)
                     continue

@@ -134,23 +134,28 @@ def main() -> None:
           f"{'warm-up s':>11}{'vs first':>10}", flush=True)
     todo = args.rows or [f"{m}:{v}" for m in args.nl_modes for v in args.variants]
     rows = []
-    for row in todo:  # a fresh process each (clean peak memory, failures contained), given
-        got = fresh_process([__file__, *sys.argv[1:], "--one", row])  # this command as it is
-        if isinstance(got, str):
-            rows.append({"mode": row, "error": got})
-            print(f"{row:<24}failed: {got[:200]}", flush=True)
-        else:
-            r = got[-1]
-            first = next(x for x in rows + [r] if "it_s" in x)
-            rows.append(r)
-            print(f"{r['mode']:<24}{r['params']:>10,}{r['it_s']:>8.2f}"
-                  f"{r['patches_s']:>11.1f}{r['peak_mb']:>9.0f}{r['warmup_s']:>11.1f}"
-                  f"{r['it_s'] / first['it_s']:>9.2f}x"
-                  + ("" if r["finite"] else "  NaN/Inf loss or gradients"), flush=True)
-        if out:  # after every row: a run cut short keeps what it measured
-            out.write(stamp({"header": header, "rows": rows}, precision="per row (its mode)"),
-                      indent=2)
+    try:
+        for row in todo:  # a fresh process each (clean peak memory, failures contained),
+            got = fresh_process([__file__, *sys.argv[1:], "--one", row])  # given this command
+            if isinstance(got, str):
+                rows.append({"mode": row, "error": got})
+                print(f"{row:<24}failed: {got[:200]}", flush=True)
+            else:
+                r = got[-1]
+                first = next(x for x in rows + [r] if "it_s" in x)
+                rows.append(r)
+                print(f"{r['mode']:<24}{r['params']:>10,}{r['it_s']:>8.2f}"
+                      f"{r['patches_s']:>11.1f}{r['peak_mb']:>9.0f}{r['warmup_s']:>11.1f}"
+                      f"{r['it_s'] / first['it_s']:>9.2f}x"
+                      + ("" if r["finite"] else "  NaN/Inf loss or gradients"), flush=True)
+    except KeyboardInterrupt:  # a run cut short keeps what it measured, beside the file
+        if out and rows:
+            print(out.keep_partial(stamp({"header": header, "rows": rows},
+                                         precision="per row (its mode)"), "interrupted"))
+        raise
     if out:
+        out.write(stamp({"header": header, "rows": rows}, precision="per row (its mode)"),
+                  indent=2)
         print(out.said())
 
 

@@ -732,6 +732,47 @@ def test_a_measurement_stopped_with_ctrl_c_says_one_line(tmp_path):
     assert not (tmp_path / "a.json").exists()
 
 
+def test_a_measurement_stopped_after_a_row_keeps_the_earlier_results(tmp_path):
+    """train_speed --overwrite had written its file after every row: Ctrl-C after the first
+    replaced a complete earlier record with one row, saying only "interrupted"."""
+    import signal
+
+    out = tmp_path / "speed.json"
+    earlier = json.dumps({"header": "an earlier machine", "rows": [{"mode": "full:eager"},
+                                                                    {"mode": "full:bf16"}]})
+    out.write_text(earlier)
+    proc = subprocess.Popen(  # SIGINT as a terminal sends it (a background job ignores it)
+        [sys.executable, "benchmarks/train_speed.py", "--channels", "4", "--n-amms", "1",
+         "--n-am", "1", "--batch-size", "1", "--lr-patch", "6", "--steps", "1", "--warmup",
+         "1", "--device", "cpu", "--rows", "full:eager", "naive:eager", "--json", str(out),
+         "--overwrite"], cwd=repo_root(), text=True, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"})
+    try:
+        while not (line := proc.stdout.readline()).startswith("full:eager"):
+            assert line, proc.stderr.read()[-2000:]  # the first row, then Ctrl-C in the 2nd
+        proc.send_signal(signal.SIGINT)
+        said, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and err.strip() == "interrupted", err
+    assert out.read_text() == earlier  # kept whole
+    partial = json.loads(Path(f"{out}.partial").read_text())
+    assert [r["mode"] for r in partial["rows"]] == ["full:eager"]
+    assert partial["stopped"] == "interrupted"
+    assert f"wrote the finished rows to {out}.partial ({out} is left as it was)" in said
+
+
+def test_a_results_path_ending_in_a_slash_is_refused(tmp_path):
+    """`--json newdir/` had written a file named newdir."""
+    from amms_lib.errors import AmmsError
+    from amms_lib.runtime import ResultsFile, ResultsKind
+
+    with pytest.raises(AmmsError, match=r"names a folder; give a file name, e.g. .*newdir/t"):
+        ResultsFile(f"{tmp_path}/newdir/", ResultsKind("t", frozenset(), frozenset()))
+    assert not (tmp_path / "newdir").exists()
+
+
 def test_cli_says_a_string_exit_and_ctrl_c_in_one_line(capsys):
     from amms_lib.runtime import cli
 

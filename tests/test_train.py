@@ -1241,8 +1241,45 @@ def test_a_flipped_or_rotated_held_out_image_is_never_trained_on(use_data, tmp_p
     Image.open(use_data / "train/BSD200/100075.jpg").transpose(transpose).save(flipped)
     other = use_data / "train/BSD200/100080.jpg"
     with pytest.raises(AmmsError, match=r"zz_100075_flipped\.png is a copy of a held-out "
-                                        r"validation image \(100075, or a flip or rotation"):
+                                        r"validation image \(100075, or a flip, rotation"):
         load_pairs([other, flipped], 2, tmp_path / "cache")
+
+
+@pytest.mark.parametrize("edit", ["jpeg95", "jpeg50", "scale90", "scale50"])
+def test_a_re_encoded_or_rescaled_held_out_image_is_never_trained_on(use_data, tmp_path,
+                                                                     edit):
+    """A JPEG re-save (q95) or a 90% rescale of held-out 100075 had been trained on, and the
+    run registered as 'BSD200 without heldout': other pixels, the same picture."""
+    from PIL import Image
+
+    img = Image.open(use_data / "train/BSD200/100075.jpg")
+    if edit.startswith("scale"):
+        f = int(edit[5:]) / 100
+        img = img.resize((round(img.width * f), round(img.height * f)), Image.BICUBIC)
+    copy = tmp_path / "BSD200" / "zz_copy.jpg"
+    copy.parent.mkdir()
+    img.save(copy, quality=int(edit[4:]) if edit.startswith("jpeg") else 90)
+    other = use_data / "train/BSD200/100080.jpg"
+    with pytest.raises(AmmsError, match=r"zz_copy\.jpg is a copy of a held-out validation "
+                                        r"image \(100075, .*re-encoding or rescale"):
+        load_pairs([other, copy], 2, tmp_path / "cache")
+
+
+def test_no_standard_image_is_near_a_held_out_one(use_data):
+    """The near-copy check's margin, measured: every other image of the training and
+    benchmark sets stays far below ``data.NEAR`` (at most 0.68), so none is refused."""
+    thumbs = data.heldout_thumbnails(use_data)
+    held = {n for names in data.HELDOUT_IMAGES.values() for n in names}
+    files = [f for f in sorted((use_data / "train").rglob("*.*"))
+             if f.stem not in held] + sorted((use_data / "benchmark").rglob("HR/*.*"))
+    assert len(files) > 450 and len(thumbs) == 8 * len(held)
+    worst = 0.0
+    for f in files:
+        img = data.read_image(f)
+        t, aspect = data.thumbnail(img), img.shape[0] / img.shape[1]
+        worst = max([worst] + [float(t @ h) for _, a, h in thumbs if abs(a / aspect - 1) < 0.03])
+        assert data.near_heldout(img, thumbs) is None, f
+    assert worst < 0.8 < data.NEAR, worst
 
 
 def test_training_files_with_the_same_pixels_count_once(use_data, tmp_path, capsys):
@@ -1286,3 +1323,20 @@ def test_a_resume_in_another_precision_is_refused(use_data, tmp_path):
                                         "float32"):
         train(replace(cfg, resume=True))
     assert last.read_bytes() == before
+
+
+def test_training_sets_named_twice_or_broken_links_are_one_line(tmp_path):
+    """`--train-sets T91 T91` had trained on every T91 image twice ("172 training images");
+    a broken link train/T91 was "not found ... available: ['BSD200', 'T91']"."""
+    from amms_lib.patches import train_files
+
+    (tmp_path / "train" / "BSD200").mkdir(parents=True)
+    write_image(tmp_path / "train" / "BSD200" / "a.png", np.zeros((40, 40, 3), np.uint8))
+    (tmp_path / "train" / "T91").symlink_to(tmp_path / "gone")
+    with pytest.raises(AmmsError, match="BSD200 named twice .*name each set once"):
+        train_files(("BSD200", "T91", "BSD200"), tmp_path)
+    with pytest.raises(AmmsError, match=r"'T91': .*T91 is a broken link \(its target .*gone"):
+        train_files(("BSD200", "T91"), tmp_path)
+    with pytest.raises(AmmsError, match=r"'Set5' not found .*available: \['BSD200'\]$"):
+        train_files(("Set5",), tmp_path)
+    assert [p.name for p in train_files(("BSD200",), tmp_path)] == ["a.png"]

@@ -332,6 +332,16 @@ def test_a_folder_names_the_files_it_skips(tmp_path, capsys):
     assert rc == 0 and "note:" in err and "skipped 1 file(s)" in err and "b.gif" in err
 
 
+def test_a_broken_link_in_a_folder_is_a_failed_item(tmp_path, capsys):
+    """A broken link photo.png in an input folder had been skipped without a word
+    ("1 written, 0 failed"); named on the command line it was already a failed item."""
+    save(tmp_path / "a.png", rand_img(8, 8))
+    (tmp_path / "photo.png").symlink_to(tmp_path / "moved.png")
+    rc, err = cli(capsys, tmp_path, "--scale", 2, "--model", "bicubic", "-o", tmp_path / "o")
+    assert rc != 0 and "photo.png: a broken link (its target" in err, err
+    assert (tmp_path / "o" / "a_x2.png").is_file()  # the batch went on
+
+
 def test_bicubic_says_which_network_options_it_ignores(tmp_path, capsys):
     a = save(tmp_path / "a.png", rand_img(8, 8))
     rc, err = cli(capsys, a, "--scale", 2, "--model", "bicubic", "--tile", 32, "--bf16",
