@@ -22,7 +22,7 @@ import torch
 from amms_lib import data
 from amms_lib.errors import AmmsError
 from amms_lib.runlog import OUT_FILES, run_dir_problem
-from amms_lib.runtime import atomic_write, resolve_device, run_dir
+from amms_lib.runtime import atomic_write, repo_root, resolve_device
 from amms_lib.train_config import TrainConfig, precision_name, use_autocast
 
 # The settings that make a run what it is: a rerun of other ones never replaces it unasked.
@@ -49,7 +49,7 @@ def run_folder(notebook: str, run_name: str, out_dir: str = "") -> str:
         return os.path.normpath(out_dir)
     if run_name == "default" and data.data_root() is None:
         run_name = "default_builtin"
-    return str(run_dir(notebook, run_name))
+    return os.path.normpath(repo_root() / "runs" / notebook / run_name)  # made when it trains
 
 
 def run_settings(config: dict) -> dict:
@@ -159,6 +159,7 @@ def write_results(folder: Path, record: dict, runs: list[dict]) -> None:
     and ``results.csv`` (one row per run). Rewritten as runs start and end, so that it
     never lists a run whose weights are gone or about to be replaced."""
     folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
     text = json.dumps({**record, "runs": runs}, indent=2, default=str)
     atomic_write(folder / "results.json", lambda f: f.write(text), "w")
 

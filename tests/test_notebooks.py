@@ -40,6 +40,12 @@ def _run(name: str, tmp_path, **parameters) -> Path:
     return out
 
 
+def _srcnn05(tmp_path, **parameters) -> Path:
+    """05 on a small SRCNN, for the run-folder tests; the shipped checkpoint's re-score
+    (about 40 s; nbval and the x4 test run it) left out."""
+    return _run("05_train.ipynb", tmp_path, model="srcnn", rescore_shipped=False, **parameters)
+
+
 def test_benchmark_notebook_takes_a_single_scale(use_data, tmp_path, monkeypatch):
     monkeypatch.setenv("AMMS_MODE", "quick")
     monkeypatch.setenv("AMMS_FIGURES", str(tmp_path / "figures"))  # not figures/
@@ -94,8 +100,8 @@ def test_train_notebook_beats_bicubic_at_x4(use_data, tmp_path, scale, monkeypat
     out = tmp_path / "05.ipynb"
     papermill.execute_notebook(
         str(NOTEBOOKS / "05_train.ipynb"), str(out), kernel_name="python3",
-        parameters=dict(scale=scale, out_dir=str(tmp_path / "run")),
-        progress_bar=False, cwd=str(tmp_path))
+        parameters=dict(scale=scale, out_dir=str(tmp_path / "run"), rescore_shipped=False),
+        progress_bar=False, cwd=str(tmp_path))  # the re-score: nbval runs it (x2)
     text = _stdout(out)
     assert f'"scale": {scale}' in text and f'"patch_size": {32 * scale}' in text
     assert "amms_x2.pt" in text  # it said where it started
@@ -236,8 +242,7 @@ def test_train_notebook_never_replaces_a_run_of_other_settings(use_data, tmp_pat
     (beside / "config.json").write_text("{}")
     (beside / "last.pt").write_bytes(b"an earlier run")
     with pytest.raises(papermill.PapermillExecutionError) as err:
-        _run("05_train.ipynb", tmp_path, model="srcnn", iters_per_epoch=5,
-             out_dir=str(tmp_path / "run"))
+        _srcnn05(tmp_path, iters_per_epoch=5, out_dir=str(tmp_path / "run"))
     assert "holds an earlier run" in err.value.evalue
     assert (beside / "last.pt").read_bytes() == b"an earlier run"
 
@@ -248,18 +253,17 @@ def test_train_notebook_keeps_a_named_run_of_other_settings(use_data, tmp_path, 
     monkeypatch.setenv("AMMS_MODE", "quick")
     monkeypatch.setenv("AMMS_FIGURES", str(tmp_path / "figures"))
     run = tmp_path / "named"  # absolute: not runs/
-    _run("05_train.ipynb", tmp_path, model="srcnn", iters_per_epoch=40, run_name=str(run))
+    _srcnn05(tmp_path, iters_per_epoch=40, run_name=str(run))
     kept = (run / "last.pt").read_bytes()
     with pytest.raises(papermill.PapermillExecutionError) as err:
-        _run("05_train.ipynb", tmp_path, model="srcnn", iters_per_epoch=41, run_name=str(run))
+        _srcnn05(tmp_path, iters_per_epoch=41, run_name=str(run))
     assert "holds a run with other iters_per_epoch" in err.value.evalue
     assert (run / "last.pt").read_bytes() == kept
     # the precision is a setting too (bf16 autocast or float32 train other weights): amp=False
     # had replaced the run; on a CPU without native bf16 both runs compute in float32
     if cpu_bf16():
         with pytest.raises(papermill.PapermillExecutionError) as err:
-            _run("05_train.ipynb", tmp_path, model="srcnn", iters_per_epoch=40, amp=False,
-                 run_name=str(run))
+            _srcnn05(tmp_path, iters_per_epoch=40, amp=False, run_name=str(run))
         assert "holds a run with other precision" in err.value.evalue
         assert (run / "last.pt").read_bytes() == kept
 
@@ -277,26 +281,28 @@ def test_train_notebook_trains_beside_its_run_only_over_its_own(use_data, tmp_pa
     (mine / "last.pt").write_bytes(b"a run of the command line")
     (mine / "summary.json").write_text("{}")
     with pytest.raises(papermill.PapermillExecutionError) as err:
-        _run("05_train.ipynb", tmp_path, model="srcnn", iters_per_epoch=20,
-             run_name=str(tmp_path / "mine"))
+        _srcnn05(tmp_path, iters_per_epoch=20, run_name=str(tmp_path / "mine"))
     assert err.value.ename == "AmmsError"
     assert "holds an earlier run, not this notebook's step check" in err.value.evalue
     assert "retrain=True to replace it" in err.value.evalue
     assert (mine / "last.pt").read_bytes() == b"a run of the command line"
     # asked to: replaced, and no summary.json of the old weights is left beside the new ones
-    _run("05_train.ipynb", tmp_path, model="srcnn", iters_per_epoch=20, retrain=True,
-         run_name=str(tmp_path / "mine"))
+    _srcnn05(tmp_path, iters_per_epoch=20, retrain=True, run_name=str(tmp_path / "mine"))
     assert (mine / "last.pt").read_bytes() != b"a run of the command line"
     assert not (mine / "summary.json").exists()
-    # a user's own run named h9_paper, then h9 comparing the recipes: h9_paper is kept whole
-    _run("05_train.ipynb", tmp_path, model="srcnn", recipe="paper", iters_per_epoch=20,
-         run_name=str(tmp_path / "h9_paper"))
-    kept = {p.name: p.read_bytes() for p in (tmp_path / "h9_paper").iterdir()}
-    assert "summary.json" in kept
+    # a user's own notebook run named h9_paper (unmarked, with its summary.json), then h9
+    # comparing the recipes: h9_paper is kept whole
+    theirs = tmp_path / "h9_paper"
+    theirs.mkdir()
+    (theirs / "config.json").write_text(json.dumps({"model": "srcnn", "recipe": "paper",
+                                                     "out_dir": str(theirs)}))
+    (theirs / "last.pt").write_bytes(b"a notebook run named h9_paper")
+    (theirs / "summary.json").write_text("{}")
+    kept = {p.name: p.read_bytes() for p in theirs.iterdir()}
     with pytest.raises(papermill.PapermillExecutionError) as err:
-        _run("05_train.ipynb", tmp_path, model="srcnn", iters_per_epoch=30,
-             compare_recipes=True, run_name=str(tmp_path / "h9"))
+        _srcnn05(tmp_path, iters_per_epoch=30, compare_recipes=True, run_name=str(tmp_path / "h9"))
     assert "holds an earlier run, not this notebook's paper-recipe run" in err.value.evalue
+    assert not (tmp_path / "h9").exists()  # refused before its own run trained (or made)
     assert {p.name: p.read_bytes() for p in (tmp_path / "h9_paper").iterdir()} == kept
 
 
@@ -306,11 +312,11 @@ def test_train_notebook_resumes_a_given_out_dir(use_data, tmp_path, monkeypatch)
     monkeypatch.setenv("AMMS_MODE", "quick")
     monkeypatch.setenv("AMMS_FIGURES", str(tmp_path / "figures"))
     out = tmp_path / "run"
-    _run("05_train.ipynb", tmp_path, model="srcnn", iters_per_epoch=20, out_dir=str(out))
+    _srcnn05(tmp_path, iters_per_epoch=20, out_dir=str(out))
     with pytest.raises(papermill.PapermillExecutionError) as err:  # never replaced ...
-        _run("05_train.ipynb", tmp_path, model="srcnn", iters_per_epoch=20, out_dir=str(out))
+        _srcnn05(tmp_path, iters_per_epoch=20, out_dir=str(out))
     assert "resume=True continues it" in err.value.evalue and "--" not in err.value.evalue
-    _run("05_train.ipynb", tmp_path, model="srcnn", iters_per_epoch=40, resume=True,
-         out_dir=str(out))  # ... but continued: 20 more steps
+    _srcnn05(tmp_path, iters_per_epoch=40, resume=True,
+             out_dir=str(out))  # ... but continued: 20 more steps
     assert read_checkpoint(out / "last.pt")["step"] == 40
     assert json.loads((out / "summary.json").read_text())["iterations"] == 40

@@ -172,6 +172,10 @@ def test_where_a_notebook_trains(tmp_path, monkeypatch):
     assert Path(run_folder("05_train", "mine")).name == "mine"  # a named run: the user's
     monkeypatch.setattr("amms_lib.data.data_root", lambda: tmp_path)
     assert Path(run_folder("05_train", "default")).name == "default"
+    # only named: a notebook refused before training leaves no empty folder behind
+    monkeypatch.setattr("amms_lib.run_folders.repo_root", lambda: tmp_path)
+    assert run_folder("05_train", "never") == str(tmp_path / "runs" / "05_train" / "never")
+    assert not (tmp_path / "runs").exists()
 
 
 def test_a_run_of_other_training_sets_or_unknown_settings_is_kept(tmp_path):
