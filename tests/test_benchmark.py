@@ -326,16 +326,14 @@ def test_overwrite_replaces_only_earlier_results(tmp_path, monkeypatch, capsys):
     from amms_lib.checkpoint import save_checkpoint
     from amms_lib.models import build_model
 
-    kw = dict(channels=8, n_amms=1, n_am=1, so_reduction=4)
-    torch.manual_seed(0)
-    ckpt = save_checkpoint(tmp_path / "n.pt", build_model("amms", 2, **kw), name="amms",
-                           scale=2, model_kwargs=kw)
+    torch.manual_seed(0)  # SRCNN: what is scored does not matter here, and it is fast
+    ckpt = save_checkpoint(tmp_path / "n.pt", build_model("srcnn", 2), name="srcnn", scale=2)
     registry = tmp_path / "metadata.json"
     registry.write_text('{"amms_x2.pt": {"sha256": "0"}}')
     dangling = tmp_path / "gone.json"
     dangling.symlink_to(tmp_path / "nowhere" / "r.json")
     kept = {p: p.read_bytes() for p in (ckpt, registry)}
-    base = ["--model", "amms", "--checkpoint", str(ckpt), "--datasets", "skimage",
+    base = ["--model", "srcnn", "--checkpoint", str(ckpt), "--datasets", "skimage",
             "--scales", "2"]
     for target in (ckpt, registry, dangling):
         assert benchmark.main([*base, "--json", str(target), "--overwrite"]) == 2
@@ -349,8 +347,7 @@ def test_overwrite_replaces_only_earlier_results(tmp_path, monkeypatch, capsys):
     def replaced_meanwhile(*a, **k):  # a training run writes a new best.pt
         result = real(*a, **k)
         torch.manual_seed(1)
-        save_checkpoint(ckpt, build_model("amms", 2, **kw), name="amms", scale=2,
-                        model_kwargs=kw)
+        save_checkpoint(ckpt, build_model("srcnn", 2), name="srcnn", scale=2)
         return result
 
     monkeypatch.setattr(benchmark, "evaluate_set", replaced_meanwhile)

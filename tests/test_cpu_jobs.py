@@ -29,6 +29,44 @@ from amms_lib.studies import (  # noqa: E402
 )
 
 
+def _script(script: str, *argv, env: dict | None = None, cwd: Path | None = None):
+    """``python benchmarks/SCRIPT ARGV`` run in this process (as ``__main__``) for the
+    refusal tests: its exit status, stdout and stderr as ``subprocess.run`` gives them,
+    without a new interpreter (importing torch: about 2 s a call). What it lets out is a
+    traceback in stderr, as Python would print; argv, the environment, the working folder
+    and torch's thread count are restored after it."""
+    import contextlib
+    import io
+    import runpy
+    import traceback
+    from types import SimpleNamespace
+
+    out, err = io.StringIO(), io.StringIO()
+    saved = sys.argv, dict(os.environ), torch.get_num_threads(), os.getcwd()
+    sys.argv = [str(ROOT / "benchmarks" / script), *map(str, argv)]
+    os.environ.update(env or {})
+    code = 0
+    try:
+        os.chdir(cwd or saved[3])
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                runpy.run_path(sys.argv[0], run_name="__main__")
+            except SystemExit as exc:
+                if isinstance(exc.code, str):  # Python prints it and exits 1
+                    print(exc.code, file=sys.stderr)
+                code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+            except Exception:  # noqa: BLE001  what a user would see: a traceback
+                traceback.print_exc()
+                code = 1
+    finally:
+        sys.argv = saved[0]
+        os.environ.clear()
+        os.environ.update(saved[1])
+        torch.set_num_threads(saved[2])
+        os.chdir(saved[3])
+    return SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
+
+
 def test_a_run_stops_at_its_deadline_resumes_and_is_not_trained_twice(use_data, tmp_path,
                                                                        capsys):
     out = tmp_path / "run"
@@ -469,15 +507,12 @@ def test_a_damaged_results_file_is_one_line_before_any_work(tmp_path, script, co
     markdown = ([["--markdown", str(results)], ["--markdown", "--json", str(results)]]
                 if script == "table2_cpu.py" else [])  # ablation_cpu has no table of its own
     for argv in (["--json", str(results)], *markdown):
-        run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *argv],
-                             capture_output=True, text=True, timeout=120)
+        run = _script(script, *argv)
         assert run.returncode == 1, run.stderr[-1500:]
         assert run.stderr.strip().startswith("error:") and says in run.stderr
         assert "Traceback" not in run.stderr and len(run.stderr.strip().splitlines()) == 1
     assert results.read_text() == content
-    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--jobs", "0",
-                          "--json", str(tmp_path / "new.json")],
-                         capture_output=True, text=True, timeout=120)
+    run = _script(script, "--jobs", "0", "--json", tmp_path / "new.json")
     assert run.returncode == 1 and "--jobs must be 1 or more" in run.stderr
     assert not (tmp_path / "new.json").exists()
 
@@ -498,9 +533,7 @@ def test_a_trial_budget_never_replaces_a_studys_record(tmp_path, script, argv, h
     results = tmp_path / "r.json"
     results.write_text(json.dumps({**held, "runs": []}))
     before = results.read_text()
-    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *argv, "--json",
-                          str(results)], capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "AMMS_DATA": str(tmp_path / "none")})
+    run = _script(script, *argv, "--json", results, env={"AMMS_DATA": str(tmp_path / "none")})
     assert run.returncode == 1, run.stderr[-1500:]
     assert "pass --json another file for another budget" in run.stderr
     assert len(run.stderr.strip().splitlines()) == 1 and results.read_text() == before
@@ -509,9 +542,8 @@ def test_a_trial_budget_never_replaces_a_studys_record(tmp_path, script, argv, h
     for blank in ({**held, key: None}, {k: v for k, v in held.items() if k != key}):
         results.write_text(json.dumps({**blank, "runs": []}))
         before = results.read_text()
-        run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *argv,
-                              "--json", str(results)], capture_output=True, text=True,
-                             timeout=120, env={**os.environ, "AMMS_DATA": str(tmp_path / "none")})
+        run = _script(script, *argv, "--json", results,
+                      env={"AMMS_DATA": str(tmp_path / "none")})
         assert run.returncode == 1 and f"without their {key}" in run.stderr, run.stderr[-500:]
         assert results.read_text() == before
 
@@ -528,8 +560,7 @@ def test_another_studys_file_or_a_folder_is_one_line(tmp_path):
             ("table2_cpu.py", ["--markdown", str(ablation)], "does not hold the results"),
             ("table2_cpu.py", ["--markdown", "--json", str(shaped)], "malformed: sets"),
             ("ablation_cpu.py", ["--json", str(folder), "--jobs", "1"], "is not a file")]:
-        run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *argv],
-                             capture_output=True, text=True, timeout=120)
+        run = _script(script, *argv)
         assert run.returncode == 1 and says in run.stderr, run.stderr[-1500:]
         assert len(run.stderr.strip().splitlines()) == 1 and not run.stdout.strip()
 
@@ -561,9 +592,7 @@ def test_ideas_markdown_on_a_wrong_or_truncated_file_is_one_line(tmp_path):
     truncated = tmp_path / "t.json"
     truncated.write_text((ROOT / "benchmarks" / "results" / "ideas_cpu.json").read_text()[:400])
     for path, says in ((ablation, "does not hold the ideas study"), (truncated, "not readable")):
-        run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ideas_cpu.py"),
-                              "--markdown", "--json", str(path), "--state", str(tmp_path)],
-                             capture_output=True, text=True, timeout=120)
+        run = _script("ideas_cpu.py", "--markdown", "--json", path, "--state", tmp_path)
         assert run.returncode == 1 and says in run.stderr, run.stderr[-1000:]
         assert len(run.stderr.strip().splitlines()) == 1
 
@@ -585,8 +614,7 @@ def test_kept_weights_are_the_shipped_file_their_record_names(tmp_path, monkeypa
 
 
 def test_ideas_markdown_renders_the_committed_results():
-    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ideas_cpu.py"), "--markdown"],
-                         capture_output=True, text=True, timeout=120, cwd=ROOT)
+    run = _script("ideas_cpu.py", "--markdown", cwd=ROOT)
     assert run.returncode == 0, run.stderr[-1500:]
     assert "| variant | params |" in run.stdout and "| variant | seed | s/step |" in run.stdout
 
@@ -602,8 +630,7 @@ def test_a_measurement_never_replaces_an_earlier_record_unasked(tmp_path, script
     tiny = [a.replace("{ckpt}", str(victim)) for a in TINY[script]]  # never reached
 
     def run(*args):
-        return subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *tiny,
-                               *args], capture_output=True, text=True, timeout=120)
+        return _script(script, *tiny, *args)
 
     for args, says in [(["--json", str(victim)], "exists (earlier results"),
                        (["--json", str(victim), "--overwrite"],
