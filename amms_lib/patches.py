@@ -32,7 +32,7 @@ from amms_lib.resize import imresize
 from amms_lib.runtime import atomic_save, repo_root
 
 TRAIN_SETS = ("T91", "BSD200")
-CACHE_VERSION = "3"  # bump when the LR recipe or the images kept change
+CACHE_VERSION = "4"  # bump when the LR recipe or the images kept change
 
 
 def builtin_only(sets) -> bool:
@@ -49,6 +49,10 @@ def train_files(sets=TRAIN_SETS, root: Path | None = None) -> list[Path]:
         return []
     if builtin_only(sets):
         return []
+    for name in sets:  # a path ("BSD200/", "./BSD200") opens the set but names no split
+        if not name or name in (".", "..") or "/" in name or os.sep in name:
+            raise AmmsError(f"training set {name!r}: name a folder under {root / 'train'} "
+                            f"by its name alone (e.g. {Path(name).name or 'T91'!r})")
     if twice := sorted({s for s in sets if list(sets).count(s) > 1}):
         raise AmmsError(f"training sets: {', '.join(twice)} named twice (each of its images "
                         "would count double); name each set once")
@@ -82,7 +86,11 @@ def load_pairs(files: list[Path], scale: int, cache_dir: Path | None = None
                           for f in files)
     else:  # no data folder: a few images shipped with scikit-image
         stamp = "builtin:" + ",".join(data.BUILTIN_IMAGES)
-    key = hashlib.sha1(f"{CACHE_VERSION}|x{scale}|{stamp}".encode()).hexdigest()[:16]
+    # the held-out images' pixels as well: a cache checked before they were in the data
+    # folder (or were other files) is built again, and checked again
+    held_stamp = ",".join(sorted(data.heldout_ids())) if files else ""
+    key = hashlib.sha1(f"{CACHE_VERSION}|x{scale}|{stamp}|{held_stamp}".encode()
+                       ).hexdigest()[:16]
     cache = (cache_dir or repo_root() / "runs" / "cache") / f"train_x{scale}_{key}.pt"
     if cache.is_file():
         try:
@@ -101,12 +109,13 @@ def load_pairs(files: list[Path], scale: int, cache_dir: Path | None = None
         for f in files:
             img = read_image(f)
             pid = data.array_id(img)
-            held_file = f.stem in data.HELDOUT_IMAGES.get(f.parent.name, ())  # itself
-            # a copy under another name, flipped, rotated, re-encoded or rescaled
-            if not held_file and (copy := held.get(pid) or data.near_heldout(img, thumbs)):
+            # a held-out image (train_files leaves them out by name), or a copy of one under
+            # another name, flipped, rotated, re-encoded, rescaled or trimmed
+            if copy := held.get(pid) or data.near_heldout(img, thumbs):
                 raise AmmsError(f"{f} is a copy of a held-out validation image ({copy}, "
-                                "or a flip, rotation, re-encoding or rescale of it): training "
-                                "on it would score the network on what it learned; remove it")
+                                "or a flip, rotation, re-encoding, rescale or trim of it): "
+                                "training on it would score the network on what it learned; "
+                                "remove it")
             first = seen.setdefault(pid, f)
             if first != f and frozenset({first.stem, f.stem}) not in \
                     data.STANDARD_TWINS.get(f.parent.name, ()):  # a PNG copy of a JPEG...

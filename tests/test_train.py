@@ -1245,29 +1245,38 @@ def test_a_flipped_or_rotated_held_out_image_is_never_trained_on(use_data, tmp_p
         load_pairs([other, flipped], 2, tmp_path / "cache")
 
 
-@pytest.mark.parametrize("edit", ["jpeg95", "jpeg50", "scale90", "scale50"])
+@pytest.mark.parametrize("edit", ["jpeg95", "jpeg50", "scale90", "scale50", "squash",
+                                  "trim5", "trim10", "grey"])
 def test_a_re_encoded_or_rescaled_held_out_image_is_never_trained_on(use_data, tmp_path,
                                                                      edit):
-    """A JPEG re-save (q95) or a 90% rescale of held-out 100075 had been trained on, and the
-    run registered as 'BSD200 without heldout': other pixels, the same picture."""
+    """A JPEG re-save (q95), a 90% rescale, a 5% squash or a 5 px trim of held-out 100075
+    had been trained on, and the run registered as 'BSD200 without heldout': other pixels,
+    the same picture."""
     from PIL import Image
 
     img = Image.open(use_data / "train/BSD200/100075.jpg")
     if edit.startswith("scale"):
         f = int(edit[5:]) / 100
         img = img.resize((round(img.width * f), round(img.height * f)), Image.BICUBIC)
+    elif edit == "squash":  # one direction only
+        img = img.resize((img.width, round(img.height * 0.925)), Image.BICUBIC)
+    elif edit.startswith("trim"):
+        t = int(edit[4:])
+        img = img.crop((t, t, img.width - t, img.height - t))
+    elif edit == "grey":
+        img = img.convert("L")
     copy = tmp_path / "BSD200" / "zz_copy.jpg"
     copy.parent.mkdir()
     img.save(copy, quality=int(edit[4:]) if edit.startswith("jpeg") else 90)
     other = use_data / "train/BSD200/100080.jpg"
     with pytest.raises(AmmsError, match=r"zz_copy\.jpg is a copy of a held-out validation "
-                                        r"image \(100075, .*re-encoding or rescale"):
+                                        r"image \(100075, .*re-encoding, rescale"):
         load_pairs([other, copy], 2, tmp_path / "cache")
 
 
 def test_no_standard_image_is_near_a_held_out_one(use_data):
     """The near-copy check's margin, measured: every other image of the training and
-    benchmark sets stays far below ``data.NEAR`` (at most 0.68), so none is refused."""
+    benchmark sets stays far below ``data.NEAR`` (at most 0.77), so none is refused."""
     thumbs = data.heldout_thumbnails(use_data)
     held = {n for names in data.HELDOUT_IMAGES.values() for n in names}
     files = [f for f in sorted((use_data / "train").rglob("*.*"))
@@ -1276,10 +1285,10 @@ def test_no_standard_image_is_near_a_held_out_one(use_data):
     worst = 0.0
     for f in files:
         img = data.read_image(f)
-        t, aspect = data.thumbnail(img), img.shape[0] / img.shape[1]
-        worst = max([worst] + [float(t @ h) for _, a, h in thumbs if abs(a / aspect - 1) < 0.03])
+        t = data.thumbnail(img)
+        worst = max([worst] + [float(t @ h) for _, h in thumbs])
         assert data.near_heldout(img, thumbs) is None, f
-    assert worst < 0.8 < data.NEAR, worst
+    assert worst < 0.8 < data.NEAR - 0.1, worst
 
 
 def test_training_files_with_the_same_pixels_count_once(use_data, tmp_path, capsys):
@@ -1340,3 +1349,36 @@ def test_training_sets_named_twice_or_broken_links_are_one_line(tmp_path):
     with pytest.raises(AmmsError, match=r"'Set5' not found .*available: \['BSD200'\]$"):
         train_files(("Set5",), tmp_path)
     assert [p.name for p in train_files(("BSD200",), tmp_path)] == ["a.png"]
+
+
+def test_a_training_set_named_by_a_path_is_refused(use_data):
+    """`--train-sets BSD200/` (a shell's completion), `./BSD200` or an absolute path had
+    opened BSD200 without leaving out its held-out images: the validation image trained on."""
+    from amms_lib.patches import train_files
+
+    for name in ("BSD200/", "./BSD200", str(use_data / "train" / "BSD200"), "", "."):
+        with pytest.raises(AmmsError, match="by its name alone"):
+            train_files(("T91", name))
+    with pytest.raises(AmmsError, match="T91 named twice"):
+        train_files(("T91", "BSD200", "T91"))
+
+
+def test_a_cache_made_before_the_held_out_images_arrived_is_checked_again(data_dir, tmp_path,
+                                                                         monkeypatch):
+    """A training set cached while BSD200 was not in the data folder had been reused after
+    it arrived, with a JPEG copy of held-out 100075 among its images (the check runs only
+    when the cache is built: now the held-out pixels are part of its key)."""
+    from PIL import Image
+
+    root = tmp_path / "data"
+    (root / "train" / "Mine").mkdir(parents=True)
+    (root / "benchmark").symlink_to(data_dir / "benchmark")
+    src = data_dir / "train" / "BSD200"
+    Image.open(src / "100075.jpg").save(root / "train" / "Mine" / "zz.jpg", quality=95)
+    Image.open(src / "100080.jpg").save(root / "train" / "Mine" / "a.png")
+    monkeypatch.setenv("AMMS_DATA", str(root))
+    files = sorted((root / "train" / "Mine").iterdir())
+    load_pairs(files, 2, tmp_path / "cache")  # no held-out image to compare with yet
+    (root / "train" / "BSD200").symlink_to(src)  # the user adds BSD200
+    with pytest.raises(AmmsError, match=r"zz\.jpg is a copy of a held-out validation image"):
+        load_pairs(files, 2, tmp_path / "cache")
