@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     results: list[dict] = []
 
     def go() -> int:
-        out = args.json and ResultsFile(args.json, KIND, args.overwrite)
+        out = None if args.json is None else ResultsFile(args.json, KIND, args.overwrite)
         loaded = args.checkpoint and file_sha256(args.checkpoint)  # what is loaded now
         datasets = args.datasets
         if datasets is None:

@@ -47,6 +47,9 @@ def run_folder(notebook: str, run_name: str, out_dir: str = "") -> str:
     ``default_builtin``: `make run` with and without data each keep their own run."""
     if out_dir:
         return os.path.normpath(out_dir)
+    if str(run_name).strip() in ("", ".", ".."):  # it would train into runs/<notebook>/
+        raise AmmsError(f"run_name {run_name!r} names no run folder; give a name, e.g. "
+                        "'default' or 'mine'")
     if run_name == "default" and data.data_root() is None:
         run_name = "default_builtin"
     return os.path.normpath(repo_root() / "runs" / notebook / run_name)  # made when it trains

@@ -256,6 +256,9 @@ class ResultsFile:
     ``AmmsError`` (one line)."""
 
     def __init__(self, path, kind: ResultsKind, overwrite: bool = False):
+        if not str(path).strip():  # `--json "$OUT"` with OUT unset: not "no --json"
+            raise AmmsError("--json is empty (an unset variable?): give a file name, or "
+                            "leave --json out")
         if str(path).endswith(("/", os.sep)):  # Path() would drop the slash: a file "DIR"
             raise AmmsError(f"--json {path} names a folder; give a file name, e.g. "
                             f"{Path(path) / (kind.name + '.json')}")
@@ -338,6 +341,20 @@ class ResultsFile:
 def atomic_save(obj, path) -> Path:
     """``torch.save`` through ``atomic_write``: all or nothing."""
     return atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def as_bool(value, name: str = "value") -> bool:
+    """A notebook's yes/no parameter: True/False, 1/0, or the strings true/false, yes/no,
+    on/off, 1/0 (papermill's ``-p resume no`` gives the string "no", which Python would
+    take as true). Anything else is an AmmsError."""
+    if isinstance(value, bool) or value in (0, 1):
+        return bool(value)
+    word = str(value).strip().lower()
+    if word in ("true", "yes", "on", "1"):
+        return True
+    if word in ("false", "no", "off", "0"):
+        return False
+    raise AmmsError(f"{name}: {value!r} is not yes or no; give True or False")
 
 
 def as_list(value, item=str, name: str = "value") -> list:

@@ -27,6 +27,7 @@ from amms_lib.runtime import (  # noqa: F401 (studies.code_commit)
     ResultsFile,
     ResultsKind,
     atomic_write,
+    cli,
     code_commit,
     repo_root,
 )
@@ -271,12 +272,25 @@ def check_new_results(path, overwrite: bool, kind: ResultsKind) -> ResultsFile |
     (``runtime.ResultsFile``): a new file, or with ``overwrite`` earlier results of its
     ``kind`` (often another machine's record); anything else ends the script in one line.
     Write the rows with its ``write`` and say where with its ``said``."""
-    if not path:
+    if path is None:
         return None
     try:
         return ResultsFile(path, kind, overwrite)
     except AmmsError as exc:
         sys.exit(f"error: {exc}")
+
+
+def require_data(script: str) -> None:
+    """End a training study in one line, before any run starts, when there is no data
+    folder: its runs train on T91 + BSD200 and validate on their held-out split (each run
+    had failed alone, its cause only in its train.log)."""
+    try:
+        root = data.data_root()
+    except AmmsError as exc:
+        sys.exit(f"error: {exc}")
+    if root is None:
+        sys.exit(f"error: {script} trains on T91 + BSD200 and needs the data folder: set "
+                 f"{data.ENV_VAR}, or run: python -m amms_lib.data fetch --dest data")
 
 
 def read_results(path, missing_ok: bool = True, budget: dict | None = None) -> dict:
@@ -360,7 +374,7 @@ def markdown_or_main(markdown, main, results: str) -> None:
                      f"malformed: {what}); pass the study's own file")
         print(table)
     else:
-        main()
+        sys.exit(cli(main))  # Ctrl-C and an AmmsError: one line
 
 
 def bicubic_rows(sets) -> dict:

@@ -297,6 +297,9 @@ def process(src: Path, dst: Path, fn, scale: int, inputs: set, written: dict,
             if dst.resolve() in written:
                 raise AmmsError(f"output {dst} would overwrite the output of "
                                 f"{written[dst.resolve()]}")
+            if dst.is_symlink() and not dst.exists():  # a user's link, not our output
+                raise AmmsError(f"{dst} is a broken link (to {dst.readlink()}): not an "
+                                "earlier output of this upscale; move it or choose another -o")
             if dst.exists() and not overwrite:
                 raise AmmsError(f"{dst} already exists (an earlier result?); pass "
                                 "--overwrite to replace it, or choose another -o")

@@ -44,7 +44,7 @@ from pathlib import Path
 
 from amms_lib import data
 from amms_lib.ablation_stats import analyse
-from amms_lib.runtime import atomic_write, cpu_name, repo_root
+from amms_lib.runtime import atomic_write, cli, cpu_name, repo_root
 from amms_lib.studies import (
     FAIR,
     check_jobs,
@@ -263,4 +263,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(cli(main))  # Ctrl-C and an AmmsError: one line

@@ -33,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from amms_lib import data, stats
-from amms_lib.runtime import atomic_write, cpu_name, repo_root
+from amms_lib.runtime import atomic_write, cli, cpu_name, repo_root
 from amms_lib.studies import (
     FAIR,
     code_commit,
@@ -344,4 +344,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(cli(main))  # Ctrl-C and an AmmsError: one line

@@ -25,6 +25,7 @@ import argparse
 import torch
 
 from amms_lib.memory import measure, worker
+from amms_lib.runtime import cli
 
 LIMIT_BYTES = 8e9  # skip naive above this
 MATRICES = 3  # naive fwd+bwd holds ~3 N x N matrices: scores, weights, their gradient
@@ -63,4 +64,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(cli(main))  # Ctrl-C and an AmmsError: one line

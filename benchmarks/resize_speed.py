@@ -18,6 +18,7 @@ import torch
 from reference_resize import reference_resize  # the sibling: the tests' float64 reference
 
 from amms_lib.resize import imresize
+from amms_lib.runtime import cli
 
 
 def best_of(fn, repeat: int) -> float:
@@ -54,4 +55,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(cli(main))  # Ctrl-C: one line

@@ -34,7 +34,7 @@ from amms_lib import data
 from amms_lib.checkpoint import load_model
 from amms_lib.equal_budget import URBAN, registered
 from amms_lib.inference import OVERLAP, upscale
-from amms_lib.runtime import FolderLock, atomic_write, repo_root
+from amms_lib.runtime import FolderLock, atomic_write, cli, repo_root
 from amms_lib.studies import score_sets, shipped_by, stamp
 
 SHIPPED = "shipped"  # the cell name of checkpoints/amms_xS.pt, the size study's winner
@@ -134,4 +134,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(cli(main))  # Ctrl-C and an AmmsError: one line

@@ -36,6 +36,7 @@ from amms_lib.inference import estimate_memory, upscale
 from amms_lib.memory import fresh_process, peak_memory
 from amms_lib.models import build_model
 from amms_lib.non_local import NonLocalBlock
+from amms_lib.runtime import cli
 
 MODES = ("full", "region", "tiled", "naive")
 SIDES = range(32, 1025, 16)  # naive: square crops tried, smallest first
@@ -184,4 +185,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(cli(main))  # Ctrl-C and an AmmsError: one line

@@ -23,13 +23,14 @@ from pathlib import Path
 from amms_lib import data
 from amms_lib.benchmark import bicubic_upscaler, evaluate_set
 from amms_lib.checkpoint import read_checkpoint
-from amms_lib.runtime import atomic_write, cpu_name, repo_root
+from amms_lib.runtime import atomic_write, cli, cpu_name, repo_root
 from amms_lib.studies import (
     SIZE_CONFIGS,
     bicubic_validation,
     heldout_curve,
     precision,
     read_results,
+    require_data,
     run_training,
     score_sets,
     stamp,
@@ -51,6 +52,7 @@ def main() -> None:
     args = ap.parse_args()
     old = read_results(args.json, budget={"steps": args.steps, "config": args.config,
                                           "lr": args.lr})  # before any work
+    require_data("x4_init.py")
     runs = {"from_x2_body": args.init, "from_scratch": None}
     outs = {k: RUNS / f"{args.config}_{k}_{args.steps}" for k in runs}
     cmds = {k: train_command("amms", SCALE, SIZE_CONFIGS[args.config], args.lr, args.steps, outs[k],
@@ -91,4 +93,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(cli(main))  # Ctrl-C and an AmmsError: one line

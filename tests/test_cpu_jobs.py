@@ -810,3 +810,29 @@ def test_cli_says_a_string_exit_and_ctrl_c_in_one_line(capsys):
         raise KeyboardInterrupt
     assert cli(stopped) == 130 and capsys.readouterr().err == "interrupted\n"
     assert cli(lambda: None) is None and cli(lambda: sys.exit()) == 0
+
+
+def test_an_empty_json_or_no_data_folder_is_one_line(tmp_path):
+    """`--json ""` (an unset variable) had been taken as no --json: exit 0, nothing
+    written; x4_init without a data folder started both runs and failed each alone."""
+    got = _script("train_speed.py", "--device", "cpu", "--rows", "full:eager", "--json", "")
+    assert got.returncode == 1 and "--json is empty (an unset variable?)" in got.stderr
+    if (ROOT / "data").is_dir():
+        pytest.skip("a data/ folder beside the checkout is the data folder")
+    got = _script("x4_init.py", "--steps", "2", "--json", tmp_path / "x4.json",
+                  env={"AMMS_DATA": ""})
+    assert got.returncode == 1 and "x4_init.py trains on T91 + BSD200 and needs the data" \
+        in got.stderr, got.stderr[-800:]
+    assert not (tmp_path / "x4.json").exists()
+
+
+
+def test_every_benchmark_script_ends_through_the_cli_wrapper():
+    """Ctrl-C in resize_speed.py had ended in a traceback: each script's __main__ block
+    runs its main through runtime.cli (Ctrl-C and AmmsError in one line)."""
+    for path in sorted((ROOT / "benchmarks").glob("*.py")):
+        text = path.read_text()
+        if '__name__ == "__main__"' in text:
+            block = text.split('__name__ == "__main__"', 1)[1]
+            through = ("cli(", "markdown_or_main(")  # (studies.markdown_or_main calls cli)
+            assert any(t in block for t in through) or "return cli(" in text, path.name

@@ -32,6 +32,18 @@ def test_list_parameters_take_one_value_a_list_or_a_comma_string():
             as_list(bad, int, "scales")
 
 
+def test_yes_no_parameters_take_a_bool_or_a_yes_no_word():
+    """`-p rescore_shipped no` arrives as the string "no", which Python takes as true."""
+    from amms_lib.errors import AmmsError
+    from amms_lib.runtime import as_bool
+
+    assert as_bool("no") is as_bool("False") is as_bool(0) is as_bool(" off ") is False
+    assert as_bool("Yes") is as_bool(True) is as_bool("1") is True
+    for bad in ("maybe", 2, None, ""):
+        with pytest.raises(AmmsError, match="resume: .* is not yes or no"):
+            as_bool(bad, "resume")
+
+
 def _run(name: str, tmp_path, **parameters) -> Path:
     out = tmp_path / name
     papermill.execute_notebook(str(NOTEBOOKS / name), str(out), kernel_name="python3",

@@ -172,6 +172,9 @@ def test_where_a_notebook_trains(tmp_path, monkeypatch):
     assert Path(run_folder("05_train", "mine")).name == "mine"  # a named run: the user's
     monkeypatch.setattr("amms_lib.data.data_root", lambda: tmp_path)
     assert Path(run_folder("05_train", "default")).name == "default"
+    for nothing in ("", ".", ".."):  # it had trained into runs/05_train/ itself
+        with pytest.raises(AmmsError, match="names no run folder"):
+            run_folder("05_train", nothing)
     # only named: a notebook refused before training leaves no empty folder behind
     monkeypatch.setattr("amms_lib.run_folders.repo_root", lambda: tmp_path)
     assert run_folder("05_train", "never") == str(tmp_path / "runs" / "05_train" / "never")

@@ -342,6 +342,18 @@ def test_a_broken_link_in_a_folder_is_a_failed_item(tmp_path, capsys):
     assert (tmp_path / "o" / "a_x2.png").is_file()  # the batch went on
 
 
+def test_a_broken_link_at_an_output_name_is_kept(tmp_path, capsys):
+    """A dangling link at the output's name had been replaced by the output, unasked."""
+    a = save(tmp_path / "a.png", rand_img(8, 8))
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "a_x2.png").symlink_to(tmp_path / "elsewhere.png")
+    for extra in ((), ("--overwrite",)):
+        rc, err = cli(capsys, a, "--scale", 2, "--model", "bicubic", "-o", tmp_path / "o",
+                      *extra)
+        assert rc != 0 and "a_x2.png is a broken link" in err, err
+        assert (tmp_path / "o" / "a_x2.png").is_symlink()
+
+
 def test_bicubic_says_which_network_options_it_ignores(tmp_path, capsys):
     a = save(tmp_path / "a.png", rand_img(8, 8))
     rc, err = cli(capsys, a, "--scale", 2, "--model", "bicubic", "--tile", 32, "--bf16",
