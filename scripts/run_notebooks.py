@@ -31,6 +31,7 @@ from traitlets.config import Config
 from amms_lib import data, runtime
 from amms_lib.benchmark import format_table
 from amms_lib.errors import AmmsError
+from amms_lib.run_folders import run_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 # the python3 kernelspec declares "supported_encryption": ["curve"]: the kernel
@@ -149,7 +150,7 @@ def main() -> int:
     print(f"\nthe course as it ran, figures included: {rel(index)} (open it in a browser)\n"
           f"executed notebooks: {rel(out_dir)}/ (.venv/bin/jupyter lab {rel(out_dir)})\n"
           f"figures: {rel(runtime.figures_dir())}/; each notebook's own files: "
-          "runs/<notebook>/default/\n"
+          f"{rel(Path(run_folder('<notebook>', 'default')))}/\n"
           "to run and change the notebooks yourself, widgets included: make lab")
     return 0
 
