@@ -47,12 +47,14 @@ def run_folder(notebook: str, run_name: str, out_dir: str = "") -> str:
     ``default_builtin``: `make run` with and without data each keep their own run."""
     if out_dir:
         return os.path.normpath(out_dir)
-    if str(run_name).strip() in ("", ".", ".."):  # it would train into runs/<notebook>/
-        raise AmmsError(f"run_name {run_name!r} names no run folder; give a name, e.g. "
-                        "'default' or 'mine'")
+    runs = os.path.normpath(repo_root() / "runs" / notebook)
+    path = os.path.normpath(os.path.join(runs, str(run_name)))  # absolute: the user's path
+    if not os.path.isabs(str(run_name)) and not path.startswith(runs + os.sep):
+        raise AmmsError(f"run_name {run_name!r} names no folder inside runs/{notebook}/ "
+                        "('', '.', 'x/..', '../..'); give a name, e.g. 'default' or 'mine'")
     if run_name == "default" and data.data_root() is None:
-        run_name = "default_builtin"
-    return os.path.normpath(repo_root() / "runs" / notebook / run_name)  # made when it trains
+        return path + "_builtin"
+    return path  # made when it trains
 
 
 def run_settings(config: dict) -> dict:
@@ -89,8 +91,8 @@ def check_run_dir(cfg: TrainConfig, *, given: bool, retrain: bool = False, role:
       this role's run only when it holds exactly the run this would train (every setting
       of ``cfg`` but ``NOT_COMPARED``) and no ``SUMMARY`` (which only a notebook's own
       run writes)."""
-    out = Path(cfg.out_dir)
-    earlier = [n for n in OUT_FILES if (out / n).exists()]
+    out = Path(cfg.out_dir)  # a summary or mark alone is a run's too (a user's, maybe)
+    earlier = [n for n in (*OUT_FILES, SUMMARY, MARK) if (out / n).exists()]
     last = (out / "last.pt").is_file()
     start_over = replace(cfg, resume=False, overwrite=True)
     if not earlier:
@@ -155,6 +157,24 @@ def claim_run_dir(cfg: TrainConfig, *, given: bool, retrain: bool = False, role:
     else:
         (out / MARK).unlink(missing_ok=True)
     return cfg
+
+
+def claim_table_folder(folder, notebook: str, own: set[str]) -> Path:
+    """A notebook's folder of result tables (07's ``table.json`` and per-method JSON),
+    made and marked (``MARK``) as ``notebook``'s. A folder that holds other files is
+    refused, so that a ``run_name`` naming a user's folder replaces nothing; an unmarked
+    one holding only ``own`` file names (an earlier run of the notebook) is taken over."""
+    folder = Path(folder)
+    mark = _read_json(folder / MARK)
+    held = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+    ours = (isinstance(mark, dict) and mark.get("role") == notebook) or not (set(held) - own)
+    if not ours:
+        shown = ", ".join(held[:3]) + (" ..." if len(held) > 3 else "")
+        raise AmmsError(f"{folder} holds files this notebook did not write ({shown}): pass "
+                        "another run_name (a new or empty folder)")
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write(folder / MARK, lambda f: f.write(json.dumps({"role": notebook})), "w")
+    return folder
 
 
 def write_results(folder: Path, record: dict, runs: list[dict]) -> None:

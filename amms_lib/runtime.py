@@ -259,7 +259,8 @@ class ResultsFile:
         if not str(path).strip():  # `--json "$OUT"` with OUT unset: not "no --json"
             raise AmmsError("--json is empty (an unset variable?): give a file name, or "
                             "leave --json out")
-        if str(path).endswith(("/", os.sep)):  # Path() would drop the slash: a file "DIR"
+        if str(path).endswith(("/", os.sep)) or os.path.basename(str(path)) in (".", ".."):
+            # Path() would drop the slash (or the dot): a file named DIR
             raise AmmsError(f"--json {path} names a folder; give a file name, e.g. "
                             f"{Path(path) / (kind.name + '.json')}")
         self.asked = self.path = Path(path)

@@ -299,6 +299,8 @@ def read_results(path, missing_ok: bool = True, budget: dict | None = None) -> d
     went on would write its new rows over the damaged file's. So does a file whose
     ``budget`` fields (e.g. ``{"steps": 3000}``) hold other values: a trial run would
     replace the study's record and headline (its runs belong in another file)."""
+    if not str(path).strip():
+        sys.exit("error: --json is empty (an unset variable?): give a results file")
     path = Path(path)
     if path.exists() and not path.is_file():
         sys.exit(f"error: {path} is not a file (a folder?); pass --json a results file")

@@ -50,6 +50,7 @@ from amms_lib.studies import (
     check_jobs,
     precision,
     read_results,
+    require_data,
     run_training,
     score_sets,
     seconds_per_step,
@@ -228,6 +229,7 @@ def main() -> None:
     check_jobs(args.jobs)
     old = stamp(read_results(results, budget={"steps": args.steps, "lr": args.lr}),
                 threads=args.threads, precision="per run (its field)")
+    require_data("ablation_cpu.py")
     args.invocations = old["invocations"]
     args.threads_record = old.get("threads")
     # runs already in the results file count as done, so the study resumes on a new machine

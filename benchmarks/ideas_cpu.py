@@ -39,6 +39,7 @@ from amms_lib.studies import (
     code_commit,
     drop_state,
     read_results,
+    require_data,
     run_training,
     score_sets,
     seconds_per_step,
@@ -316,6 +317,7 @@ def main() -> None:
         return
     if args.jobs < 1 or args.stop_minutes < 0 or args.steps < 1:
         sys.exit("ideas_cpu: --jobs and --steps must be at least 1, --stop-minutes 0 or more")
+    require_data("ideas_cpu.py")
     args.known = {(r["variant"], r["seed"]): r for r in old.get("runs", [])}
     invocation = "python benchmarks/ideas_cpu.py " + " ".join(sys.argv[1:])
     args.head = {"plan": old.get("plan", PLAN), "steps": args.steps,

@@ -139,7 +139,7 @@ def main() -> int:
     if args.mode == "quick" and not args.p:
         runtime.atomic_write(TIMES, lambda f: f.write(json.dumps({**last, **times})), "w")
     index = render_course([out_dir / nb.name for nb in notebooks], ROOT / "runs" / "course")
-    table = ROOT / "runs" / "07_benchmark" / "default" / "table.json"
+    table = Path(run_folder("07_benchmark", "default")) / "table.json"
     if table.is_file() and table.stat().st_mtime >= started:  # written by this run
         results = json.loads(table.read_text())
         print("\nbenchmark (notebook 07, measured here; PSNR/SSIM on Y):")

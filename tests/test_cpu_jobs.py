@@ -791,12 +791,14 @@ def test_a_measurement_stopped_after_a_row_keeps_the_earlier_results(tmp_path):
 
 
 def test_a_results_path_ending_in_a_slash_is_refused(tmp_path):
-    """`--json newdir/` had written a file named newdir."""
+    """`--json newdir/` (or `newdir/.`) had written a file named newdir."""
     from amms_lib.errors import AmmsError
     from amms_lib.runtime import ResultsFile, ResultsKind
 
     with pytest.raises(AmmsError, match=r"names a folder; give a file name, e.g. .*newdir/t"):
         ResultsFile(f"{tmp_path}/newdir/", ResultsKind("t", frozenset(), frozenset()))
+    with pytest.raises(AmmsError, match="names a folder"):
+        ResultsFile(f"{tmp_path}/newdir/.", ResultsKind("t", frozenset(), frozenset()))
     assert not (tmp_path / "newdir").exists()
 
 

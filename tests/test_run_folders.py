@@ -159,6 +159,38 @@ def test_equal_budget_file_relative_to_the_repository_or_one_clear_line(tmp_path
     assert (repo_root() / "benchmarks" / "results" / "table2_cpu.json").is_file()
 
 
+def test_a_folder_holding_only_a_summary_is_not_free(tmp_path):
+    """out_dir naming a user's folder with a summary.json (no weights) had been taken as
+    empty, and claiming it deleted the file."""
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "summary.json").write_text('{"mine": 1}')
+    with pytest.raises(AmmsError, match=r"holds an earlier run \(summary.json\)"):
+        claim_run_dir(_cfg(folder), given=True)
+    assert (folder / "summary.json").read_text() == '{"mine": 1}'
+
+
+def test_a_table_folder_of_other_files_is_refused(tmp_path):
+    """Notebook 07 with run_name naming a user's folder had replaced its table.json."""
+    from amms_lib.run_folders import MARK, claim_table_folder
+
+    own = {"table.json", "bicubic.json"}
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "table.json").write_text("mine")
+    (user / "notes.txt").write_text("mine")
+    with pytest.raises(AmmsError, match=r"holds files this notebook did not write \(notes"):
+        claim_table_folder(user, "07_benchmark", own)
+    assert (user / "table.json").read_text() == "mine" and not (user / MARK).exists()
+    new = claim_table_folder(tmp_path / "new", "07_benchmark", own)  # made and marked
+    (new / "other.csv").write_text("a later file of the user's")
+    assert claim_table_folder(new, "07_benchmark", own) == new  # marked: its own
+    old = tmp_path / "old"  # an earlier run of 07, from before the mark
+    old.mkdir()
+    (old / "table.json").write_text("{}")
+    assert claim_table_folder(old, "07_benchmark", own) == old
+
+
 def test_where_a_notebook_trains(tmp_path, monkeypatch):
     """A given out_dir with a trailing slash had put the runs beside it inside it
     (``D/_step_check``); the default run without data shares no folder with the one with
@@ -172,8 +204,9 @@ def test_where_a_notebook_trains(tmp_path, monkeypatch):
     assert Path(run_folder("05_train", "mine")).name == "mine"  # a named run: the user's
     monkeypatch.setattr("amms_lib.data.data_root", lambda: tmp_path)
     assert Path(run_folder("05_train", "default")).name == "default"
-    for nothing in ("", ".", ".."):  # it had trained into runs/05_train/ itself
-        with pytest.raises(AmmsError, match="names no run folder"):
+    for nothing in ("", ".", "..", "x/..", "../../checkpoints"):  # runs/05_train/ itself
+        # or the shipped checkpoints/ folder
+        with pytest.raises(AmmsError, match="names no folder inside runs/05_train/"):
             run_folder("05_train", nothing)
     # only named: a notebook refused before training leaves no empty folder behind
     monkeypatch.setattr("amms_lib.run_folders.repo_root", lambda: tmp_path)
