@@ -88,7 +88,8 @@ def load_pairs(files: list[Path], scale: int, cache_dir: Path | None = None
         stamp = "builtin:" + ",".join(data.BUILTIN_IMAGES)
     # the held-out images' pixels as well: a cache checked before they were in the data
     # folder (or were other files) is built again, and checked again
-    held_stamp = ",".join(sorted(data.heldout_ids())) if files else ""
+    held = data.heldout_ids() if files else {}
+    held_stamp = ",".join(sorted(held))
     key = hashlib.sha1(f"{CACHE_VERSION}|x{scale}|{stamp}|{held_stamp}".encode()
                        ).hexdigest()[:16]
     cache = (cache_dir or repo_root() / "runs" / "cache") / f"train_x{scale}_{key}.pt"
@@ -103,7 +104,7 @@ def load_pairs(files: list[Path], scale: int, cache_dir: Path | None = None
                   file=sys.stderr)
     note = ""
     if files:
-        held, seen, twice = data.heldout_ids(), {}, []
+        seen, twice = {}, []
         thumbs = data.heldout_thumbnails()
         hrs = []
         for f in files:
