@@ -383,9 +383,9 @@ def heldout_ids(root: Path | None = None) -> dict[str, str]:
 
 
 # a copy that is re-encoded (JPEG q50-q95), rescaled (50-90%, or by 5-8% in one direction),
-# made grey or trimmed by up to 10 px has other pixels but nearly the same 12x12 grey
-# thumbnail: correlation 0.95 or more, while two different images of T91, BSD200 and the
-# benchmark sets correlate at most 0.77 (tests/test_train.py measures both)
+# made grey or (on BSD200's 481x321 images) trimmed by up to 10 px has other pixels but nearly
+# the same 12x12 grey thumbnail: correlation 0.95 or more, while two different images of T91,
+# BSD200 and the benchmark sets correlate at most 0.77 (tests/test_train.py measures both)
 THUMB_SIDE, NEAR = 12, 0.93
 
 
@@ -421,9 +421,23 @@ def _transformed_thumbnails(path: Path) -> list[np.ndarray]:
     return [thumbnail(np.rot90(t, k)) for t in (img, np.fliplr(img)) for k in range(4)]
 
 
+def heldout_windows(root: Path | None = None) -> list[tuple[str, list]]:
+    """``(held-out image, copies.windows of its data-folder file)``, for ``copies.contains``:
+    a held-out picture padded, framed, trimmed or mod-cropped."""
+    return [(image, _per_file(_windows, path)) for names in HELDOUT_IMAGES.values()
+            for image in names if (path := _heldout_file(image, root)) is not None]
+
+
+def _windows(path: Path) -> list:  # one function object: the cache's key
+    from amms_lib import copies
+
+    return copies.windows(read_image(path))
+
+
 def near_heldout(img: np.ndarray, thumbs: list) -> str | None:
     """The held-out image ``img`` is a re-encoded, rescaled or trimmed copy of (its
-    thumbnail's correlation above ``NEAR``), or None. Tiles cut from one are not found."""
+    thumbnail's correlation above ``NEAR``), or None. Trimmed or padded copies of small images
+    move their thumbnail: ``copies.contains`` finds those."""
     if (t := thumbnail(img)) is None:
         return None
     return next((image for image, h in thumbs if h is not None and float(t @ h) > NEAR), None)

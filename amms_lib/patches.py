@@ -25,14 +25,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from amms_lib import data
+from amms_lib import copies, data
 from amms_lib.errors import AmmsError
 from amms_lib.images import as_rgb, read_image
 from amms_lib.resize import imresize
 from amms_lib.runtime import atomic_save, repo_root
 
 TRAIN_SETS = ("T91", "BSD200")
-CACHE_VERSION = "4"  # bump when the LR recipe or the images kept change
+CACHE_VERSION = "5"  # bump when the LR recipe or the images kept change
 
 
 def builtin_only(sets) -> bool:
@@ -62,6 +62,10 @@ def train_files(sets=TRAIN_SETS, root: Path | None = None) -> list[Path]:
         if folder.is_symlink() and not folder.exists():
             raise AmmsError(f"training set {name!r}: {folder} is a broken link (its target "
                             f"{os.readlink(folder)} does not exist); fix or remove it")
+        if not folder.is_dir() and data.canonical(name) == data.BUILTIN:
+            raise AmmsError(f"training set {name!r}: the built-in skimage images are a demo "
+                            f"set that trains alone (--train-sets {data.BUILTIN}), never "
+                            "beside a data folder's sets")
         if not folder.is_dir():
             available = sorted(p.name for p in (root / "train").glob("*") if p.is_dir())
             raise AmmsError(f"training set {name!r} not found at {folder}; "
@@ -78,9 +82,10 @@ def train_files(sets=TRAIN_SETS, root: Path | None = None) -> list[Path]:
 def load_pairs(files: list[Path], scale: int, cache_dir: Path | None = None
                ) -> tuple[list[np.ndarray], list[np.ndarray], str]:
     """(HR list, LR list, cache key); HR mod-cropped, LR made once and cached. A held-out
-    image (``data.heldout_ids``, ``data.near_heldout``: under another name, flipped,
-    rotated, re-encoded or rescaled) is refused; files with the same pixels are one image,
-    used once, and a note says so."""
+    image is refused: under another name, flipped or rotated (``data.heldout_ids``),
+    re-encoded or rescaled (``data.near_heldout``), trimmed, padded or framed
+    (``copies.contains``). Files with the same pixels are one image, used once, and a
+    note says so."""
     if files:
         stamp = "\n".join(f"{f.resolve()}:{f.stat().st_size}:{f.stat().st_mtime_ns}"
                           for f in files)
@@ -90,8 +95,8 @@ def load_pairs(files: list[Path], scale: int, cache_dir: Path | None = None
     # folder (or were other files) is built again, and checked again
     held = data.heldout_ids() if files else {}
     held_stamp = ",".join(sorted(held))
-    key = hashlib.sha1(f"{CACHE_VERSION}|x{scale}|{stamp}|{held_stamp}".encode()
-                       ).hexdigest()[:16]
+    key = hashlib.sha1(f"{CACHE_VERSION}|x{scale}|{stamp}|{held_stamp}"  # any file name
+                       .encode("utf-8", "surrogateescape")).hexdigest()[:16]
     cache = (cache_dir or repo_root() / "runs" / "cache") / f"train_x{scale}_{key}.pt"
     if cache.is_file():
         try:
@@ -105,16 +110,18 @@ def load_pairs(files: list[Path], scale: int, cache_dir: Path | None = None
     note = ""
     if files:
         seen, twice = {}, []
-        thumbs = data.heldout_thumbnails()
+        thumbs, windows = data.heldout_thumbnails(), data.heldout_windows()
         hrs = []
         for f in files:
             img = read_image(f)
             pid = data.array_id(img)
             # a held-out image (train_files leaves them out by name), or a copy of one under
-            # another name, flipped, rotated, re-encoded, rescaled or trimmed
-            if copy := held.get(pid) or data.near_heldout(img, thumbs):
+            # another name, flipped, rotated, re-encoded, rescaled, trimmed or padded
+            if copy := (held.get(pid) or data.near_heldout(img, thumbs)
+                        or copies.contains(img, windows)):
                 raise AmmsError(f"{f} is a copy of a held-out validation image ({copy}, "
-                                "or a flip, rotation, re-encoding, rescale or trim of it): "
+                                "or a flip, rotation, re-encoding, rescale, trim or padding "
+                                "of it): "
                                 "training on it would score the network on what it learned; "
                                 "remove it")
             first = seen.setdefault(pid, f)

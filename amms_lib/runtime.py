@@ -247,6 +247,19 @@ class ResultsKind:
                 and all(isinstance(r, dict) and self.row_keys <= set(r) for r in rows))
 
 
+def json_arg(path, example: str = "results") -> Path:
+    """A ``--json`` argument as a Path, refused in one line (``AmmsError``) when it is
+    empty (an unset variable: not "no --json") or names a folder (``DIR/``, ``DIR/.``:
+    Path() would drop the slash or the dot and write a file named DIR)."""
+    if not str(path).strip():
+        raise AmmsError("--json is empty (an unset variable?): give a file name, or "
+                        "leave --json out")
+    if str(path).endswith(("/", os.sep)) or os.path.basename(str(path)) in (".", ".."):
+        raise AmmsError(f"--json {path} names a folder; give a file name, e.g. "
+                        f"{Path(path) / (example + '.json')}")
+    return Path(path)
+
+
 class ResultsFile:
     """A script's ``--json`` file, checked before any work and written after it without
     losing anything: an existing file is refused unless ``overwrite``, which replaces only
@@ -256,14 +269,7 @@ class ResultsFile:
     ``AmmsError`` (one line)."""
 
     def __init__(self, path, kind: ResultsKind, overwrite: bool = False):
-        if not str(path).strip():  # `--json "$OUT"` with OUT unset: not "no --json"
-            raise AmmsError("--json is empty (an unset variable?): give a file name, or "
-                            "leave --json out")
-        if str(path).endswith(("/", os.sep)) or os.path.basename(str(path)) in (".", ".."):
-            # Path() would drop the slash (or the dot): a file named DIR
-            raise AmmsError(f"--json {path} names a folder; give a file name, e.g. "
-                            f"{Path(path) / (kind.name + '.json')}")
-        self.asked = self.path = Path(path)
+        self.asked = self.path = json_arg(path, kind.name)
         self.kind, self.overwrite = kind, overwrite
         self._replaceable = self._check()
         self.existed = self._replaceable is not None

@@ -23,12 +23,14 @@ from pathlib import Path
 from amms_lib import data
 from amms_lib.amms import AMMSConfig
 from amms_lib.errors import AmmsError
+from amms_lib.patches import TRAIN_SETS
 from amms_lib.runtime import (  # noqa: F401 (studies.code_commit)
     ResultsFile,
     ResultsKind,
     atomic_write,
     cli,
     code_commit,
+    json_arg,
     repo_root,
 )
 
@@ -291,6 +293,10 @@ def require_data(script: str) -> None:
     if root is None:
         sys.exit(f"error: {script} trains on T91 + BSD200 and needs the data folder: set "
                  f"{data.ENV_VAR}, or run: python -m amms_lib.data fetch --dest data")
+    if missing := [s for s in TRAIN_SETS if not (root / "train" / s).is_dir()]:
+        sys.exit(f"error: {script} trains on T91 + BSD200, and the data folder {root} has no "
+                 f"train/{' or train/'.join(missing)}: put SRCNN's T91 and the Berkeley "
+                 "segmentation set's 200 train images there (the benchmark fetch has neither)")
 
 
 def read_results(path, missing_ok: bool = True, budget: dict | None = None) -> dict:
@@ -299,9 +305,7 @@ def read_results(path, missing_ok: bool = True, budget: dict | None = None) -> d
     went on would write its new rows over the damaged file's. So does a file whose
     ``budget`` fields (e.g. ``{"steps": 3000}``) hold other values: a trial run would
     replace the study's record and headline (its runs belong in another file)."""
-    if not str(path).strip():
-        sys.exit("error: --json is empty (an unset variable?): give a results file")
-    path = Path(path)
+    path = json_arg(path)
     if path.exists() and not path.is_file():
         sys.exit(f"error: {path} is not a file (a folder?); pass --json a results file")
     if not path.is_file():

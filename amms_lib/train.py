@@ -364,10 +364,11 @@ def _prepare(cfg: TrainConfig, out: Path, main_proc: bool, world: int, device):
     return net, model, opt, ema, step, best, spent, origin
 
 
-def _loader(cfg: TrainConfig, files, step: int, stop: int, spent: float, rank: int,
+def _loader(cfg: TrainConfig, files, pairs, step: int, stop: int, spent: float, rank: int,
             world: int, device) -> DataLoader:
-    """Batches of steps ``step .. stop-1`` of this rank, saying what feeds them."""
-    hrs, lrs, _ = load_pairs(files, cfg.scale)
+    """Batches of steps ``step .. stop-1`` of this rank (``pairs``: ``load_pairs`` of
+    ``files``), saying what feeds them."""
+    hrs, lrs, _ = pairs
     dataset = PatchDataset(hrs, lrs, cfg.scale, cfg.patch_size, cfg.seed)
     if rank == 0:
         sets = "+".join(cfg.train_sets) if files else "built-in skimage images"
@@ -385,6 +386,9 @@ def _train_locked(cfg, files, out: Path, rank: int, world: int, device, stop_aft
     the lr, runs ``train_step``, agrees with the other ranks on time and divergence, logs,
     and validates and saves on schedule; split further, those would share eight locals."""
     main_proc = rank == 0
+    # the data first: a refused image (a held-out copy, a bad file) leaves no config.json
+    # behind, which would make the same command, once fixed, "an earlier run"
+    pairs = load_pairs(files, cfg.scale)
     net, model, opt, ema, step, best, spent, origin = _prepare(cfg, out, main_proc, world,
                                                                device)
     log = out / "metrics.jsonl"
@@ -396,7 +400,7 @@ def _train_locked(cfg, files, out: Path, rank: int, world: int, device, stop_aft
             print(f"{out / 'last.pt'}: its {cfg.max_minutes:g}-minute budget is spent (step "
                   f"{step}); raise --max-minutes to train on", file=sys.stderr)
         return {"step": step, "best_psnr": best, "seconds": round(spent, 1)}
-    loader = _loader(cfg, files, step, stop, spent, rank, world, device)
+    loader = _loader(cfg, files, pairs, step, stop, spent, rank, world, device)
     amp = use_autocast(cfg, device, say=main_proc)
     bar = tqdm(total=None if cfg.max_minutes else stop - step, desc=f"{cfg.model} x{cfg.scale}",
                disable=progress_off() or not main_proc)

@@ -33,9 +33,10 @@ import numpy as np
 from amms_lib import data
 from amms_lib.checkpoint import load_model
 from amms_lib.equal_budget import URBAN, registered
+from amms_lib.errors import AmmsError
 from amms_lib.inference import OVERLAP, upscale
-from amms_lib.runtime import FolderLock, atomic_write, cli, repo_root
-from amms_lib.studies import score_sets, shipped_by, stamp
+from amms_lib.runtime import FolderLock, atomic_write, cli, json_arg, repo_root
+from amms_lib.studies import read_results, score_sets, shipped_by, stamp
 
 SHIPPED = "shipped"  # the cell name of checkpoints/amms_xS.pt, the size study's winner
 RESULTS = repo_root() / "benchmarks" / "results"
@@ -98,13 +99,20 @@ def main() -> None:
                     help="refuse a cell estimated over this, in minutes of the 2-core machine")
     ap.add_argument("--tile", type=int, default=None,
                     help="score with tiles of this many LR pixels (default: whole images)")
-    ap.add_argument("--json", type=Path, default=RESULTS / "table2_cpu.json")
-    ap.add_argument("--study-json", type=Path, default=RESULTS / "config_study_cpu.json")
+    ap.add_argument("--json", default=RESULTS / "table2_cpu.json")
+    ap.add_argument("--study-json", default=RESULTS / "config_study_cpu.json")
     args = ap.parse_args()
-    for cell in args.cells:
-        model, scale = cell.split(":")[0], int(cell.split(":")[1])
+    args.json, args.study_json = json_arg(args.json), json_arg(args.study_json)
+    cells = []
+    for cell in args.cells:  # all checked before any is scored
+        model, _, scale = cell.partition(":")
+        if not scale.isdigit() or int(scale) not in data.SCALES:
+            raise AmmsError(f"cell {cell!r}: write MODEL:SCALE with SCALE one of "
+                            f"{', '.join(map(str, data.SCALES))}, e.g. lapsrn:2")
+        cells.append((cell, model, int(scale)))
+    for cell, model, scale in cells:
         path = args.study_json if model == SHIPPED else args.json
-        row = row_of(json.loads(path.read_text()), model, scale)
+        row = row_of(read_results(path, missing_ok=False), model, scale)
         net = "amms" if model == SHIPPED else model
         ckpt = repo_root() / "checkpoints" / f"{net}_x{scale}.pt"
         if row is None or not (shipped_is(row, scale) if model == SHIPPED

@@ -31,11 +31,14 @@ import time
 import torch
 import torch.nn.functional as F
 
+from amms_lib.errors import AmmsError
 from amms_lib.memory import fresh_process
 from amms_lib.models import build_model
+from amms_lib.non_local import MODES as NL_MODES
 from amms_lib.runtime import cli, resolve_device
 from amms_lib.studies import check_new_results, measurement_kind, stamp
 
+VARIANT_PARTS = {"eager", "cl", "bf16", "compile"}
 KIND = measurement_kind("train_speed", {"header", "rows"}, {"mode"})
 
 
@@ -121,6 +124,13 @@ def main() -> None:
     if args.one:  # a child of the run below: it prints its row, the parent writes --json
         print(json.dumps(measure(args, args.one, resolve_device(args.device))))
         return
+    todo = args.rows or [f"{m}:{v}" for m in args.nl_modes for v in args.variants]
+    for row in todo:  # a misspelt row is refused before any work, not measured as failed
+        mode, _, variant = row.partition(":")
+        if mode not in NL_MODES or not set(variant.split("+")) <= VARIANT_PARTS:
+            raise AmmsError(f"row {row!r}: write NL_MODE:VARIANT with NL_MODE one of "
+                            f"{', '.join(NL_MODES)} and VARIANT eager or any of cl, bf16, "
+                            "compile joined by '+'")
     out = check_new_results(args.json, args.overwrite, KIND)
     device = resolve_device(args.device)
     name = (torch.cuda.get_device_name() if device.type == "cuda"
@@ -132,7 +142,6 @@ def main() -> None:
     print(header)
     print(f"{'nl_mode:variant':<24}{'params':>10}{'it/s':>8}{'patches/s':>11}{'peak MB':>9}"
           f"{'warm-up s':>11}{'vs first':>10}", flush=True)
-    todo = args.rows or [f"{m}:{v}" for m in args.nl_modes for v in args.variants]
     rows = []
     try:
         for row in todo:  # a fresh process each (clean peak memory, failures contained),

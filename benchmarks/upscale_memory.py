@@ -31,6 +31,7 @@ import torch
 
 from amms_lib import data
 from amms_lib.checkpoint import load_model, save_checkpoint
+from amms_lib.errors import AmmsError
 from amms_lib.images import write_image
 from amms_lib.inference import estimate_memory, upscale
 from amms_lib.memory import fresh_process, peak_memory
@@ -176,6 +177,10 @@ def main() -> None:
                     help="the whole set through the upscale tool with --tile")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    for name, least in (("images", 1), ("crop", 1), ("tile", 1), ("overlap", 0),
+                        ("naive_cap", 0)):  # refused before any work, not measured as failed
+        if (value := getattr(args, name)) is not None and value < least:
+            raise AmmsError(f"--{name.replace('_', '-')} {value:g}: must be at least {least}")
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
     elif args.all_tiled:

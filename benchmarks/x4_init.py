@@ -23,7 +23,7 @@ from pathlib import Path
 from amms_lib import data
 from amms_lib.benchmark import bicubic_upscaler, evaluate_set
 from amms_lib.checkpoint import read_checkpoint
-from amms_lib.runtime import atomic_write, cli, cpu_name, repo_root
+from amms_lib.runtime import atomic_write, cli, cpu_name, json_arg, repo_root
 from amms_lib.studies import (
     SIZE_CONFIGS,
     bicubic_validation,
@@ -47,9 +47,10 @@ def main() -> None:
     ap.add_argument("--init", type=Path, default=repo_root() / "checkpoints" / "amms_x2.pt")
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--lr", type=float, default=5e-4)  # the size study's
-    ap.add_argument("--json", type=Path,
+    ap.add_argument("--json",
                     default=repo_root() / "benchmarks" / "results" / "x4_init_vs_scratch.json")
     args = ap.parse_args()
+    args.json = json_arg(args.json, "x4_init_vs_scratch")  # "" (an unset variable) refused
     old = read_results(args.json, budget={"steps": args.steps, "config": args.config,
                                           "lr": args.lr})  # before any work
     require_data("x4_init.py")

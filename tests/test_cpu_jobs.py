@@ -838,3 +838,38 @@ def test_every_benchmark_script_ends_through_the_cli_wrapper():
             block = text.split('__name__ == "__main__"', 1)[1]
             through = ("cli(", "markdown_or_main(")  # (studies.markdown_or_main calls cli)
             assert any(t in block for t in through) or "return cli(" in text, path.name
+
+
+@pytest.mark.parametrize("script,argv,said", [
+    ("train_speed.py", ["--device", "cpu", "--nl-modes", "full", "bogus"],
+     "row 'bogus:eager': write NL_MODE:VARIANT"),
+    ("train_speed.py", ["--device", "cpu", "--rows", "full:eager+fast"],
+     "row 'full:eager+fast'"),
+    ("upscale_memory.py", ["--tile", "0"], "--tile 0: must be at least 1"),
+    ("upscale_memory.py", ["--images", "0"], "--images 0: must be at least 1"),
+    ("table2_urban100.py", ["srcnn4"], "cell 'srcnn4': write MODEL:SCALE"),
+    ("table2_urban100.py", ["srcnn:5"], "cell 'srcnn:5'"),
+    ("table2_urban100.py", ["srcnn:2", "--json", ""], "--json is empty (an unset variable?)"),
+])
+def test_a_bad_argument_is_refused_before_any_work(tmp_path, script, argv, said):
+    """These had been measured as failed rows with exit 0 (train_speed's misspelt mode, a
+    0 px tile) or ended in a traceback (IndexError, IsADirectoryError); the results file
+    is never touched."""
+    out = tmp_path / "r.json"
+    extra = ["--json", out] if "--json" not in argv and script == "train_speed.py" else []
+    got = _script(script, *argv, *extra)
+    assert got.returncode in (1, 2) and said in got.stderr, got.stderr[-800:]
+    assert "Traceback" not in got.stderr and not out.exists()
+
+
+def test_a_study_needs_both_training_sets(tmp_path):
+    """x4_init with a data folder that lacked train/ started both runs, each failed alone,
+    and it said 'run again to resume'."""
+    root = tmp_path / "bonly"
+    root.mkdir()
+    (root / "benchmark").mkdir()
+    got = _script("x4_init.py", "--steps", "2", "--json", tmp_path / "x4.json",
+                  env={"AMMS_DATA": str(root)})
+    assert got.returncode == 1 and "has no train/T91 or train/BSD200" in got.stderr, \
+        got.stderr[-800:]
+    assert not (tmp_path / "x4.json").exists()

@@ -18,7 +18,7 @@ from amms_lib.amms import AMMSConfig
 from amms_lib.checkpoint import read_checkpoint
 from amms_lib.errors import AmmsError
 from amms_lib.images import read_image, write_image
-from amms_lib.patches import PatchDataset, StepBatchSampler, load_pairs
+from amms_lib.patches import PatchDataset, StepBatchSampler, load_pairs, train_files
 from amms_lib.resize import imresize
 from amms_lib.runlog import read_metrics
 from amms_lib.train import TrainConfig, lr_factor, train
@@ -1292,6 +1292,78 @@ def test_no_standard_image_is_near_a_held_out_one(use_data):
     assert worst < 0.8 < data.NEAR - 0.1, worst
 
 
+@pytest.mark.parametrize("image,edit", [("t6", "trim4"), ("t26", "mod12"), ("100075", "pad48"),
+                                        ("100075", "frame"), ("t26", "flip_pad_jpeg")])
+def test_a_trimmed_padded_or_framed_held_out_image_is_never_trained_on(use_data, tmp_path,
+                                                                       image, edit):
+    """T91's t6 trimmed by 4 px a side, t26 cropped to multiples of 12, 100075 reflect-padded
+    to multiples of 48 or given a white frame had been trained on (their whole-image
+    thumbnails move), the runs registered as 'without heldout'."""
+    from PIL import Image
+
+    img = data.read_image(data._heldout_file(image, use_data))
+    if edit == "trim4":
+        img = img[4:-4, 4:-4]
+    elif edit == "mod12":
+        img = img[:img.shape[0] // 12 * 12, :img.shape[1] // 12 * 12]
+    elif edit == "pad48":
+        img = np.pad(img, ((0, -img.shape[0] % 48), (0, -img.shape[1] % 48), (0, 0)), "reflect")
+    elif edit == "frame":
+        img = np.pad(img, ((8, 8), (8, 8), (0, 0)), constant_values=255)
+    else:  # flipped, edge-padded by odd amounts, JPEG q75
+        img = np.pad(img[:, ::-1], ((5, 6), (9, 2), (0, 0)), "edge")
+    copy = tmp_path / "Mine" / "mine.jpg"
+    copy.parent.mkdir()
+    Image.fromarray(np.ascontiguousarray(img)).save(copy, quality=75 if "jpeg" in edit else 98)
+    other = use_data / "train/T91/t2.png"
+    with pytest.raises(AmmsError, match=rf"mine\.jpg is a copy of a held-out validation image "
+                                        rf"\({image}, .*trim or padding of it"):
+        load_pairs([other, copy], 2, tmp_path / "cache")
+
+
+def test_a_refused_training_image_leaves_no_run_behind(data_dir, tmp_path, monkeypatch):
+    """A run refused for a held-out copy among its images had left config.json in its
+    folder, so the same command, once the image was removed, was refused as 'an earlier
+    run'; a file name that is not UTF-8 (a Windows zip's 'Stra\\xdfe.png') had ended in
+    a UnicodeEncodeError from the LR cache's key."""
+    from PIL import Image
+
+    root = tmp_path / "data"
+    (root / "train").mkdir(parents=True)
+    for sub in ("benchmark", "train/T91", "train/BSD200"):
+        (root / sub).symlink_to(data_dir / sub)
+    mine = root / "train" / "Mine"
+    mine.mkdir()
+    Image.open(data_dir / "train/T91/t2.png").save(
+        os.fsdecode(bytes(mine) + b"/Stra\xdfe.png"))
+    trimmed = data.read_image(data._heldout_file("t6", data_dir))[4:-4, 4:-4]
+    Image.fromarray(np.ascontiguousarray(trimmed)).save(mine / "t6_trim4.png")
+    monkeypatch.setenv("AMMS_DATA", str(root))
+    cfg = _cfg(tmp_path, train_sets=("Mine",))
+    with pytest.raises(AmmsError, match=r"t6_trim4\.png is a copy of a held-out"):
+        train(cfg)
+    assert not any((tmp_path / "run").glob("*")), list((tmp_path / "run").glob("*"))
+    (mine / "t6_trim4.png").unlink()
+    train(cfg)  # the same command, the copy removed: a new run, not "an earlier run"
+    assert (tmp_path / "run" / "best.pt").is_file()
+
+
+def test_no_standard_image_holds_a_held_out_window(use_data):
+    """The window check's margin, measured on T91, Set5, Set14 and a quarter of BSD200 (all
+    495 standard images reach at most 0.64): far below ``copies.SAME``, where copies score
+    0.92 or more."""
+    from amms_lib import copies
+
+    windows = data.heldout_windows(use_data)
+    held = {n for names in data.HELDOUT_IMAGES.values() for n in names}
+    files = [f for f in sorted((use_data / "train/T91").glob("*.*"))
+             + sorted((use_data / "train/BSD200").glob("*.*"))[::4]
+             + sorted((use_data / "benchmark").glob("Set*/HR/*.*")) if f.stem not in held]
+    assert len(files) > 140 and sum(len(w) for _, w in windows) == 8 * len(held)
+    worst = max(copies.match(data.read_image(f), windows)[0] for f in files)
+    assert worst < 0.7 < copies.SAME - 0.05, worst
+
+
 def test_training_files_with_the_same_pixels_count_once(use_data, tmp_path, capsys):
     """PNG copies of BSD200's JPEGs had been trained on as more images ('228 training
     images', 190 distinct) without a word; T91's own twins (t36, t65) stay, as shipped."""
@@ -1383,3 +1455,11 @@ def test_a_cache_made_before_the_held_out_images_arrived_is_checked_again(data_d
     (root / "train" / "BSD200").symlink_to(src)  # the user adds BSD200
     with pytest.raises(AmmsError, match=r"zz\.jpg is a copy of a held-out validation image"):
         load_pairs(files, 2, tmp_path / "cache")
+
+
+def test_the_builtin_images_train_alone(use_data):
+    """`--train-sets T91 skimage` had said "training set 'skimage' not found at
+    .../train/skimage", though skimage is a valid name when named alone."""
+    with pytest.raises(AmmsError, match=r"training set 'skimage': the built-in skimage images "
+                                        r"are a demo set that trains alone"):
+        train_files(["T91", "skimage"])
