@@ -414,3 +414,50 @@ def heldout_curve(out: Path, key: str = "psnr") -> list[list[float]]:
     from amms_lib.runlog import read_metrics
 
     return [[r["step"], r[key]] for r in read_metrics(out) if key in r]
+
+
+# each idea's factorial switch, and the comparison with the control that could explain it
+# away (the names of benchmarks/ideas_cpu.py's plan)
+IDEA_CONTROLS = {"non_local": "non-local (dot) vs context block",
+                 "second_order": "second-order (normalised) vs constant gate",
+                 "multiscale": "multi-scale vs capacity (equal parameters)"}
+
+
+def idea_evidence(idea: str, path=None) -> dict:
+    """What the ideas study (``benchmarks/results/ideas_cpu.json``) says of one idea on its
+    primary outcome: the factorial's main effect (blocked ANOVA over the complete seeds;
+    None under two) and the paired difference against its control (``IDEA_CONTROLS``),
+    each with its 95% interval; ``said`` puts both in two lines. Notebooks 01-03 print it."""
+    from amms_lib.stats import factorial_anova, paired_interval
+
+    path = Path(path or repo_root() / "benchmarks" / "results" / "ideas_cpu.json")
+    record = json.loads(path.read_text())
+    plan = record["plan"]
+    primary = plan["primary_outcome"].split()[0]  # "BSD100 x2 PSNR (...)" -> "BSD100"
+    psnr = {(r["variant"], r["seed"]): r["sets"][primary]["psnr"] for r in record["runs"]}
+    complete = [s for s in plan["seeds"] if all((v, s) in psnr for v in plan["factorial"])]
+    main = None
+    if len(complete) >= 2:
+        main = factorial_anova({(v, s): psnr[v, s] for v in plan["factorial"] for s in complete},
+                               {v: tuple(f) for v, f in plan["factorial"].items()}
+                               )["effects"][idea]
+    name = IDEA_CONTROLS[idea]
+    idea_v, control_v = plan["comparisons"][name]
+    diffs = [psnr[idea_v, s] - psnr[control_v, s] for s in plan["seeds"]
+             if (idea_v, s) in psnr and (control_v, s) in psnr]
+    control = paired_interval(diffs) if diffs else None
+
+    def interval(e, mean):
+        if e is None or e.get("ci95") is None:
+            return "not enough seeds yet"
+        lo, hi = e["ci95"]
+        return (f"{mean:+.3f} dB [{lo:+.3f}, {hi:+.3f}], "
+                + ("resolved" if e["resolved"] else "not resolved"))
+
+    said = (f"{primary} x2, {record['steps']:,} steps of the compact AMMS, 95% intervals:\n"
+            f"  main effect of {idea} (factorial ANOVA, seeds {complete}): "
+            f"{interval(main, main['effect'] if main else 0)}\n"
+            f"  {name} (paired, {len(diffs)} seeds): "
+            f"{interval(control, control['mean'] if control else 0)}")
+    return {"main": main, "control": control, "control_name": name, "seeds": complete,
+            "n_control": len(diffs), "steps": record["steps"], "said": said}

@@ -222,3 +222,40 @@ def test_diagnostics_see_what_moved_and_what_depends_on_the_image():
     assert all(s == pytest.approx(1.0) for s in d["attention_spread"].values())
     assert gate_spread(np.ones((4, 3)))["across_images"] == 0
     assert moved(net, net)["NonLocalBlock"]["relative_change"] == 0
+
+
+def test_idea_evidence_reads_the_study_as_one_factorial(tmp_path):
+    """``studies.idea_evidence`` (notebooks 01-03): a known multi-scale effect of +0.2 dB
+    with seed offsets comes back as the factorial's main effect, resolved, and its paired
+    difference against the control as the known -0.05 dB; an idea with no effect is not
+    resolved."""
+    import json
+
+    from amms_lib import studies
+
+    factorial = {"none": [], "nl": ["non_local"], "so": ["second_order"],
+                 "ms": ["multiscale"], "nl+so": ["non_local", "second_order"],
+                 "nl+ms": ["non_local", "multiscale"], "so+ms": ["second_order", "multiscale"],
+                 "all": ["non_local", "second_order", "multiscale"]}
+    noise = [0.004, -0.003, 0.001, -0.002, 0.003, 0.0, -0.004, 0.002]
+    runs = []
+    for s, offset in enumerate([0.0, 0.05, -0.03]):
+        for i, (v, on) in enumerate(factorial.items()):
+            y = 30 + offset + 0.2 * ("multiscale" in on) + noise[(i + 3 * s) % 8]
+            runs.append({"variant": v, "seed": s, "sets": {"BSD100": {"psnr": y}}})
+        ms = next(r for r in runs if r["variant"] == "ms" and r["seed"] == s)
+        runs.append({"variant": "wide", "seed": s,
+                     "sets": {"BSD100": {"psnr": ms["sets"]["BSD100"]["psnr"] + 0.05}}})
+    plan = {"factorial": factorial, "seeds": [0, 1, 2],
+            "primary_outcome": "BSD100 x2 PSNR (Y, shaved, whole images)",
+            "comparisons": {studies.IDEA_CONTROLS["multiscale"]: ["ms", "wide"],
+                            studies.IDEA_CONTROLS["non_local"]: ["nl", "none"]}}
+    path = tmp_path / "ideas.json"
+    path.write_text(json.dumps({"plan": plan, "steps": 3000, "runs": runs}))
+    ms = studies.idea_evidence("multiscale", path)
+    assert ms["seeds"] == [0, 1, 2] and ms["main"]["resolved"]
+    assert abs(ms["main"]["effect"] - 0.2) < 0.01
+    assert abs(ms["control"]["mean"] + 0.05) < 1e-9 and ms["control"]["resolved"]
+    nl = studies.idea_evidence("non_local", path)
+    assert not nl["main"]["resolved"] and abs(nl["main"]["effect"]) < 0.01
+    assert "main effect of non_local (factorial ANOVA, seeds [0, 1, 2])" in nl["said"]
