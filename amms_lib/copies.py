@@ -2,11 +2,12 @@
 
 A copy padded to a multiple of the patch size, framed, trimmed by a few pixels or mod-cropped
 keeps a held-out image's pixels at their own scale, but its whole-image thumbnail
-(``data.near_heldout``) moves. Here a 64x64 window from the middle of each held-out image is
-looked for anywhere in a training image, under the 8 flips and rotations: first at quarter
-scale (one FFT correlation per window), then the best spot at full scale. Both images are
-contrast-normalised (each pixel less its neighbourhood's mean, over its spread), so a strong
-edge or a sky gradient matches only itself, not any other edge.
+(``data.near_heldout``) moves. Here a 64x64 window from near the middle of each held-out
+image (one that a mod-crop to 48 or 64 px keeps) is looked for anywhere in a training image,
+under the 8 flips and rotations: first at quarter scale (one FFT correlation per window),
+then the best spot at full scale. Both images are contrast-normalised (each pixel less its
+neighbourhood's mean, over its spread), so a strong edge or a sky gradient matches only
+itself, not any other edge.
 """
 from __future__ import annotations
 
@@ -15,10 +16,11 @@ from scipy import fft
 from scipy.ndimage import gaussian_filter
 
 WINDOW, COARSE = 64, 4  # the window's side in pixels; the coarse stage's downscale
-# correlation of the window at full scale: copies of the 15 held-out images (trimmed 1-4 px,
-# mod-cropped, reflect- or edge-padded, framed; lossless or JPEG q75) gave 0.92 or more, the
-# 495 other images of the training and benchmark sets at most 0.64 (tests/test_train.py checks
-# five copies and 150 of those images); the coarse stage only picks the spot to check
+# correlation of the window at full scale: copies of the 15 held-out images (trimmed 1-10 px,
+# mod-cropped to 2-64 px, centre-cropped to 12 or 48, reflect- or edge-padded, framed,
+# letterboxed; lossless or JPEG q75) gave 0.92 or more, the 495 other images of the training
+# and benchmark sets at most 0.61 (tests/test_train.py checks seven copies and 150 of those
+# images); the coarse stage only picks the spot to check
 SAME, CANDIDATE = 0.8, 0.4
 
 
@@ -47,8 +49,9 @@ def _unit(w: np.ndarray) -> np.ndarray:
 
 def windows(img: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
     """``(full-scale window, quarter-scale window)`` under each of the 8 flips and
-    rotations, each zero-mean and unit-norm: the most textured 64x64 window whose top-left
-    corner lies in the image's middle half (none if the image is under 64 px)."""
+    rotations, each zero-mean and unit-norm: the most textured 64x64 window near the
+    image's middle that a mod-crop to 48 or 64 px keeps (``_corners``; none if the image is
+    under 64 px)."""
     g = _grey(img)
     if min(g.shape) < WINDOW:
         return []
@@ -57,10 +60,9 @@ def windows(img: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
     gy, gx = np.abs(np.diff(g, axis=0))[:, :-1], np.abs(np.diff(g, axis=1))[:-1]
     m = WINDOW - 1
     score = np.minimum(_box(gy, m), _box(gx, m))
-    h, w = score.shape
-    middle = score[h // 4: max(h // 4 + 1, 3 * h // 4), w // 4: max(w // 4 + 1, 3 * w // 4)]
-    y, x = np.unravel_index(np.argmax(middle), middle.shape)
-    y, x = y + h // 4, x + w // 4
+    (y0, y1), (x0, x1) = _corners(g.shape[0]), _corners(g.shape[1])
+    y, x = np.unravel_index(np.argmax(score[y0:y1 + 1, x0:x1 + 1]), (y1 - y0 + 1, x1 - x0 + 1))
+    y, x = y + y0, x + x0
     win = fine[y:y + WINDOW, x:x + WINDOW]
     out = []
     for t in (win, np.fliplr(win)):
@@ -69,6 +71,16 @@ def windows(img: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
             small = full.reshape(WINDOW // COARSE, COARSE, WINDOW // COARSE, COARSE).mean((1, 3))
             out.append((_unit(full), _unit(small)))
     return out
+
+
+def _corners(n: int) -> tuple[int, int]:
+    """The first and last top-left corner, along an axis of ``n`` pixels, of a window that
+    a crop to multiples of 48 or 64 px (keeping the top-left, as a mod-crop to the patch
+    size does) leaves whole; in the middle half of the axis where that allows."""
+    kept = min(k for k in (n // 48 * 48, n // 64 * 64, n) if k >= WINDOW)
+    last = kept - WINDOW
+    first = min(n // 4, max(last - n // 8, 0))
+    return first, min(3 * n // 4, last)
 
 
 def _box(g: np.ndarray, m: int) -> np.ndarray:

@@ -247,6 +247,16 @@ class ResultsKind:
                 and all(isinstance(r, dict) and self.row_keys <= set(r) for r in rows))
 
 
+def require_at_least(args, **least) -> None:
+    """Refuse, in one line (``AmmsError``) and before any work, a command-line number below
+    its least value, or NaN (``require_at_least(args, steps=1, overlap=0)``; None: unset).
+    A bad value had been measured as a failed row, or replaced a results file."""
+    for name, low in least.items():
+        value = getattr(args, name)
+        if value is not None and not value >= low:  # NaN compares false
+            raise AmmsError(f"--{name.replace('_', '-')} {value:g}: must be at least {low:g}")
+
+
 def json_arg(path, example: str = "results") -> Path:
     """A ``--json`` argument as a Path, refused in one line (``AmmsError``) when it is
     empty (an unset variable: not "no --json") or names a folder (``DIR/``, ``DIR/.``:

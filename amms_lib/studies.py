@@ -32,6 +32,7 @@ from amms_lib.runtime import (  # noqa: F401 (studies.code_commit)
     code_commit,
     json_arg,
     repo_root,
+    require_at_least,
 )
 
 VAL_IMAGES = 5  # held-out images a study's run validates on (the first of data.HELDOUT)
@@ -357,10 +358,21 @@ def stamp(record: dict, *, threads: int | None = None, precision: str = "float32
     return {**record, "invocations": [*record.get("invocations", []), here]}
 
 
-def check_jobs(jobs: int) -> None:
-    """``--jobs``: at least one run at a time (0 would start nothing and say done)."""
-    if jobs < 1:
-        sys.exit(f"error: --jobs must be 1 or more, got {jobs}")
+def check_study_args(args) -> None:
+    """A study's numbers, refused in one line before any work (a bad one had started the
+    cost measurement, or failed every run alone with its cause only in train.log):
+    ``--jobs``, ``--threads``, ``--steps`` at least 1, ``--lr`` above 0, ``--stop-minutes``
+    and ``--minutes`` not negative, ``--seeds`` not negative and each named once (a seed
+    twice would pair a run with itself). Only the options the script has are checked."""
+    require_at_least(args, **{k: v for k, v in dict(jobs=1, threads=1, steps=1,
+                                                    stop_minutes=0, minutes=0).items()
+                              if hasattr(args, k)})
+    if hasattr(args, "lr") and not args.lr > 0:
+        raise AmmsError(f"--lr {args.lr:g}: must be above 0")
+    seeds = getattr(args, "seeds", None) or []
+    if any(s < 0 for s in seeds) or len(set(seeds)) < len(seeds):
+        raise AmmsError(f"--seeds {' '.join(map(str, seeds))}: name each seed once, "
+                        "0 or more")
 
 
 def markdown_or_main(markdown, main, results: str) -> None:

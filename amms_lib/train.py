@@ -314,9 +314,13 @@ def train(cfg: TrainConfig, stop_after: int | None = None) -> dict:
     if cfg.init_from and not (cfg.resume and (out / "last.pt").is_file()):
         # a bad --init-from fails here, before --overwrite clears the earlier run
         load_init_weights(build_model(cfg.model, cfg.scale, **cfg.model_kwargs), cfg)
-    lock = _open_run_dir(cfg, out, main_proc, world, device)
+    # the data before the folder is opened: a refused image (a held-out copy, a damaged
+    # file) or Ctrl-C while the LR cache builds finds the earlier run still there (not yet
+    # cleared by --overwrite) and leaves no config.json in a new folder
+    pairs = load_pairs(files, cfg.scale) if run_dir_problem(cfg, out) is None else None
+    lock = _open_run_dir(cfg, out, main_proc, world, device)  # a problem: refused here
     try:
-        return _train_locked(cfg, files, out, rank, world, device, stop_after)
+        return _train_locked(cfg, files, pairs, out, rank, world, device, stop_after)
     finally:
         if lock:
             lock.release()
@@ -381,14 +385,11 @@ def _loader(cfg: TrainConfig, files, pairs, step: int, stop: int, spent: float, 
                       pin_memory=device.type == "cuda", persistent_workers=False)
 
 
-def _train_locked(cfg, files, out: Path, rank: int, world: int, device, stop_after):
+def _train_locked(cfg, files, pairs, out: Path, rank: int, world: int, device, stop_after):
     """The loop of ``train``, once the run folder is ours. About 60 lines: each step sets
     the lr, runs ``train_step``, agrees with the other ranks on time and divergence, logs,
     and validates and saves on schedule; split further, those would share eight locals."""
     main_proc = rank == 0
-    # the data first: a refused image (a held-out copy, a bad file) leaves no config.json
-    # behind, which would make the same command, once fixed, "an earlier run"
-    pairs = load_pairs(files, cfg.scale)
     net, model, opt, ema, step, best, spent, origin = _prepare(cfg, out, main_proc, world,
                                                                device)
     log = out / "metrics.jsonl"

@@ -47,7 +47,7 @@ from amms_lib.ablation_stats import analyse
 from amms_lib.runtime import atomic_write, cli, cpu_name, repo_root
 from amms_lib.studies import (
     FAIR,
-    check_jobs,
+    check_study_args,
     precision,
     read_results,
     require_data,
@@ -226,7 +226,7 @@ def main() -> None:
     ap.add_argument("--json", default="benchmarks/results/ablation_cpu.json")
     args = ap.parse_args()
     results = Path(args.json)
-    check_jobs(args.jobs)
+    check_study_args(args)
     old = stamp(read_results(results, budget={"steps": args.steps, "lr": args.lr}),
                 threads=args.threads, precision="per run (its field)")
     require_data("ablation_cpu.py")

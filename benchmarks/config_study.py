@@ -47,6 +47,7 @@ from amms_lib.studies import (
     beside,
     bicubic_rows,
     bicubic_validation,
+    check_study_args,
     drop_state,
     heldout_curve,
     markdown_or_main,
@@ -248,6 +249,7 @@ def main() -> None:
     ap.add_argument("--json", default=str(repo_root() / "benchmarks" / "results"
                                           / "config_study_cpu.json"))
     args = ap.parse_args()
+    check_study_args(args)
     path = Path(args.json)
     record = stamp(read_results(path, budget={k: getattr(args, k) for k in ("hours", "ema", "lr")}),
                    threads=1)

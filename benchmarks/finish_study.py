@@ -38,6 +38,7 @@ from amms_lib.stats import paired_interval
 from amms_lib.studies import (
     SIZE_CONFIGS,
     beside,
+    check_study_args,
     drop_state,
     heldout_curve,
     markdown_or_main,
@@ -143,6 +144,7 @@ def main() -> None:
     ap.add_argument("--register", action="store_true")
     ap.add_argument("--json", default=str(RESULTS / "finish_study_cpu.json"))
     args = ap.parse_args()
+    check_study_args(args)
     path = Path(args.json)
     record = stamp(read_results(path, budget={k: getattr(args, k) for k in ("minutes", "lr")})
                    or {"runs": {}}, threads=1)

@@ -36,6 +36,7 @@ from amms_lib import data, stats
 from amms_lib.runtime import atomic_write, cli, cpu_name, repo_root
 from amms_lib.studies import (
     FAIR,
+    check_study_args,
     code_commit,
     drop_state,
     read_results,
@@ -304,6 +305,7 @@ def main() -> None:
     ap.add_argument("--markdown", action="store_true", help="print the tables and stop")
     ap.add_argument("--steps", type=int, default=STEPS, help="the plan's; others: dry runs")
     args = ap.parse_args()
+    check_study_args(args)
     args.json, args.lock = Path(args.json), threading.Lock()
     old = read_results(args.json, budget=None if args.markdown else {"steps": args.steps})
     if args.markdown:

@@ -58,7 +58,7 @@ from amms_lib.runtime import atomic_write, cpu_name, relative, repo_root
 from amms_lib.studies import (
     beside,
     bicubic_rows,
-    check_jobs,
+    check_study_args,
     drop_state,
     heldout_curve,
     kept_file,
@@ -237,7 +237,7 @@ def main() -> None:
                                           / "table2_cpu.json"))
     args = ap.parse_args()
     path = Path(args.json)
-    check_jobs(args.jobs)
+    check_study_args(args)
     record = stamp(read_results(path, budget={"minutes": args.minutes}), threads=1)
     deadline = time.time() + 60 * args.stop_minutes if args.stop_minutes else float("inf")
     costs = record.get("seconds_per_step") or measure_step_costs(args.models)

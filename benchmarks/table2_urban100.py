@@ -35,6 +35,7 @@ from amms_lib.checkpoint import load_model
 from amms_lib.equal_budget import URBAN, registered
 from amms_lib.errors import AmmsError
 from amms_lib.inference import OVERLAP, upscale
+from amms_lib.models import MODELS
 from amms_lib.runtime import FolderLock, atomic_write, cli, json_arg, repo_root
 from amms_lib.studies import read_results, score_sets, shipped_by, stamp
 
@@ -106,8 +107,9 @@ def main() -> None:
     cells = []
     for cell in args.cells:  # all checked before any is scored
         model, _, scale = cell.partition(":")
-        if not scale.isdigit() or int(scale) not in data.SCALES:
-            raise AmmsError(f"cell {cell!r}: write MODEL:SCALE with SCALE one of "
+        if scale not in {str(s) for s in data.SCALES} or model not in (*MODELS, SHIPPED):
+            raise AmmsError(f"cell {cell!r}: write MODEL:SCALE with MODEL one of "
+                            f"{', '.join((*MODELS, SHIPPED))} and SCALE one of "
                             f"{', '.join(map(str, data.SCALES))}, e.g. lapsrn:2")
         cells.append((cell, model, int(scale)))
     for cell, model, scale in cells:

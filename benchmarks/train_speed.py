@@ -35,7 +35,8 @@ from amms_lib.errors import AmmsError
 from amms_lib.memory import fresh_process
 from amms_lib.models import build_model
 from amms_lib.non_local import MODES as NL_MODES
-from amms_lib.runtime import cli, resolve_device
+from amms_lib.runtime import cli, require_at_least, resolve_device
+from amms_lib.scales import check_scale
 from amms_lib.studies import check_new_results, measurement_kind, stamp
 
 VARIANT_PARTS = {"eager", "cl", "bf16", "compile"}
@@ -124,6 +125,9 @@ def main() -> None:
     if args.one:  # a child of the run below: it prints its row, the parent writes --json
         print(json.dumps(measure(args, args.one, resolve_device(args.device))))
         return
+    check_scale(args.scale)
+    require_at_least(args, batch_size=1, lr_patch=1, channels=1, n_amms=1, n_am=1, steps=1,
+                     warmup=0)
     todo = args.rows or [f"{m}:{v}" for m in args.nl_modes for v in args.variants]
     for row in todo:  # a misspelt row is refused before any work, not measured as failed
         mode, _, variant = row.partition(":")
@@ -162,6 +166,8 @@ def main() -> None:
             print(out.keep_partial(stamp({"header": header, "rows": rows},
                                          precision="per row (its mode)"), "interrupted"))
         raise
+    if out and not any("it_s" in r for r in rows):  # failures only: nothing to replace with
+        raise AmmsError(f"no row was measured (each failed, above): {out.path} not written")
     if out:
         out.write(stamp({"header": header, "rows": rows}, precision="per row (its mode)"),
                   indent=2)

@@ -37,7 +37,7 @@ from amms_lib.inference import estimate_memory, upscale
 from amms_lib.memory import fresh_process, peak_memory
 from amms_lib.models import build_model
 from amms_lib.non_local import NonLocalBlock
-from amms_lib.runtime import cli
+from amms_lib.runtime import cli, require_at_least
 
 MODES = ("full", "region", "tiled", "naive")
 SIDES = range(32, 1025, 16)  # naive: square crops tried, smallest first
@@ -177,10 +177,9 @@ def main() -> None:
                     help="the whole set through the upscale tool with --tile")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    for name, least in (("images", 1), ("crop", 1), ("tile", 1), ("overlap", 0),
-                        ("naive_cap", 0)):  # refused before any work, not measured as failed
-        if (value := getattr(args, name)) is not None and value < least:
-            raise AmmsError(f"--{name.replace('_', '-')} {value:g}: must be at least {least}")
+    require_at_least(args, images=1, crop=1, tile=1, overlap=0, naive_cap=0)
+    if args.overlap >= args.tile:  # a tile's context wider than the tile itself
+        raise AmmsError(f"--overlap {args.overlap} must be smaller than --tile {args.tile}")
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
     elif args.all_tiled:

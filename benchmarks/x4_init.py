@@ -27,6 +27,7 @@ from amms_lib.runtime import atomic_write, cli, cpu_name, json_arg, repo_root
 from amms_lib.studies import (
     SIZE_CONFIGS,
     bicubic_validation,
+    check_study_args,
     heldout_curve,
     precision,
     read_results,
@@ -50,6 +51,7 @@ def main() -> None:
     ap.add_argument("--json",
                     default=repo_root() / "benchmarks" / "results" / "x4_init_vs_scratch.json")
     args = ap.parse_args()
+    check_study_args(args)
     args.json = json_arg(args.json, "x4_init_vs_scratch")  # "" (an unset variable) refused
     old = read_results(args.json, budget={"steps": args.steps, "config": args.config,
                                           "lr": args.lr})  # before any work

@@ -513,7 +513,7 @@ def test_a_damaged_results_file_is_one_line_before_any_work(tmp_path, script, co
         assert "Traceback" not in run.stderr and len(run.stderr.strip().splitlines()) == 1
     assert results.read_text() == content
     run = _script(script, "--jobs", "0", "--json", tmp_path / "new.json")
-    assert run.returncode == 1 and "--jobs must be 1 or more" in run.stderr
+    assert run.returncode == 2 and "--jobs 0: must be at least 1" in run.stderr
     assert not (tmp_path / "new.json").exists()
 
 
@@ -849,6 +849,16 @@ def test_every_benchmark_script_ends_through_the_cli_wrapper():
     ("upscale_memory.py", ["--images", "0"], "--images 0: must be at least 1"),
     ("table2_urban100.py", ["srcnn4"], "cell 'srcnn4': write MODEL:SCALE"),
     ("table2_urban100.py", ["srcnn:5"], "cell 'srcnn:5'"),
+    ("table2_urban100.py", ["srcnn:²"], "cell 'srcnn:²'"),
+    ("table2_urban100.py", ["bogus:2"], "cell 'bogus:2': write MODEL:SCALE with MODEL one of"),
+    ("upscale_memory.py", ["--tile", "16", "--overlap", "40"], "--overlap 40 must be smaller"),
+    ("upscale_memory.py", ["--naive-cap", "nan"], "--naive-cap nan: must be at least 0"),
+    ("train_speed.py", ["--device", "cpu", "--steps", "0"], "--steps 0: must be at least 1"),
+    ("train_speed.py", ["--device", "cpu", "--batch-size", "0"], "--batch-size 0: must be"),
+    ("train_speed.py", ["--device", "cpu", "--lr-patch", "0"], "--lr-patch 0: must be"),
+    ("x4_init.py", ["--lr", "-1"], "--lr -1: must be above 0"),
+    ("ablation_cpu.py", ["--seeds", "0", "0"], "--seeds 0 0: name each seed once"),
+    ("ablation_cpu.py", ["--threads", "0"], "--threads 0: must be at least 1"),
     ("table2_urban100.py", ["srcnn:2", "--json", ""], "--json is empty (an unset variable?)"),
 ])
 def test_a_bad_argument_is_refused_before_any_work(tmp_path, script, argv, said):
@@ -873,3 +883,21 @@ def test_a_study_needs_both_training_sets(tmp_path):
     assert got.returncode == 1 and "has no train/T91 or train/BSD200" in got.stderr, \
         got.stderr[-800:]
     assert not (tmp_path / "x4.json").exists()
+
+
+def test_failed_rows_never_replace_measured_ones(tmp_path, monkeypatch):
+    """train_speed --overwrite whose every row failed (there: --steps 0) had replaced the
+    file's measured rows with one error row, exit 0."""
+    import amms_lib.memory
+
+    earlier = tmp_path / "ts.json"
+    got = _script("train_speed.py", "--device", "cpu", "--rows", "full:eager", "--channels",
+                  "4", "--n-amms", "1", "--n-am", "1", "--lr-patch", "8", "--batch-size", "1",
+                  "--steps", "1", "--warmup", "0", "--json", earlier)
+    assert got.returncode == 0 and '"it_s"' in earlier.read_text(), got.stderr[-800:]
+    before = earlier.read_bytes()
+    monkeypatch.setattr(amms_lib.memory, "fresh_process", lambda argv: "exit 1: boom")
+    got = _script("train_speed.py", "--device", "cpu", "--rows", "full:eager",
+                  "--json", earlier, "--overwrite")
+    assert got.returncode != 0 and "no row was measured" in got.stderr, got.stderr[-800:]
+    assert earlier.read_bytes() == before

@@ -1292,20 +1292,23 @@ def test_no_standard_image_is_near_a_held_out_one(use_data):
     assert worst < 0.8 < data.NEAR - 0.1, worst
 
 
-@pytest.mark.parametrize("image,edit", [("t6", "trim4"), ("t26", "mod12"), ("100075", "pad48"),
+@pytest.mark.parametrize("image,edit", [("t6", "trim4"), ("t26", "mod12"), ("t26", "mod48"),
+                                        ("t43", "mod48"), ("100075", "pad48"),
                                         ("100075", "frame"), ("t26", "flip_pad_jpeg")])
 def test_a_trimmed_padded_or_framed_held_out_image_is_never_trained_on(use_data, tmp_path,
                                                                        image, edit):
-    """T91's t6 trimmed by 4 px a side, t26 cropped to multiples of 12, 100075 reflect-padded
-    to multiples of 48 or given a white frame had been trained on (their whole-image
+    """T91's t6 trimmed by 4 px a side, t26 cropped to multiples of 12 (t26 and t43 to 48,
+    a window chosen in the middle had been cut), 100075 reflect-padded to multiples of 48 or
+    given a white frame had been trained on (their whole-image
     thumbnails move), the runs registered as 'without heldout'."""
     from PIL import Image
 
     img = data.read_image(data._heldout_file(image, use_data))
     if edit == "trim4":
         img = img[4:-4, 4:-4]
-    elif edit == "mod12":
-        img = img[:img.shape[0] // 12 * 12, :img.shape[1] // 12 * 12]
+    elif edit.startswith("mod"):
+        m = int(edit[3:])
+        img = img[:img.shape[0] // m * m, :img.shape[1] // m * m]
     elif edit == "pad48":
         img = np.pad(img, ((0, -img.shape[0] % 48), (0, -img.shape[1] % 48), (0, 0)), "reflect")
     elif edit == "frame":
@@ -1324,7 +1327,8 @@ def test_a_trimmed_padded_or_framed_held_out_image_is_never_trained_on(use_data,
 def test_a_refused_training_image_leaves_no_run_behind(data_dir, tmp_path, monkeypatch):
     """A run refused for a held-out copy among its images had left config.json in its
     folder, so the same command, once the image was removed, was refused as 'an earlier
-    run'; a file name that is not UTF-8 (a Windows zip's 'Stra\\xdfe.png') had ended in
+    run'; with --overwrite the refusal (or a truncated image) came after the earlier run
+    had been deleted; a file name that is not UTF-8 (a Windows zip's 'Stra\\xdfe.png') had ended in
     a UnicodeEncodeError from the LR cache's key."""
     from PIL import Image
 
@@ -1346,11 +1350,20 @@ def test_a_refused_training_image_leaves_no_run_behind(data_dir, tmp_path, monke
     (mine / "t6_trim4.png").unlink()
     train(cfg)  # the same command, the copy removed: a new run, not "an earlier run"
     assert (tmp_path / "run" / "best.pt").is_file()
+    # --overwrite had cleared the earlier run before the refusal (a copy, a truncated file)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()}
+    Image.fromarray(np.ascontiguousarray(trimmed)).save(mine / "t6_trim4.png")
+    with pytest.raises(AmmsError, match=r"t6_trim4\.png is a copy of a held-out"):
+        train(replace(cfg, overwrite=True))
+    (mine / "t6_trim4.png").write_bytes((mine / "t6_trim4.png").read_bytes()[:300])
+    with pytest.raises(AmmsError, match=r"t6_trim4\.png"):
+        train(replace(cfg, overwrite=True))
+    assert {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()} == before
 
 
 def test_no_standard_image_holds_a_held_out_window(use_data):
     """The window check's margin, measured on T91, Set5, Set14 and a quarter of BSD200 (all
-    495 standard images reach at most 0.64): far below ``copies.SAME``, where copies score
+    495 standard images reach at most 0.61): far below ``copies.SAME``, where copies score
     0.92 or more."""
     from amms_lib import copies
 
