@@ -32,7 +32,7 @@ from amms_lib.resize import imresize
 from amms_lib.runtime import atomic_save, repo_root
 
 TRAIN_SETS = ("T91", "BSD200")
-CACHE_VERSION = "5"  # bump when the LR recipe or the images kept change
+CACHE_VERSION = "6"  # bump when the LR recipe or the images kept change
 
 
 def builtin_only(sets) -> bool:
@@ -79,6 +79,13 @@ def train_files(sets=TRAIN_SETS, root: Path | None = None) -> list[Path]:
     return files
 
 
+def _check_id() -> str:
+    """The held-out check's own version: its code (``copies``) and thresholds. A cache
+    made by an earlier check (which let a copy through) is built, and checked, again."""
+    source = Path(copies.__file__).read_bytes() + f"{data.THUMB_SIDE},{data.NEAR}".encode()
+    return hashlib.sha1(source).hexdigest()[:12]
+
+
 def load_pairs(files: list[Path], scale: int, cache_dir: Path | None = None
                ) -> tuple[list[np.ndarray], list[np.ndarray], str]:
     """(HR list, LR list, cache key); HR mod-cropped, LR made once and cached. A held-out
@@ -94,7 +101,7 @@ def load_pairs(files: list[Path], scale: int, cache_dir: Path | None = None
     # the held-out images' pixels as well: a cache checked before they were in the data
     # folder (or were other files) is built again, and checked again
     held = data.heldout_ids() if files else {}
-    held_stamp = ",".join(sorted(held))
+    held_stamp = ",".join(sorted(held)) + "|" + _check_id() if files else ""
     key = hashlib.sha1(f"{CACHE_VERSION}|x{scale}|{stamp}|{held_stamp}"  # any file name
                        .encode("utf-8", "surrogateescape")).hexdigest()[:16]
     cache = (cache_dir or repo_root() / "runs" / "cache") / f"train_x{scale}_{key}.pt"

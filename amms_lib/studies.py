@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 from amms_lib import data
 from amms_lib.amms import AMMSConfig
 from amms_lib.errors import AmmsError
@@ -361,14 +363,18 @@ def stamp(record: dict, *, threads: int | None = None, precision: str = "float32
 def check_study_args(args) -> None:
     """A study's numbers, refused in one line before any work (a bad one had started the
     cost measurement, or failed every run alone with its cause only in train.log):
-    ``--jobs``, ``--threads``, ``--steps`` at least 1, ``--lr`` above 0, ``--stop-minutes``
-    and ``--minutes`` not negative, ``--seeds`` not negative and each named once (a seed
-    twice would pair a run with itself). Only the options the script has are checked."""
+    ``--jobs``, ``--threads``, ``--steps`` at least 1, ``--lr`` (``--lrs``) in (0, 1],
+    ``--stop-minutes`` and ``--minutes`` not negative, ``--seeds`` not negative and each
+    named once (a seed twice would pair a run with itself). Only the options the script
+    has are checked."""
     require_at_least(args, **{k: v for k, v in dict(jobs=1, threads=1, steps=1,
                                                     stop_minutes=0, minutes=0).items()
                               if hasattr(args, k)})
-    if hasattr(args, "lr") and not args.lr > 0:
-        raise AmmsError(f"--lr {args.lr:g}: must be above 0")
+    for name in ("lr", "lrs"):  # Adam's learning rate: above 0, at most 1 (NaN, inf: no)
+        for lr in [v for v in np.atleast_1d(getattr(args, name, None) or []) if v is not None]:
+            if not 0 < lr <= 1:
+                raise AmmsError(f"--{name} {lr:g}: a learning rate must be above 0 and at "
+                                "most 1")
     seeds = getattr(args, "seeds", None) or []
     if any(s < 0 for s in seeds) or len(set(seeds)) < len(seeds):
         raise AmmsError(f"--seeds {' '.join(map(str, seeds))}: name each seed once, "

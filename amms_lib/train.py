@@ -319,6 +319,7 @@ def train(cfg: TrainConfig, stop_after: int | None = None) -> dict:
     # cleared by --overwrite) and leaves no config.json in a new folder
     pairs = load_pairs(files, cfg.scale) if run_dir_problem(cfg, out) is None else None
     lock = _open_run_dir(cfg, out, main_proc, world, device)  # a problem: refused here
+    _OPENED.add(str(out))
     try:
         return _train_locked(cfg, files, pairs, out, rank, world, device, stop_after)
     finally:
@@ -493,8 +494,14 @@ def _json_object(text: str) -> dict:
 _json_object.__name__ = "JSON object"  # argparse names the type in its message
 
 
+_OPENED: set[str] = set()  # run folders this process opened (and --overwrite cleared)
+
+
 def _interrupted(out: Path) -> str:
     """What a Ctrl-C left in ``out``, and how to go on from it."""
+    if str(out) not in _OPENED:  # stopped while the data loaded: the folder is untouched
+        return (f"training interrupted before it began (while the training data loaded): "
+                f"{out} is as it was; run the same command again")
     if (out / "last.pt").is_file():
         return (f"training interrupted: {out / 'last.pt'} holds the last checkpoint (saved "
                 "with each validation); --resume continues from it")

@@ -129,6 +129,8 @@ def main() -> None:
     require_at_least(args, batch_size=1, lr_patch=1, channels=1, n_amms=1, n_am=1, steps=1,
                      warmup=0)
     todo = args.rows or [f"{m}:{v}" for m in args.nl_modes for v in args.variants]
+    if twice := sorted({r for r in todo if todo.count(r) > 1}):
+        raise AmmsError(f"rows {', '.join(twice)} named twice; name each row once")
     for row in todo:  # a misspelt row is refused before any work, not measured as failed
         mode, _, variant = row.partition(":")
         if mode not in NL_MODES or not set(variant.split("+")) <= VARIANT_PARTS:

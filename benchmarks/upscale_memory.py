@@ -120,7 +120,7 @@ def table(args) -> None:
     names = data.list_images("Urban100")[: args.images or 1]
     print(f"torch {torch.__version__}, CPU, {torch.get_num_threads()} threads; "
           f"AMMSNet x2 {'from ' + args.checkpoint if args.checkpoint else '(random)'}"
-          f"{f', centre crop {args.crop}' if args.crop else ''}")
+          f"{f', centre crop {args.crop} (or the whole image, if smaller)' if args.crop else ''}")
     print(f"{'config':>10} {'image':>8} {'LR size':>9} {'N':>8} {'seconds':>9} "
           f"{'peak MB':>9} {'est. MB':>9}")
     base = dict(tile=args.tile, overlap=args.overlap, checkpoint=args.checkpoint)

@@ -518,13 +518,19 @@ def test_cli_gives_one_line_for_bad_input_and_130_for_ctrl_c(use_data, tmp_path,
         assert code == 2 and len(err) <= 2 and "Traceback" not in "".join(err), (bad, err)
         assert err[-1].startswith(("error: ", "usage: ")) or "error:" in err[-1], (bad, err)
 
-    def interrupted(cfg):
+    import amms_lib.train as train_module
+
+    def interrupted(cfg, opened):
+        if opened:  # Ctrl-C once the folder was ours (--overwrite had cleared it)
+            train_module._OPENED.add(cfg.out_dir)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("amms_lib.train.train", interrupted)
-    assert main(base + ["--out-dir", str(tmp_path / "o")]) == 130
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "interrupted before its first checkpoint" in err[0]
+    for opened, said in ((False, "interrupted before it began (while the training data "
+                                 "loaded)"), (True, "interrupted before its first checkpoint")):
+        monkeypatch.setattr("amms_lib.train.train", lambda cfg: interrupted(cfg, opened))
+        assert main(base + ["--out-dir", str(tmp_path / f"o{opened}")]) == 130
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and said in err[0], err
 
 
 def test_resume_and_init_from_weights_only_checkpoints_say_what_is_missing(use_data,
@@ -1359,6 +1365,27 @@ def test_a_refused_training_image_leaves_no_run_behind(data_dir, tmp_path, monke
     with pytest.raises(AmmsError, match=r"t6_trim4\.png"):
         train(replace(cfg, overwrite=True))
     assert {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()} == before
+
+
+def test_a_cache_made_by_an_earlier_check_is_checked_again(use_data, tmp_path, monkeypatch):
+    """A set cached while the check let a copy through (t26 cropped to multiples of 48,
+    before the window moved) was trained on after the fix: a cache hit skips the check,
+    and the key did not cover the check's code."""
+    from PIL import Image
+
+    from amms_lib import copies, patches
+
+    img = data.read_image(data._heldout_file("t26", use_data))
+    copy = tmp_path / "Mine" / "t26_mod48.png"
+    copy.parent.mkdir()
+    Image.fromarray(np.ascontiguousarray(img[:96, :144])).save(copy)
+    files, cache = [use_data / "train/T91/t2.png", copy], tmp_path / "cache"
+    with monkeypatch.context() as m:  # the earlier check: blind to this copy
+        m.setattr(copies, "contains", lambda img, found: None)
+        m.setattr(patches, "_check_id", lambda: "earlier")
+        assert len(load_pairs(files, 2, cache)[0]) == 2
+    with pytest.raises(AmmsError, match=r"t26_mod48\.png is a copy of a held-out"):
+        load_pairs(files, 2, cache)
 
 
 def test_no_standard_image_holds_a_held_out_window(use_data):
