@@ -178,10 +178,16 @@ def image_files(folder: Path) -> list[Path]:
     clear error naming it."""
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     for p in files:
-        if not p.exists():  # a symbolic link whose target is gone
-            raise AmmsError(f"{p} is a broken link (its target {os.readlink(p)} does not "
-                            "exist); restore the image or remove the link")
+        check_link(p)
     return files
+
+
+def check_link(path: Path, what: str = "") -> None:
+    """Refuse, in one line, a symbolic link whose target is gone (``what``: how the
+    message names it, e.g. "training set 'T91': ")."""
+    if path.is_symlink() and not path.exists():
+        raise AmmsError(f"{what}{path} is a broken link (its target {os.readlink(path)} does "
+                        "not exist); restore its target or remove the link")
 
 
 def two_files(kind: str, names) -> str:

@@ -59,9 +59,7 @@ def train_files(sets=TRAIN_SETS, root: Path | None = None) -> list[Path]:
     files = []
     for name in sets:
         folder = root / "train" / name
-        if folder.is_symlink() and not folder.exists():
-            raise AmmsError(f"training set {name!r}: {folder} is a broken link (its target "
-                            f"{os.readlink(folder)} does not exist); fix or remove it")
+        data.check_link(folder, f"training set {name!r}: ")
         if not folder.is_dir() and data.canonical(name) == data.BUILTIN:
             raise AmmsError(f"training set {name!r}: the built-in skimage images are a demo "
                             f"set that trains alone (--train-sets {data.BUILTIN}), never "
