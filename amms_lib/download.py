@@ -9,7 +9,6 @@ image decoded (a truncated PNG has a good header), HR counts and LR sizes.
 
 from __future__ import annotations
 
-import argparse
 import errno
 import hashlib
 import os
@@ -30,7 +29,7 @@ from amms_lib import data
 from amms_lib.data import EXPECTED_IMAGES, SCALES
 from amms_lib.errors import AmmsError
 from amms_lib.images import read_image
-from amms_lib.runtime import FolderLock, cli
+from amms_lib.runtime import ArgumentParser, FolderLock, cli
 
 DEFAULT_URL = "https://cv.snu.ac.kr/research/EDSR/benchmark.tar"
 SET_FOLDERS = (*EXPECTED_IMAGES, *(a for a, c in data.ALIASES.items() if c in EXPECTED_IMAGES))
@@ -337,7 +336,7 @@ def list_data() -> int:
 def main(argv=None) -> int:
     """Command line: ``list`` and ``fetch --dest DIR [--url URL] [--sets ...]
     [--no-progress]``."""
-    parser = argparse.ArgumentParser(prog="python -m amms_lib.data",
+    parser = ArgumentParser(prog="python -m amms_lib.data",
                                      description="See and get the SR benchmark sets.")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="the data folder's sets and whether they are complete")

@@ -7,7 +7,6 @@
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import resource
@@ -19,6 +18,7 @@ from pathlib import Path
 import torch
 
 from amms_lib.non_local import NonLocalBlock
+from amms_lib.runtime import ArgumentParser
 
 CLEAR_REFS = Path("/proc/self/clear_refs")
 
@@ -117,7 +117,7 @@ def measure(specs: list[str], channels: int = 64, backward: bool = True,
 
 def main() -> None:
     """The worker's command line: one JSON line per ``mode:side`` (``measure`` parses them)."""
-    ap = argparse.ArgumentParser(prog="python -m amms_lib.memory")
+    ap = ArgumentParser(prog="python -m amms_lib.memory")
     ap.add_argument("--worker", nargs="+", metavar="MODE:SIDE", required=True)
     ap.add_argument("--channels", type=int, default=64)
     ap.add_argument("--forward-only", action="store_true")

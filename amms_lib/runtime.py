@@ -440,7 +440,11 @@ def progress_off() -> bool:
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse whose bad-argument message is one line (no usage dump), exit 2."""
+    """argparse whose bad-argument message is one line (no usage dump), exit 2, and which
+    takes no shortened option (``--lr`` had silently meant ``--lr-patch``)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **{"allow_abbrev": False, **kwargs})
 
     def error(self, message: str):
         print(f"error: {message} (--help lists the options)", file=sys.stderr)

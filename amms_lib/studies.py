@@ -11,6 +11,7 @@ exactly from its last save the next time, on this machine or another.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import statistics
@@ -364,12 +365,21 @@ def check_study_args(args) -> None:
     """A study's numbers, refused in one line before any work (a bad one had started the
     cost measurement, or failed every run alone with its cause only in train.log):
     ``--jobs``, ``--threads``, ``--steps`` at least 1, ``--lr`` (``--lrs``) in (0, 1],
-    ``--stop-minutes`` and ``--minutes`` not negative, ``--seeds`` not negative and each
+    ``--stop-minutes`` not negative, ``--minutes``/``--hours`` above 0, ``--ema`` in [0, 1),
+    ``--init`` an existing file, ``--seeds`` not negative and each
     named once (a seed twice would pair a run with itself). Only the options the script
     has are checked."""
     require_at_least(args, **{k: v for k, v in dict(jobs=1, threads=1, steps=1,
-                                                    stop_minutes=0, minutes=0).items()
+                                                    stop_minutes=0).items()
                               if hasattr(args, k)})
+    for name in ("minutes", "hours"):  # a training budget: above 0 (NaN, inf: no)
+        if hasattr(args, name) and not 0 < getattr(args, name) < math.inf:
+            raise AmmsError(f"--{name} {getattr(args, name):g}: a budget must be above 0")
+    if hasattr(args, "ema") and args.ema and not 0 < args.ema < 1:
+        raise AmmsError(f"--ema {args.ema:g}: a weight-average decay is between 0 and 1 "
+                        "(0: none)")
+    if getattr(args, "init", None) and not Path(args.init).is_file():
+        raise AmmsError(f"--init {args.init}: no such checkpoint file")
     for name in ("lr", "lrs"):  # Adam's learning rate: above 0, at most 1 (NaN, inf: no)
         for lr in [v for v in np.atleast_1d(getattr(args, name, None) or []) if v is not None]:
             if not 0 < lr <= 1:

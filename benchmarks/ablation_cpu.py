@@ -44,7 +44,7 @@ from pathlib import Path
 
 from amms_lib import data
 from amms_lib.ablation_stats import analyse
-from amms_lib.runtime import atomic_write, cli, cpu_name, repo_root
+from amms_lib.runtime import ArgumentParser, atomic_write, cli, cpu_name, repo_root
 from amms_lib.studies import (
     FAIR,
     check_study_args,
@@ -210,7 +210,7 @@ def measure_threads(steps: int = 60) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
+    ap = ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--lr", type=float, default=5e-4)

@@ -14,13 +14,11 @@ d is, so a small d leaves it further from peak. The compact AMMS has d = 16 (32 
 """
 from __future__ import annotations
 
-import argparse
-
 import torch
 
 from amms_lib.machine import flops_per_cycle, gemm_gflops, of_peak, peak_gflops, timed
 from amms_lib.non_local import fused_attention
-from amms_lib.runtime import cli, cpu_name
+from amms_lib.runtime import ArgumentParser, cli, cpu_name
 from amms_lib.studies import check_new_results, measurement_kind, stamp
 
 KIND = measurement_kind("attention_rate", {"cpu", "peak_gflops", "peak_how", "gemm_gflops",
@@ -33,7 +31,7 @@ def best(fn, repeats: int = 5) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sides", type=int, nargs="+", default=[64, 128])
     ap.add_argument("--dims", type=int, nargs="+", default=[8, 16, 32, 64, 128])
     ap.add_argument("--json", help="write the rows here")

@@ -40,7 +40,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from amms_lib import data
-from amms_lib.runtime import atomic_write, cpu_name, repo_root
+from amms_lib.runtime import ArgumentParser, atomic_write, cpu_name, repo_root
 from amms_lib.studies import (
     SIZE_CONFIGS,
     VAL_IMAGES,
@@ -234,7 +234,7 @@ def markdown(record: dict) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
+    ap = ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--hours", type=float, default=1.5,
                     help="x2 budget per configuration, in hours of the 2-core machine")

@@ -33,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from amms_lib import data
-from amms_lib.runtime import atomic_write, cpu_name, repo_root
+from amms_lib.runtime import ArgumentParser, atomic_write, cpu_name, repo_root
 from amms_lib.stats import paired_interval
 from amms_lib.studies import (
     SIZE_CONFIGS,
@@ -134,7 +134,7 @@ def markdown(record: dict) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
+    ap = ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=25.0,
                     help="training budget per variant, in minutes of one core")

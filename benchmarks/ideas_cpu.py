@@ -33,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from amms_lib import data, stats
-from amms_lib.runtime import atomic_write, cli, cpu_name, repo_root
+from amms_lib.runtime import ArgumentParser, atomic_write, cli, cpu_name, repo_root
 from amms_lib.studies import (
     FAIR,
     check_study_args,
@@ -292,7 +292,7 @@ def diagnostics_table(record: dict) -> str:
 def main() -> None:
     import threading
 
-    ap = argparse.ArgumentParser(description=__doc__,
+    ap = ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=PLAN["seeds"])
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)

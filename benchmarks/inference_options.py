@@ -16,7 +16,6 @@ there the convolutions, which bf16 speeds up, are most of the work, and the atte
 """
 from __future__ import annotations
 
-import argparse
 import time
 from contextlib import nullcontext
 
@@ -27,7 +26,7 @@ from amms_lib import data
 from amms_lib.checkpoint import load_model
 from amms_lib.inference import OVERLAP, forward_tiled, to_image, to_tensor
 from amms_lib.metrics import psnr
-from amms_lib.runtime import cli, cpu_name
+from amms_lib.runtime import ArgumentParser, cli, cpu_name
 from amms_lib.studies import check_new_results, measurement_kind, stamp
 
 OPTIONS = ("fp32", "cl", "bf16", "cl+bf16")
@@ -55,7 +54,7 @@ def run(net, lrs: list[np.ndarray], option: str,
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", default="checkpoints/amms_x2.pt")
     ap.add_argument("--set", default="Set14")
     ap.add_argument("--rounds", type=int, default=2)

@@ -25,12 +25,12 @@ import argparse
 import torch
 
 from amms_lib.memory import measure, worker
-from amms_lib.runtime import cli
+from amms_lib.runtime import ArgumentParser, cli
 
 LIMIT_BYTES = 8e9  # skip naive above this
 MATRICES = 3  # naive fwd+bwd holds ~3 N x N matrices: scores, weights, their gradient
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
+    ap = ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--channels", type=int, default=64)
     ap.add_argument("--sides", type=int, nargs="+", default=[64, 128, 256])

@@ -9,7 +9,6 @@ also the batched torch time on it.
 """
 from __future__ import annotations
 
-import argparse
 import math
 import time
 
@@ -18,7 +17,7 @@ import torch
 from reference_resize import reference_resize  # the sibling: the tests' float64 reference
 
 from amms_lib.resize import imresize
-from amms_lib.runtime import cli
+from amms_lib.runtime import ArgumentParser, cli
 
 
 def best_of(fn, repeat: int) -> float:
@@ -32,7 +31,7 @@ def best_of(fn, repeat: int) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = ArgumentParser(description=__doc__)
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
     if args.repeat < 1:

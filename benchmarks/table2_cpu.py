@@ -43,7 +43,6 @@ rows beside the network; the record says which CPU scored each row and its preci
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -54,7 +53,7 @@ from amms_lib import data
 from amms_lib.amms import AMMSConfig
 from amms_lib.checkpoint import register
 from amms_lib.equal_budget import MODELS, SETS, markdown, registered
-from amms_lib.runtime import atomic_write, cpu_name, relative, repo_root
+from amms_lib.runtime import ArgumentParser, atomic_write, cpu_name, relative, repo_root
 from amms_lib.studies import (
     beside,
     bicubic_rows,
@@ -225,7 +224,7 @@ def ship(model: str, scale: int, row: dict, args) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--minutes", type=float, default=20.0,
                     help="x2 budget per network, in minutes of the 2-core machine")
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)

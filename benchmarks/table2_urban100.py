@@ -23,7 +23,6 @@ the cell so that a table marks it.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
@@ -36,7 +35,7 @@ from amms_lib.equal_budget import URBAN, registered
 from amms_lib.errors import AmmsError
 from amms_lib.inference import OVERLAP, upscale
 from amms_lib.models import MODELS
-from amms_lib.runtime import FolderLock, atomic_write, cli, json_arg, repo_root
+from amms_lib.runtime import ArgumentParser, FolderLock, atomic_write, cli, json_arg, repo_root
 from amms_lib.studies import read_results, score_sets, shipped_by, stamp
 
 SHIPPED = "shipped"  # the cell name of checkpoints/amms_xS.pt, the size study's winner
@@ -94,7 +93,7 @@ def update(path: Path, model: str, scale: int, **cells) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("cells", nargs="+", help=f"MODEL:SCALE, e.g. lapsrn:2 or {SHIPPED}:4")
     ap.add_argument("--max-minutes", type=float, default=20.0,
                     help="refuse a cell estimated over this, in minutes of the 2-core machine")

@@ -35,7 +35,7 @@ from amms_lib.errors import AmmsError
 from amms_lib.memory import fresh_process
 from amms_lib.models import build_model
 from amms_lib.non_local import MODES as NL_MODES
-from amms_lib.runtime import cli, require_at_least, resolve_device
+from amms_lib.runtime import ArgumentParser, cli, require_at_least, resolve_device
 from amms_lib.scales import check_scale
 from amms_lib.studies import check_new_results, measurement_kind, stamp
 
@@ -100,7 +100,7 @@ def measure(args, row: str, device: torch.device) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
+    ap = ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scale", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=16)

@@ -37,7 +37,7 @@ from amms_lib.inference import estimate_memory, upscale
 from amms_lib.memory import fresh_process, peak_memory
 from amms_lib.models import build_model
 from amms_lib.non_local import NonLocalBlock
-from amms_lib.runtime import cli, require_at_least
+from amms_lib.runtime import ArgumentParser, cli, require_at_least
 
 MODES = ("full", "region", "tiled", "naive")
 SIDES = range(32, 1025, 16)  # naive: square crops tried, smallest first
@@ -164,7 +164,7 @@ def all_tiled(args) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
+    ap = ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, help="first N Urban100 images (table: 1)")
     ap.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))

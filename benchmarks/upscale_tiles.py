@@ -20,8 +20,6 @@ a minute on 2 cores; start with ``--images 1``.
 """
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 import torch
 
@@ -30,7 +28,7 @@ from amms_lib.checkpoint import checkpoints_dir, load_model
 from amms_lib.inference import OVERLAP, upscale
 from amms_lib.memory import peak_memory
 from amms_lib.metrics import psnr
-from amms_lib.runtime import cli, cpu_name
+from amms_lib.runtime import ArgumentParser, cli, cpu_name
 from amms_lib.stats import paired_interval
 from amms_lib.studies import check_new_results, measurement_kind, stamp
 
@@ -50,7 +48,7 @@ def measure(net, lr: np.ndarray, hr: np.ndarray, scale: int, tile: int | None,
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sets", nargs="+", default=["BSD100", "Urban100"])
     ap.add_argument("--scales", nargs="+", type=int, default=[2, 4])
     ap.add_argument("--tiles", nargs="+", type=int, default=[32, 64, 128, 256])

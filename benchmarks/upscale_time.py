@@ -25,7 +25,6 @@ product (torch.mm, 2048^2) is printed too: the ceiling a real kernel reaches her
 """
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
@@ -35,7 +34,7 @@ from amms_lib import speed
 from amms_lib.checkpoint import load_model
 from amms_lib.inference import OVERLAP, plan, upscale
 from amms_lib.machine import OVER_PEAK, flops_per_cycle, gemm_gflops, of_peak, peak_gflops
-from amms_lib.runtime import cli, cpu_name
+from amms_lib.runtime import ArgumentParser, cli, cpu_name
 from amms_lib.studies import check_new_results, measurement_kind, stamp
 
 KIND = measurement_kind("upscale_time", {
@@ -51,7 +50,7 @@ def measure(net, side: int, tile: int | None) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", default="checkpoints/amms_x2.pt")
     ap.add_argument("--sides", type=int, nargs="+", default=[64, 128, 256, 512])
     ap.add_argument("--tiled", nargs="*", default=["512:128", "1000:128"],

@@ -13,7 +13,6 @@ images) with bicubic beside them. No test set is read.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -23,7 +22,7 @@ from pathlib import Path
 from amms_lib import data
 from amms_lib.benchmark import bicubic_upscaler, evaluate_set
 from amms_lib.checkpoint import read_checkpoint
-from amms_lib.runtime import atomic_write, cli, cpu_name, json_arg, repo_root
+from amms_lib.runtime import ArgumentParser, atomic_write, cli, cpu_name, json_arg, repo_root
 from amms_lib.studies import (
     SIZE_CONFIGS,
     bicubic_validation,
@@ -43,7 +42,7 @@ RUNS = repo_root() / "runs" / "x4_init"
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--config", default="c48m2", choices=list(SIZE_CONFIGS))
     ap.add_argument("--init", type=Path, default=repo_root() / "checkpoints" / "amms_x2.pt")
     ap.add_argument("--steps", type=int, default=1000)

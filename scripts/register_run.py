@@ -33,7 +33,7 @@ from amms_lib import data
 from amms_lib.checkpoint import load_model, read_checkpoint, register
 from amms_lib.errors import AmmsError
 from amms_lib.runlog import read_metrics, still_training
-from amms_lib.runtime import cli, relative
+from amms_lib.runtime import ArgumentParser, cli, relative
 from amms_lib.train_config import RESUME_FIXED, TrainConfig, val_set_name
 from amms_lib.validation import validate
 
@@ -132,7 +132,7 @@ def check_best(src: Path, ckpt: dict, cfg: dict, vals: list[dict]) -> None:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__,
+    ap = ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out_dir")
     ap.add_argument("--command", required=True, help="the command that trained it")

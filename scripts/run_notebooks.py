@@ -32,6 +32,7 @@ from amms_lib import data, runtime
 from amms_lib.benchmark import format_table
 from amms_lib.errors import AmmsError
 from amms_lib.run_folders import run_folder
+from amms_lib.runtime import ArgumentParser
 
 ROOT = Path(__file__).resolve().parents[1]
 # the python3 kernelspec declares "supported_encryption": ["curve"]: the kernel
@@ -85,7 +86,7 @@ def rel(path: Path) -> str:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__,
+    ap = ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--mode", default="quick", choices=["quick", "full", "auto"])
     ap.add_argument("--only", nargs="+", default=[], help="notebook number prefixes")

@@ -864,6 +864,11 @@ def test_every_benchmark_script_ends_through_the_cli_wrapper():
      "rows full:eager named twice"),
     ("ablation_cpu.py", ["--seeds", "0", "0"], "--seeds 0 0: name each seed once"),
     ("ablation_cpu.py", ["--threads", "0"], "--threads 0: must be at least 1"),
+    ("config_study.py", ["--hours", "-1"], "--hours -1: a budget must be above 0"),
+    ("config_study.py", ["--ema", "1.5"], "--ema 1.5: a weight-average decay"),
+    ("finish_study.py", ["--minutes", "0"], "--minutes 0: a budget must be above 0"),
+    ("x4_init.py", ["--init", "/nonexistent/x2.pt"], "--init /nonexistent/x2.pt: no such"),
+    ("train_speed.py", ["--device", "cpu", "--lr", "7"], "unrecognized arguments: --lr 7"),
     ("table2_urban100.py", ["srcnn:2", "--json", ""], "--json is empty (an unset variable?)"),
 ])
 def test_a_bad_argument_is_refused_before_any_work(tmp_path, script, argv, said):
