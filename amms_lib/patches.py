@@ -106,9 +106,14 @@ def load_pairs(files: list[Path], scale: int, cache_dir: Path | None = None
     if cache.is_file():
         try:
             blob = torch.load(cache, weights_only=True)
+            hrs, lrs = [t.numpy() for t in blob["hr"]], [t.numpy() for t in blob["lr"]]
+            if not hrs or len(hrs) != len(lrs) or any(  # a foreign file loads but misfits
+                    h.ndim != 3 or h.shape[:2] != (lo.shape[0] * scale, lo.shape[1] * scale)
+                    for h, lo in zip(hrs, lrs)):
+                raise ValueError("HR and LR lists do not match")
             if blob.get("note"):
                 print(blob["note"], file=sys.stderr)
-            return [t.numpy() for t in blob["hr"]], [t.numpy() for t in blob["lr"]], key
+            return hrs, lrs, key
         except Exception as exc:  # noqa: BLE001  any failure means a damaged cache file
             print(f"warning: {cache}: damaged LR cache ({type(exc).__name__}); rebuilding it",
                   file=sys.stderr)
@@ -144,8 +149,12 @@ def load_pairs(files: list[Path], scale: int, cache_dir: Path | None = None
         hrs = [as_rgb(data.modcrop(data.load_hr(data.BUILTIN, n), scale))
                for n in data.BUILTIN_IMAGES]
     lrs = [imresize(hr, 1 / scale, border="clamp") for hr in hrs]
-    atomic_save({"hr": [torch.from_numpy(h) for h in hrs],
-                 "lr": [torch.from_numpy(lo) for lo in lrs], "note": note}, cache)
+    try:
+        atomic_save({"hr": [torch.from_numpy(h) for h in hrs],
+                     "lr": [torch.from_numpy(lo) for lo in lrs], "note": note}, cache)
+    except (OSError, RuntimeError) as exc:  # a folder at its path, runs/cache a file, a full disk
+        print(f"warning: {cache}: the LR cache could not be written ({exc}); training goes "
+              "on without it", file=sys.stderr)
     return hrs, lrs, key
 
 

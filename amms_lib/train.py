@@ -140,7 +140,8 @@ def _run_origin(cfg: TrainConfig, out: Path) -> TrainConfig:
                             f"{was or 'scratch'}: --init-from {cfg.init_from} would not change "
                             "its weights; drop --init-from, or start over with --overwrite")
         return replace(cfg, init_from=was)
-    if cfg.overwrite and cfg.init_from and Path(cfg.init_from).resolve().parent == out.resolve():
+    init = Path(cfg.init_from or ".").resolve()
+    if cfg.overwrite and cfg.init_from and init.parent == out.resolve() and init.name in OUT_FILES:
         raise AmmsError(f"--init-from {cfg.init_from} is a file of the run --overwrite would "
                         f"delete; copy it out of {out} first, or choose another --out-dir")
     return cfg

@@ -395,6 +395,10 @@ def test_a_run_keeps_its_origin_and_overwrite_keeps_its_start(use_data, tmp_path
     with pytest.raises(AmmsError, match="a file of the run --overwrite would delete"):
         train(replace(cfg, overwrite=True, init_from=str(run / "best.pt")))
     assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+    # a user's own file in the folder is not one --overwrite deletes: it may start the run
+    (run / "keep_best.pt").write_bytes((run / "best.pt").read_bytes())
+    assert train(replace(cfg, overwrite=True, init_from=str(run / "keep_best.pt")))["step"] > 0
+    assert (run / "keep_best.pt").is_file()
 
 
 def dead_pid() -> int:
@@ -573,6 +577,18 @@ def test_a_damaged_log_or_lr_cache_is_one_clear_line(use_data, tmp_path, capsys)
     assert "damaged LR cache" in capsys.readouterr().err
     assert all(np.array_equal(a, b) for a, b in zip(hrs, again))
     assert load_pairs(files, 2, cache_dir=cache)[2] == key  # rebuilt: it loads again
+    # a loadable file that does not fit (one HR, no LR) had passed and failed at the first
+    # batch, after --overwrite had cleared the earlier run
+    torch.save({"hr": [torch.zeros(40, 40, 3, dtype=torch.uint8)], "lr": []},
+               cache / f"train_x2_{key}.pt")
+    again, lrs, _ = load_pairs(files, 2, cache_dir=cache)
+    assert "damaged LR cache (ValueError)" in capsys.readouterr().err
+    assert len(again) == len(lrs) == 2 and all(np.array_equal(a, b) for a, b in zip(hrs, again))
+    # a folder at the cache's path: a warning, and the pairs all the same
+    (cache / f"train_x2_{key}.pt").unlink()
+    (cache / f"train_x2_{key}.pt").mkdir()
+    assert len(load_pairs(files, 2, cache_dir=cache)[0]) == 2
+    assert "the LR cache could not be written" in capsys.readouterr().err
 
 
 def test_a_full_disk_during_a_save_is_one_error_and_keeps_the_last_checkpoint(
