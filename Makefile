@@ -40,17 +40,19 @@ lab: $(STAMP)
 	MPLBACKEND=module://matplotlib_inline.backend_inline $(PY) -m jupyter lab notebooks
 
 # the linter (ruff, configured in pyproject.toml: a finding fails the run), the unit tests,
-# then every notebook through nbval (lax: asserts in cells, no output diffs)
+# then every notebook through nbval (lax: asserts in cells, no output diffs); two pytest-xdist
+# workers: the notebooks in order on one, the other files beside them (tests/conftest.py)
 test: $(STAMP)
 	$(VENV)/bin/ruff check amms_lib tests scripts benchmarks notebooks
 	AMMS_MODE=quick TQDM_DISABLE=1 $(PY) -m pytest tests notebooks --nbval-lax \
-		--nbval-current-env --nbval-cell-timeout 300 --durations=10
+		--nbval-current-env --nbval-cell-timeout 300 --durations=10 -n 2 --dist loadgroup
 
 # the fast tier: everything but notebooks, the browser and the tests marked slow (subprocess
 # runs of the tools, trainings); about 3 minutes on 2 cores; `make test` runs it all
 test-fast: $(STAMP)
 	$(VENV)/bin/ruff check amms_lib tests scripts benchmarks notebooks
-	AMMS_MODE=quick TQDM_DISABLE=1 $(PY) -m pytest tests -m "not slow" --durations=10
+	AMMS_MODE=quick TQDM_DISABLE=1 $(PY) -m pytest tests -m "not slow" --durations=10 \
+		-n 2 --dist loadgroup
 
 clean:
 	rm -rf $(VENV) runs
