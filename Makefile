@@ -40,19 +40,17 @@ lab: $(STAMP)
 	MPLBACKEND=module://matplotlib_inline.backend_inline $(PY) -m jupyter lab notebooks
 
 # the linter (ruff, configured in pyproject.toml: a finding fails the run), the unit tests,
-# then every notebook through nbval (lax: asserts in cells, no output diffs); two pytest-xdist
-# workers: the notebooks in order on one, the other files beside them (tests/conftest.py)
+# then every notebook through nbval (lax: asserts in cells, no output diffs)
 test: $(STAMP)
 	$(VENV)/bin/ruff check amms_lib tests scripts benchmarks notebooks
 	AMMS_MODE=quick TQDM_DISABLE=1 $(PY) -m pytest tests notebooks --nbval-lax \
-		--nbval-current-env --nbval-cell-timeout 300 --durations=10 -n 2 --dist loadgroup
+		--nbval-current-env --nbval-cell-timeout 300 --durations=10
 
 # the fast tier: everything but notebooks, the browser and the tests marked slow (subprocess
 # runs of the tools, trainings); about 3 minutes on 2 cores; `make test` runs it all
 test-fast: $(STAMP)
 	$(VENV)/bin/ruff check amms_lib tests scripts benchmarks notebooks
-	AMMS_MODE=quick TQDM_DISABLE=1 $(PY) -m pytest tests -m "not slow" --durations=10 \
-		-n 2 --dist loadgroup
+	AMMS_MODE=quick TQDM_DISABLE=1 $(PY) -m pytest tests -m "not slow" --durations=10
 
 clean:
 	rm -rf $(VENV) runs

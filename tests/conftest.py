@@ -53,10 +53,6 @@ def pytest_configure(config):
 
 # the one place that says what is slow: whole files, then single tests elsewhere
 SLOW_FILES = {"test_notebooks.py", "test_browser.py", "test_gpu_run.py", "test_cuda.py"}
-# what runs notebooks (nbval's cells, papermill, JupyterLab) shares runs/ and a kernel's
-# order of cells: under pytest-xdist (make test: -n 2 --dist loadgroup) it is one group, run
-# in collection order by one worker; every other file is its own group, as --dist loadfile
-NOTEBOOK_FILES = {"test_notebooks.py", "test_browser.py"}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -66,8 +62,6 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.path.suffix == ".ipynb" or item.path.name in SLOW_FILES:
             item.add_marker(pytest.mark.slow)
-        notebooks = item.path.suffix == ".ipynb" or item.path.name in NOTEBOOK_FILES
-        item.add_marker(pytest.mark.xdist_group("notebooks" if notebooks else item.path.name))
     marked = [item for item in items if item.get_closest_marker("cuda")]
     if not marked:
         return
