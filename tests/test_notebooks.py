@@ -103,38 +103,25 @@ def test_network_notebook_at_other_scales(tmp_path, scale, monkeypatch):
     assert "fusion='sequential'" in text
 
 
-@pytest.mark.parametrize("scale", [4])  # x2 runs in nbval (data) and without data below
-def test_train_notebook_beats_bicubic_at_x4(use_data, tmp_path, scale, monkeypatch):
+def test_train_notebook_beats_bicubic_at_x4_without_a_data_folder(tmp_path, monkeypatch):
     """The mission's command, `papermill notebooks/05_train.ipynb out.ipynb -p scale 4`,
-    with quick defaults: from the shipped x2 body it ends clearly above bicubic."""
+    with quick defaults and no data folder (as `make run` without one): 05 starts from the
+    shipped x2 body, trains on the built-in images and ends clearly above bicubic on them.
+    One run for both paths (x2 from scratch with data: nbval's run of 05)."""
     monkeypatch.setenv("AMMS_MODE", "quick")
+    monkeypatch.delenv("AMMS_DATA", raising=False)
     monkeypatch.setenv("AMMS_FIGURES", str(tmp_path / "figures"))  # keep figures/ curated
     out = tmp_path / "05.ipynb"
     papermill.execute_notebook(
         str(NOTEBOOKS / "05_train.ipynb"), str(out), kernel_name="python3",
-        parameters=dict(scale=scale, out_dir=str(tmp_path / "run"), rescore_shipped=False),
-        progress_bar=False, cwd=str(tmp_path))  # the re-score: nbval runs it (x2)
+        parameters=dict(scale=4, out_dir=str(tmp_path / "run")), progress_bar=False,
+        cwd=str(tmp_path))
     text = _stdout(out)
-    assert f'"scale": {scale}' in text and f'"patch_size": {32 * scale}' in text
+    assert '"scale": 4' in text and f'"patch_size": {32 * 4}' in text
     assert "amms_x2.pt" in text  # it said where it started
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert summary["psnr"] > summary["bicubic_psnr"] + 0.5, summary
-
-
-def test_train_notebook_beats_bicubic_without_a_data_folder(tmp_path, monkeypatch):
-    """`make run` without data: 05 trains on the built-in images and still ends above
-    bicubic on its validation images, by a margin a seed does not take away."""
-    monkeypatch.setenv("AMMS_MODE", "quick")
-    monkeypatch.delenv("AMMS_DATA", raising=False)
-    monkeypatch.setenv("AMMS_FIGURES", str(tmp_path / "figures"))
-    out = tmp_path / "05.ipynb"
-    papermill.execute_notebook(
-        str(NOTEBOOKS / "05_train.ipynb"), str(out), kernel_name="python3",
-        parameters=dict(out_dir=str(tmp_path / "run")), progress_bar=False,
-        cwd=str(tmp_path))
-    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert all(i.startswith("skimage/") for i in summary["images"]), summary
-    assert summary["psnr"] > summary["bicubic_psnr"] + 0.1, summary
+    assert summary["psnr"] > summary["bicubic_psnr"] + 0.5, summary
 
 
 def test_compare_notebook_at_x2(tmp_path, monkeypatch):
