@@ -337,7 +337,7 @@ def main(argv=None) -> int:
     """Command line: ``list`` and ``fetch --dest DIR [--url URL] [--sets ...]
     [--no-progress]``."""
     parser = ArgumentParser(prog="python -m amms_lib.data",
-                                     description="See and get the SR benchmark sets.")
+                            description="See and get the SR benchmark sets.")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="the data folder's sets and whether they are complete")
     p = sub.add_parser("fetch", help="download the benchmark into DEST/benchmark")

@@ -211,7 +211,7 @@ def measure_threads(steps: int = 60) -> dict:
 
 def main() -> None:
     ap = ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])

@@ -235,7 +235,7 @@ def markdown(record: dict) -> str:
 
 def main() -> None:
     ap = ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--hours", type=float, default=1.5,
                     help="x2 budget per configuration, in hours of the 2-core machine")
     ap.add_argument("--configs", nargs="+", default=["c32m2", "c48m2"], choices=list(SIZE_CONFIGS))

@@ -135,7 +135,7 @@ def markdown(record: dict) -> str:
 
 def main() -> None:
     ap = ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=25.0,
                     help="training budget per variant, in minutes of one core")
     ap.add_argument("--lr", type=float, default=1e-4, help="peak lr of the second cycle")

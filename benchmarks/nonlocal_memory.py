@@ -31,7 +31,7 @@ LIMIT_BYTES = 8e9  # skip naive above this
 MATRICES = 3  # naive fwd+bwd holds ~3 N x N matrices: scores, weights, their gradient
 def main() -> None:
     ap = ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--channels", type=int, default=64)
     ap.add_argument("--sides", type=int, nargs="+", default=[64, 128, 256])
     ap.add_argument("--worker", nargs="+", metavar="MODE:SIDE")

@@ -101,7 +101,7 @@ def measure(args, row: str, device: torch.device) -> dict:
 
 def main() -> None:
     ap = ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scale", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--lr-patch", type=int, default=48, help="LR patch side")

@@ -165,7 +165,7 @@ def all_tiled(args) -> None:
 
 def main() -> None:
     ap = ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, help="first N Urban100 images (table: 1)")
     ap.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     ap.add_argument("--crop", type=int, help="centre-crop each LR image to N x N")

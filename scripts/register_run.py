@@ -133,7 +133,7 @@ def check_best(src: Path, ckpt: dict, cfg: dict, vals: list[dict]) -> None:
 
 def main(argv=None) -> int:
     ap = ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out_dir")
     ap.add_argument("--command", required=True, help="the command that trained it")
     ap.add_argument("--data", default="",

@@ -87,7 +87,7 @@ def rel(path: Path) -> str:
 
 def main() -> int:
     ap = ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--mode", default="quick", choices=["quick", "full", "auto"])
     ap.add_argument("--only", nargs="+", default=[], help="notebook number prefixes")
     ap.add_argument("-p", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
