@@ -24,16 +24,33 @@ def t95(df: int) -> float:
 
 
 def paired_interval(diffs) -> dict:
-    """Mean, standard deviation and 95% t interval of paired differences (``ci95`` None
-    and not resolved for fewer than 2)."""
+    """Mean, standard deviation, 95% t interval and two-sided p of paired differences
+    (``ci95`` None and not resolved for fewer than 2)."""
     diffs = [float(d) for d in diffs]
     n, m = len(diffs), mean(diffs)
     if n < 2:
         return {"n": n, "mean": m, "sd": None, "ci95": None, "resolved": False}
+    from scipy import stats as sp
+
     sd = stdev(diffs)
     half = t95(n - 1) * sd / math.sqrt(n)
     lo, hi = m - half, m + half
-    return {"n": n, "mean": m, "sd": sd, "ci95": [lo, hi], "resolved": lo > 0 or hi < 0}
+    if sd > 0:  # two-sided p of the same t test: resolved exactly when p < 0.05
+        p = float(2 * sp.t.sf(abs(m) / (sd / math.sqrt(n)), n - 1))
+    else:
+        p = 1.0 if m == 0 else 0.0
+    return {"n": n, "mean": m, "sd": sd, "ci95": [lo, hi], "resolved": lo > 0 or hi < 0,
+            "p": p}
+
+
+def holm(pvalues: dict) -> dict:
+    """Holm's step-down correction at 5% over several comparisons (name -> p): which stay
+    resolved when all of them are read together. The smallest p must be under 0.05 / k, the
+    next under 0.05 / (k - 1), and so on; the first that fails stops every larger one."""
+    kept, k = {}, len(pvalues)
+    for i, name in enumerate(sorted(pvalues, key=pvalues.get)):
+        kept[name] = pvalues[name] < 0.05 / (k - i) and all(kept.values())
+    return kept
 
 
 def factorial_anova(values: dict, factors: dict[str, tuple[str, ...]]) -> dict:

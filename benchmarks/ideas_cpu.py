@@ -246,8 +246,8 @@ def markdown(record: dict) -> str:
                          f"{mean(r['train_minutes'] for r in rs):.1f} | " + " | ".join(
                              f"{mean(r['sets'][s]['psnr'] for r in rs):.3f}" for s in TEST_SETS)
                          + " |")
-    a = record["analysis"]
-    lines.append(f"\nOn {PRIMARY} (dB, 95% interval):")
+    a = analyse(record)  # from the runs, by the code of today (the stored one may be older)
+    lines.append(f"\nOn {PRIMARY} (dB, 95% interval; p of the paired t test):")
     for name, e in a["factorial"][PRIMARY].get("effects", {}).items():
         lines.append(f"- factorial {name}: {e['effect']:+.3f} [{e['ci95'][0]:+.3f}, "
                      f"{e['ci95'][1]:+.3f}]{' resolved' if e['resolved'] else ''}")
@@ -257,13 +257,19 @@ def markdown(record: dict) -> str:
         e = sets.get(PRIMARY)
         if e and e["ci95"]:
             lines.append(f"- {name}: {e['mean']:+.3f} [{e['ci95'][0]:+.3f}, "
-                         f"{e['ci95'][1]:+.3f}] over seeds {e['seeds']}"
+                         f"{e['ci95'][1]:+.3f}], p = {e['p']:.3f}, over seeds {e['seeds']}"
                          f"{' resolved' if e['resolved'] else ''}")
         elif e:
             cut = seed_0_only(record["plan"]) & set(record["plan"]["comparisons"][name])
             lines.append(f"- {name}: {e['mean']:+.3f} on seed {e['seeds'][0]} alone ("
                          + ("seed 0 only by the plan's amendment: a diagnostic, no interval)"
                             if cut else "no interval yet)"))
+    p = {n: sets[PRIMARY]["p"] for n, sets in a["pairs"].items()
+         if sets.get(PRIMARY, {}).get("ci95")}
+    if p:  # the plan judges each comparison alone; read together, Holm's correction
+        kept = stats.holm(p)
+        lines.append(f"- read together (Holm over the {len(p)} comparisons with an interval), "
+                     "still resolved: " + (", ".join(n for n in p if kept[n]) or "none"))
     return "\n".join(lines + ["", diagnostics_table(record)])
 
 

@@ -617,6 +617,7 @@ def test_ideas_markdown_renders_the_committed_results():
     run = _script("ideas_cpu.py", "--markdown", cwd=ROOT)
     assert run.returncode == 0, run.stderr[-1500:]
     assert "| variant | params |" in run.stdout and "| variant | seed | s/step |" in run.stdout
+    assert ", p = 0." in run.stdout and "read together (Holm over the" in run.stdout
 
 
 @pytest.mark.parametrize("script", ["inference_options.py", "upscale_tiles.py",
