@@ -455,8 +455,10 @@ def idea_evidence(idea: str, path=None) -> dict:
     """What the ideas study (``benchmarks/results/ideas_cpu.json``) says of one idea on its
     primary outcome: the factorial's main effect (blocked ANOVA over the complete seeds;
     None under two) and the paired difference against its control (``IDEA_CONTROLS``),
-    each with its 95% interval; ``said`` puts both in two lines. Notebooks 01-03 print it."""
-    from amms_lib.stats import factorial_anova, paired_interval
+    each with its 95% interval, and whether that difference stays resolved read together with
+    the plan's other comparisons (``control_holm``, Holm's correction); ``said`` puts it in
+    two lines. Notebooks 01-03 print it."""
+    from amms_lib.stats import factorial_anova, holm, paired_interval
 
     path = Path(path or repo_root() / "benchmarks" / "results" / "ideas_cpu.json")
     record = json.loads(path.read_text())
@@ -469,11 +471,14 @@ def idea_evidence(idea: str, path=None) -> dict:
         main = factorial_anova({(v, s): psnr[v, s] for v in plan["factorial"] for s in complete},
                                {v: tuple(f) for v, f in plan["factorial"].items()}
                                )["effects"][idea]
+    pairs = {}  # every comparison of the plan, paired by seed
+    for n, (a, b) in plan["comparisons"].items():
+        d = [psnr[a, s] - psnr[b, s] for s in plan["seeds"] if (a, s) in psnr and (b, s) in psnr]
+        pairs[n] = paired_interval(d) if d else None
     name = IDEA_CONTROLS[idea]
-    idea_v, control_v = plan["comparisons"][name]
-    diffs = [psnr[idea_v, s] - psnr[control_v, s] for s in plan["seeds"]
-             if (idea_v, s) in psnr and (control_v, s) in psnr]
-    control = paired_interval(diffs) if diffs else None
+    control = pairs[name]
+    # read together with the plan's other comparisons that have an interval (Holm)
+    together = holm({n: e["p"] for n, e in pairs.items() if e and e["ci95"] is not None})
 
     def interval(e, mean):
         if e is None or e.get("ci95") is None:
@@ -485,7 +490,12 @@ def idea_evidence(idea: str, path=None) -> dict:
     said = (f"{primary} x2, {record['steps']:,} steps of the compact AMMS, 95% intervals:\n"
             f"  main effect of {idea} (factorial ANOVA, seeds {complete}): "
             f"{interval(main, main['effect'] if main else 0)}\n"
-            f"  {name} (paired, {len(diffs)} seeds): "
+            f"  {name} (paired, {control['n'] if control else 0} seeds): "
             f"{interval(control, control['mean'] if control else 0)}")
+    if name in together:
+        said += (f"\n    p = {control['p']:.3f}; read together with the study's {len(together)} "
+                 f"comparisons that have an interval (Holm): "
+                 f"{'still resolved' if together[name] else 'not resolved'}")
     return {"main": main, "control": control, "control_name": name, "seeds": complete,
-            "n_control": len(diffs), "steps": record["steps"], "said": said}
+            "n_control": control["n"] if control else 0, "steps": record["steps"],
+            "control_holm": together.get(name, False), "said": said}

@@ -259,3 +259,5 @@ def test_idea_evidence_reads_the_study_as_one_factorial(tmp_path):
     nl = studies.idea_evidence("non_local", path)
     assert not nl["main"]["resolved"] and abs(nl["main"]["effect"]) < 0.01
     assert "main effect of non_local (factorial ANOVA, seeds [0, 1, 2])" in nl["said"]
+    # read with the other comparison (Holm over two): the exact -0.05 stays, nl's 0 does not
+    assert ms["control_holm"] and not nl["control_holm"] and "(Holm): still resolved" in ms["said"]
