@@ -53,6 +53,12 @@ def holm(pvalues: dict) -> dict:
     return kept
 
 
+def holm_of(intervals: dict) -> dict:
+    """``holm`` over the comparisons (name -> ``paired_interval``, or None) that have an
+    interval; those without one are left out."""
+    return holm({n: e["p"] for n, e in intervals.items() if e and e.get("ci95") is not None})
+
+
 def factorial_anova(values: dict, factors: dict[str, tuple[str, ...]]) -> dict:
     """A 2^k factorial in randomised blocks: ``values[(variant, block)]`` (a variant names
     the factors it switches on, ``factors[variant]``), blocks being seeds. The model: block +

@@ -458,7 +458,7 @@ def idea_evidence(idea: str, path=None) -> dict:
     each with its 95% interval, and whether that difference stays resolved read together with
     the plan's other comparisons (``control_holm``, Holm's correction); ``said`` puts it in
     two lines. Notebooks 01-03 print it."""
-    from amms_lib.stats import factorial_anova, holm, paired_interval
+    from amms_lib.stats import factorial_anova, holm_of, paired_interval
 
     path = Path(path or repo_root() / "benchmarks" / "results" / "ideas_cpu.json")
     record = json.loads(path.read_text())
@@ -478,7 +478,7 @@ def idea_evidence(idea: str, path=None) -> dict:
     name = IDEA_CONTROLS[idea]
     control = pairs[name]
     # read together with the plan's other comparisons that have an interval (Holm)
-    together = holm({n: e["p"] for n, e in pairs.items() if e and e["ci95"] is not None})
+    together = holm_of(pairs)
 
     def interval(e, mean):
         if e is None or e.get("ci95") is None:

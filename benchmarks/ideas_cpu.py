@@ -264,12 +264,12 @@ def markdown(record: dict) -> str:
             lines.append(f"- {name}: {e['mean']:+.3f} on seed {e['seeds'][0]} alone ("
                          + ("seed 0 only by the plan's amendment: a diagnostic, no interval)"
                             if cut else "no interval yet)"))
-    p = {n: sets[PRIMARY]["p"] for n, sets in a["pairs"].items()
-         if sets.get(PRIMARY, {}).get("ci95")}
-    if p:  # the plan judges each comparison alone; read together, Holm's correction
-        kept = stats.holm(p)
-        lines.append(f"- read together (Holm over the {len(p)} comparisons with an interval), "
-                     "still resolved: " + (", ".join(n for n in p if kept[n]) or "none"))
+    # the plan judges each comparison alone; read together, Holm's correction
+    kept = stats.holm_of({n: sets.get(PRIMARY) for n, sets in a["pairs"].items()})
+    if kept:
+        lines.append(f"- read together (Holm over the {len(kept)} comparisons with an interval), "
+                     "still resolved: "
+                     + (", ".join(n for n in a["pairs"] if kept.get(n)) or "none"))
     return "\n".join(lines + ["", diagnostics_table(record)])
 
 
